@@ -6,11 +6,11 @@ wit_bindgen::generate!({
     path: "../wit",
 });
 
+use crate::dedup::{self, Existing};
+use crate::policy::{Refusal, Rules};
 use coffer::storage::host::{self, Level};
 use coffer::storage::store::{self, Content};
 use coffer::storage::types::{Backend, Error, Location, ObjectInfo, Operation, PutOutcome};
-use crate::dedup::{self, Existing};
-use crate::policy::{Refusal, Rules};
 
 struct DefaultPolicy;
 
@@ -39,7 +39,11 @@ fn location_for(rules: &Rules, org: &str, sha256: &str) -> Result<Location, Erro
             object_name: rules.key_for(org, sha256),
         }),
         // In the database, each organisation is its own namespace.
-        _ => Ok(Location { backend: Backend::Database, container: org.to_string(), object_name: sha256.to_string() }),
+        _ => Ok(Location {
+            backend: Backend::Database,
+            container: org.to_string(),
+            object_name: sha256.to_string(),
+        }),
     }
 }
 
@@ -65,15 +69,26 @@ impl exports::coffer::storage::policy::Guest for DefaultPolicy {
         let info = body.describe();
         rules.check_content(info.size, &info.content_type)?;
         if !dedup::is_sha256_hex(&info.sha256) {
-            return Err(Error::Internal(format!("host gave a malformed digest {:?}", info.sha256)));
+            return Err(Error::Internal(format!(
+                "host gave a malformed digest {:?}",
+                info.sha256
+            )));
         }
         // Already recorded for this organisation, wherever it lives: store nothing.
         if let Some(existing) = store::lookup(&info.sha256)? {
-            return Ok(PutOutcome { location: existing.location, deduplicated: true });
+            return Ok(PutOutcome {
+                location: existing.location,
+                deduplicated: true,
+            });
         }
         let location = location_for(&rules, &org, &info.sha256)?;
         match dedup::existing(store::head(&location)?, info.size) {
-            Existing::Same => return Ok(PutOutcome { location, deduplicated: true }),
+            Existing::Same => {
+                return Ok(PutOutcome {
+                    location,
+                    deduplicated: true,
+                });
+            }
             Existing::Different { stored_size } => {
                 return Err(Error::Conflict(format!(
                     "{}/{} already holds {stored_size} bytes, not this content's {}; stored objects are never overwritten",
@@ -85,7 +100,10 @@ impl exports::coffer::storage::policy::Guest for DefaultPolicy {
         store::ensure_container(location.backend, &location.container)?;
         store::write(&location, body)?;
         host::log(Level::Debug, &format!("stored {} for {org}", info.sha256));
-        Ok(PutOutcome { location, deduplicated: false })
+        Ok(PutOutcome {
+            location,
+            deduplicated: false,
+        })
     }
 
     fn authorize(_org: String, op: Operation, _object: ObjectInfo) -> Result<(), Error> {

@@ -22,7 +22,9 @@ fn hex_lower(bytes: &[u8]) -> String {
 /// True for exactly 64 lowercase hex digits: the only form of key this
 /// policy writes, so nothing else can be mistaken for content.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// What a put should do, given what is already stored.

@@ -36,17 +36,29 @@ pub enum NameError {
 impl core::fmt::Display for NameError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            NameError::TooShort(n) => write!(f, "is {n} characters long; bucket names need at least {MIN_LEN}"),
-            NameError::TooLong(n) => write!(f, "is {n} characters long; bucket names may have at most {MAX_LEN}"),
+            NameError::TooShort(n) => write!(
+                f,
+                "is {n} characters long; bucket names need at least {MIN_LEN}"
+            ),
+            NameError::TooLong(n) => write!(
+                f,
+                "is {n} characters long; bucket names may have at most {MAX_LEN}"
+            ),
             NameError::InvalidChar(c) => write!(
                 f,
                 "contains {c:?}; bucket names may contain only lowercase letters, digits, '.' and '-'"
             ),
-            NameError::BadFirstOrLast => write!(f, "must begin and end with a lowercase letter or digit"),
+            NameError::BadFirstOrLast => {
+                write!(f, "must begin and end with a lowercase letter or digit")
+            }
             NameError::AdjacentPeriods => write!(f, "must not contain two adjacent periods"),
             NameError::IpAddress => write!(f, "must not be formatted as an IP address"),
-            NameError::ReservedPrefix(p) => write!(f, "must not start with the reserved prefix {p:?}"),
-            NameError::ReservedSuffix(s) => write!(f, "must not end with the reserved suffix {s:?}"),
+            NameError::ReservedPrefix(p) => {
+                write!(f, "must not start with the reserved prefix {p:?}")
+            }
+            NameError::ReservedSuffix(s) => {
+                write!(f, "must not end with the reserved suffix {s:?}")
+            }
         }
     }
 }
@@ -227,7 +239,10 @@ mod tests {
             ("xn--abc", NameError::ReservedPrefix("xn--")),
             ("sthree-abc", NameError::ReservedPrefix("sthree-")),
             ("sthree-configurator", NameError::ReservedPrefix("sthree-")),
-            ("amzn-s3-demo-abc", NameError::ReservedPrefix("amzn-s3-demo-")),
+            (
+                "amzn-s3-demo-abc",
+                NameError::ReservedPrefix("amzn-s3-demo-"),
+            ),
             ("abc-s3alias", NameError::ReservedSuffix("-s3alias")),
             ("abc--ol-s3", NameError::ReservedSuffix("--ol-s3")),
             ("abc.mrap", NameError::ReservedSuffix(".mrap")),
@@ -249,8 +264,14 @@ mod tests {
         assert_eq!(validate_prefix("cyn_"), Err(NameError::InvalidChar('_')));
         assert_eq!(validate_prefix("-cyn"), Err(NameError::BadFirstOrLast));
         assert_eq!(validate_prefix("a..b"), Err(NameError::AdjacentPeriods));
-        assert_eq!(validate_prefix("xn--"), Err(NameError::ReservedPrefix("xn--")));
-        assert_eq!(validate_prefix(&"a".repeat(63)), Err(NameError::TooLong(64)));
+        assert_eq!(
+            validate_prefix("xn--"),
+            Err(NameError::ReservedPrefix("xn--"))
+        );
+        assert_eq!(
+            validate_prefix(&"a".repeat(63)),
+            Err(NameError::TooLong(64))
+        );
     }
 
     #[test]
@@ -258,8 +279,14 @@ mod tests {
         assert_eq!(bucket_for("cyn-", "org").as_deref(), Ok("cyn-org"));
         assert_eq!(bucket_for("cyn-", "org2").as_deref(), Ok("cyn-org2"));
         assert_eq!(bucket_for("cyn-", "Org"), Err(NameError::InvalidChar('O')));
-        assert_eq!(bucket_for("cyn-", "my_org"), Err(NameError::InvalidChar('_')));
-        assert_eq!(bucket_for("cyn-", &"o".repeat(60)), Err(NameError::TooLong(64)));
+        assert_eq!(
+            bucket_for("cyn-", "my_org"),
+            Err(NameError::InvalidChar('_'))
+        );
+        assert_eq!(
+            bucket_for("cyn-", &"o".repeat(60)),
+            Err(NameError::TooLong(64))
+        );
     }
 
     #[test]
@@ -288,7 +315,10 @@ mod tests {
     fn mapping_fails_cleanly_when_the_prefix_makes_it_impossible() {
         // "xn-" + "-a..." would start with the reserved "xn--".
         assert!(mapped_bucket_for("xn-", "-A").is_ok_and(|n| validate_bucket(&n).is_ok()));
-        assert_eq!(mapped_bucket_for("a..", "b"), Err(NameError::AdjacentPeriods));
+        assert_eq!(
+            mapped_bucket_for("a..", "b"),
+            Err(NameError::AdjacentPeriods)
+        );
     }
 
     proptest! {

@@ -1,0 +1,48 @@
+//! Coffer stores organisations' files in S3-compatible buckets or, when no
+//! S3 is configured, in a database, with the rules that decide *where* in
+//! a sandboxed WebAssembly policy component.
+//!
+//! # Layout
+//! - [`config`]: settings from the environment and a TOML file, checked at start-up.
+//! - [`content`]: SHA-256 digests, content hashed (and spooled) before it is stored,
+//!   verification of bytes read back.
+//! - [`backend`]: the [`BlobStore`](backend::BlobStore) trait and one store per file
+//!   (`sqlite.rs`); routing of a location to its store.
+//! - [`catalog`]: who owns which content, and where its bytes live.
+//! - [`policy`]: the wasmtime host for policy components (`wit/storage.wit`).
+//! - [`coffer`]: [`Coffer`], the operations callers use: put, get, stat, list, delete.
+//! - [`cli`]: the `coffer` command line (the binary only parses and calls [`cli::run`]).
+//! - [`error`]: [`Error`], classified in one place.
+//!
+//! # Examples
+//! ```no_run
+//! # async fn demo() -> coffer::Result<()> {
+//! use coffer::{Coffer, Config, Content};
+//!
+//! let coffer = Coffer::open(Config::from_env()?).await?;
+//! let receipt = coffer.put("acme", Content::from_bytes("hello", Some("text/plain"))?).await?;
+//! assert_eq!(coffer.get_bytes("acme", &receipt.sha256).await?, "hello");
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod catalog;
+pub mod cli;
+pub mod coffer;
+pub mod config;
+pub mod content;
+pub mod error;
+pub mod policy;
+
+pub use crate::coffer::{Coffer, ObjectInfo};
+pub use crate::config::Config;
+pub use crate::content::{Content, Digest};
+pub use crate::error::{Error, ErrorKind, Result};
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,69 @@
+//! Builds the policy components the host embeds or tests with, so that
+//! `cargo build` / `cargo test` alone build everything (as wasmtime's
+//! `crates/test-programs/artifacts/build.rs` does): a nested cargo builds
+//! the guest crates for `wasm32-wasip2` into their own target directory and
+//! the resulting components are copied into `OUT_DIR`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (package, file name of the component it produces)
+const GUESTS: &[(&str, &str)] = &[("coffer-policy-default", "coffer_policy_default.wasm")];
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest.parent().unwrap().to_path_buf();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
+    let target_dir = root.join("target").join("guest");
+
+    for watched in ["wit", "guest", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    for (package, file) in GUESTS {
+        build_guest(&root, &target_dir, package);
+        let built = target_dir.join("wasm32-wasip2").join("guest").join(file);
+        std::fs::copy(&built, out_dir.join(file))
+            .unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
+    }
+}
+
+fn build_guest(root: &Path, target_dir: &Path, package: &str) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--package",
+            package,
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "guest",
+        ])
+        .arg("--target-dir")
+        .arg(target_dir);
+    // The outer build's flags are for the host target, not for wasm.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .expect("running cargo to build the policy guest");
+    if !status.success() {
+        panic!(
+            "building the policy component {package} for wasm32-wasip2 failed. \
+             If the target is missing, run `rustup target add wasm32-wasip2` \
+             (rust-toolchain.toml lists it; `rustup toolchain install` installs it)."
+        );
+    }
+}

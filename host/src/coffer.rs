@@ -1,0 +1,343 @@
+//! [`Coffer`]: the operations platform code calls. Each one checks its
+//! input, asks the policy, and does the I/O; the catalog is written only
+//! after the bytes are safely stored, so a failed upload leaves no record.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::backend::sqlite::SqliteDb;
+use crate::backend::{BackendKind, Backends, Location};
+use crate::catalog::Record;
+use crate::config::{Config, DatabaseUrl};
+use crate::content::{ByteStream, Content, Digest, verify_stream};
+use crate::error::{Error, Result};
+use crate::policy::host::HostServices;
+use crate::policy::{Operation, Policy};
+
+/// Longest organisation identifier, in bytes.
+pub const MAX_ORG_LEN: usize = 128;
+
+/// A stored object, as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectInfo {
+    pub org: String,
+    pub sha256: Digest,
+    pub size: u64,
+    pub content_type: String,
+    pub backend: BackendKind,
+    /// The S3 bucket, when the object is on S3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// The container: the bucket on S3, the namespace in the database.
+    pub container: String,
+    /// The object key within the container.
+    pub key: String,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    /// On a put: true when the content was already stored and nothing was
+    /// uploaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deduplicated: Option<bool>,
+}
+
+impl ObjectInfo {
+    fn from_record(r: Record, deduplicated: Option<bool>) -> ObjectInfo {
+        ObjectInfo {
+            bucket: (r.location.backend == BackendKind::S3).then(|| r.location.container.clone()),
+            org: r.org,
+            sha256: r.sha256,
+            size: r.size,
+            content_type: r.content_type,
+            backend: r.location.backend,
+            container: r.location.container,
+            key: r.location.name,
+            created_at: r.created_at,
+            deduplicated,
+        }
+    }
+}
+
+/// Check an organisation identifier: 1 to 128 bytes, no `/`, no control
+/// characters, no surrounding white space. Whether it also makes a valid
+/// bucket name is the policy's question.
+pub fn validate_org(org: &str) -> Result<()> {
+    let problem = if org.is_empty() {
+        Some("is empty")
+    } else if org.len() > MAX_ORG_LEN {
+        Some("is longer than 128 bytes")
+    } else if org.contains('/') {
+        Some("contains '/'")
+    } else if org.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if org.trim() != org {
+        Some("starts or ends with white space")
+    } else if org == "." || org == ".." {
+        Some("is a path component")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(Error::InvalidName(format!("organisation {org:?} {p}"))),
+        None => Ok(()),
+    }
+}
+
+/// Coffer: put, get, stat, list and delete an organisation's files.
+/// Cheap to clone; clones share everything.
+#[derive(Debug, Clone)]
+pub struct Coffer {
+    services: Arc<HostServices>,
+    policy: Policy,
+}
+
+impl Coffer {
+    /// Open Coffer with `config`: validate it, open the database, load the
+    /// policy component and let it check the settings. Every configuration
+    /// error surfaces here, not at the first write.
+    pub async fn open(config: Config) -> Result<Coffer> {
+        config.validate()?;
+        let policy = match &config.policy {
+            Some(path) => {
+                let bytes = tokio::fs::read(path).await.map_err(|e| {
+                    Error::Config(format!(
+                        "cannot read policy component {} (COFFER_POLICY): {e}",
+                        path.display()
+                    ))
+                })?;
+                Policy::from_bytes(&bytes, &path.display().to_string())
+                    .map_err(|e| Error::Config(format!("COFFER_POLICY: {e}")))?
+            }
+            None => Policy::default_policy()?,
+        };
+        let DatabaseUrl::Sqlite(path) = config.database()?;
+        let db = SqliteDb::open(&path).await?;
+        let services = Arc::new(HostServices {
+            config,
+            catalog: Arc::new(db.clone()),
+            backends: Backends {
+                database: Arc::new(db),
+                s3: None,
+            },
+        });
+        policy.check_config(&services).await?;
+        Ok(Coffer { services, policy })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.services.config
+    }
+
+    /// Store `content` for `org`. The policy decides where; identical
+    /// content already stored for `org` is not uploaded again.
+    pub async fn put(&self, org: &str, content: Content) -> Result<ObjectInfo> {
+        validate_org(org)?;
+        let outcome = self.policy.put(&self.services, org, &content).await?;
+        let record = Record {
+            org: org.to_string(),
+            sha256: content.sha256(),
+            size: content.size(),
+            content_type: content.content_type().to_string(),
+            location: outcome.location,
+            created_at: crate::now_secs(),
+        };
+        // Recorded only now that the bytes are stored. If the organisation
+        // already had a record (a concurrent put of the same content), that
+        // one stands and is returned.
+        let stored = self.services.catalog.insert(&record).await?;
+        let deduplicated = outcome.deduplicated || stored != record;
+        Ok(ObjectInfo::from_record(stored, Some(deduplicated)))
+    }
+
+    /// Store the file at `path` for `org`.
+    pub async fn put_path(
+        &self,
+        org: &str,
+        path: impl AsRef<Path>,
+        content_type: Option<&str>,
+    ) -> Result<ObjectInfo> {
+        validate_org(org)?;
+        self.put(org, Content::from_path(path, content_type).await?)
+            .await
+    }
+
+    /// The record of `org`'s object with digest `sha256`.
+    async fn record(&self, org: &str, sha256: &str, op: Operation) -> Result<Record> {
+        validate_org(org)?;
+        let digest: Digest = sha256.parse()?;
+        let record = self
+            .services
+            .catalog
+            .lookup(org, &digest)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!("organisation {org:?} has no object {digest}"))
+            })?;
+        self.policy
+            .authorize(&self.services, org, op, &record)
+            .await?;
+        Ok(record)
+    }
+
+    /// Describe `org`'s object `sha256`.
+    pub async fn stat(&self, org: &str, sha256: &str) -> Result<ObjectInfo> {
+        Ok(ObjectInfo::from_record(
+            self.record(org, sha256, Operation::Stat).await?,
+            None,
+        ))
+    }
+
+    /// Stream `org`'s object `sha256`. The stream is verified against the
+    /// digest: if the stored bytes are wrong, its last item is an
+    /// [`Error::Integrity`].
+    pub async fn get(&self, org: &str, sha256: &str) -> Result<(ObjectInfo, ByteStream)> {
+        let record = self.record(org, sha256, Operation::Get).await?;
+        let store = self.services.backends.get(record.location.backend)?;
+        let stream = store
+            .get(&record.location.container, &record.location.name)
+            .await
+            .map_err(|e| match e {
+                // The catalog says it is there; the backend lost it.
+                Error::NotFound(m) => Error::Integrity(format!(
+                    "{} is recorded but missing from its backend: {m}",
+                    record.location
+                )),
+                other => other,
+            })?;
+        let what = format!("{} ({})", record.sha256, record.location);
+        let stream = verify_stream(stream, record.sha256, record.size, what);
+        Ok((ObjectInfo::from_record(record, None), stream))
+    }
+
+    /// `org`'s object `sha256`, in memory, verified before it is returned.
+    pub async fn get_bytes(&self, org: &str, sha256: &Digest) -> Result<Bytes> {
+        let (info, mut stream) = self.get(org, &sha256.to_string()).await?;
+        let mut buf = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0).min(64 << 20));
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// Write `org`'s object `sha256` to `path`. The bytes go to a temporary
+    /// file beside it, renamed into place only once they are verified, so
+    /// `path` never holds wrong or partial content.
+    pub async fn get_to_path(
+        &self,
+        org: &str,
+        sha256: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<ObjectInfo> {
+        let path = path.as_ref();
+        let (info, mut stream) = self.get(org, sha256).await?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
+        let (file, tmp_path) = tmp.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        while let Some(chunk) = stream.next().await {
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk?)
+                .await
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        drop(file);
+        tmp_path
+            .persist(path)
+            .map_err(|e| Error::io(format!("renaming into {}", path.display()), e.error))?;
+        Ok(info)
+    }
+
+    /// `org`'s objects in digest order, starting after `after`, at most
+    /// `limit` of them.
+    pub async fn list(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectInfo>> {
+        validate_org(org)?;
+        let after = after.map(str::parse::<Digest>).transpose()?;
+        let records = self
+            .services
+            .catalog
+            .list(org, after.as_ref(), limit)
+            .await?;
+        Ok(records
+            .into_iter()
+            .map(|r| ObjectInfo::from_record(r, None))
+            .collect())
+    }
+
+    /// Delete `org`'s reference to `sha256`, where policy allows; the bytes
+    /// go when no other reference needs them.
+    pub async fn delete(&self, org: &str, sha256: &str) -> Result<ObjectInfo> {
+        let record = self.record(org, sha256, Operation::Delete).await?;
+        // The record goes first: a failure after it leaves unreferenced
+        // bytes (harmless, found again by the next put of the same content),
+        // never a record pointing at nothing.
+        let Some((removed, remaining)) = self.services.catalog.remove(org, &record.sha256).await?
+        else {
+            return Err(Error::NotFound(format!(
+                "organisation {org:?} has no object {}",
+                record.sha256
+            )));
+        };
+        if remaining == 0 {
+            let Location {
+                backend,
+                container,
+                name,
+            } = &removed.location;
+            self.services
+                .backends
+                .get(*backend)?
+                .delete(container, name)
+                .await?;
+        }
+        Ok(ObjectInfo::from_record(removed, None))
+    }
+
+    /// The container (S3 bucket) the policy gives `org`, without contacting
+    /// any backend; an error says why the organisation cannot have one.
+    pub async fn container_name(&self, org: &str) -> Result<(BackendKind, String)> {
+        validate_org(org)?;
+        let name = self.policy.container_name(&self.services, org).await?;
+        Ok((self.services.backends.kinds()[0], name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_identifiers() {
+        for ok in ["acme", "My_Org", "ünïcode", "a b"] {
+            assert!(validate_org(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            " lead",
+            "trail ",
+            "tab\there",
+            &"x".repeat(129),
+        ] {
+            assert!(
+                matches!(validate_org(bad), Err(Error::InvalidName(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! Configuration: a plain struct, read from the environment (the variables
+//! OpenKAT's Bytes uses) and optionally a TOML file; the environment wins.
+//! Checked once, at start-up ([`Config::validate`], then the policy's own
+//! `check-config`), so a bad setting never waits for the first upload.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `COFFER_CONFIG` | TOML file with the same settings plus per-tenant policy | none |
+//! | `COFFER_DATABASE_URL` | `sqlite:PATH` (or a plain path) | `sqlite:coffer.db` |
+//! | `COFFER_POLICY` | policy component (`.wasm`) replacing the built-in one | built-in |
+//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | S3 credentials (host only) | none |
+//! | `AWS_ENDPOINT_URL` | S3-compatible endpoint | none |
+//! | `AWS_REGION` | signing region | `us-east-1` |
+//! | `S3_BUCKET` | one bucket for all organisations | none |
+//! | `BUCKET_PER_ORG`, `S3_BUCKET_PREFIX` | one bucket per organisation: prefix + org | `false`, none |
+//! | `COFFER_NAME_MAPPING` | map organisation names that are not valid bucket names | `false` |
+//! | `COFFER_MAX_SIZE` | largest object in bytes | unlimited |
+//! | `COFFER_ALLOWED_CONTENT_TYPES` | comma-separated MIME types (`text/*` allowed) | all |
+//! | `COFFER_ALLOW_DELETE` | whether `rm` is allowed | `true` |
+//! | `COFFER_POLICY_FUEL` | guest instructions per policy call | 500000000 |
+//! | `COFFER_POLICY_MEMORY` | guest memory per policy call, bytes | 67108864 |
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Default SQLite file, in the current directory.
+pub const DEFAULT_DATABASE: &str = "coffer.db";
+
+/// Where the database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    /// Parse `sqlite:PATH`, `sqlite://PATH` or a plain path.
+    pub fn parse(url: &str) -> Result<DatabaseUrl> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(Error::Config("COFFER_DATABASE_URL is empty".into()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Err(Error::Config(
+                "COFFER_DATABASE_URL names PostgreSQL, which this build does not support yet; use sqlite:PATH".into(),
+            ));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if let Some((scheme, _)) = path.split_once("://") {
+            return Err(Error::Config(format!(
+                "COFFER_DATABASE_URL: unknown scheme {scheme:?}; use sqlite:PATH"
+            )));
+        }
+        Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+    }
+}
+
+/// S3 settings. Credentials stay in the host; they never reach a guest.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub bucket_per_org: Option<bool>,
+    pub bucket_prefix: Option<String>,
+}
+
+impl fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("S3Settings")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("session_token", &redacted(&self.session_token))
+            .field("endpoint_url", &self.endpoint_url)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("bucket_per_org", &self.bucket_per_org)
+            .field("bucket_prefix", &self.bucket_prefix)
+            .finish()
+    }
+}
+
+impl S3Settings {
+    /// Whether any S3 setting is present (the operator meant to use S3).
+    pub fn any(&self) -> bool {
+        self.access_key_id.is_some()
+            || self.secret_access_key.is_some()
+            || self.endpoint_url.is_some()
+            || self.bucket.is_some()
+            || self.bucket_per_org == Some(true)
+            || self.bucket_prefix.is_some()
+    }
+}
+
+/// Limits for each policy call.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyLimits {
+    /// Wasm instructions (fuel) a single call may use.
+    pub fuel: u64,
+    /// Linear memory a single call may grow to, in bytes.
+    pub memory: usize,
+    /// Host imports (store operations) a single call may make.
+    pub host_calls: u32,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> Self {
+        PolicyLimits {
+            fuel: 500_000_000,
+            memory: 64 << 20,
+            host_calls: 64,
+        }
+    }
+}
+
+/// Everything Coffer is configured with.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `sqlite:PATH`; default `sqlite:coffer.db`.
+    pub database_url: Option<String>,
+    /// A policy component to use instead of the built-in one.
+    pub policy: Option<PathBuf>,
+    pub s3: S3Settings,
+    /// Policy settings for every organisation (`name-mapping`, `max-size`,
+    /// `allowed-content-types`, `allow-delete`, …).
+    pub settings: BTreeMap<String, String>,
+    /// Per-organisation overrides of `settings`.
+    pub tenants: BTreeMap<String, BTreeMap<String, String>>,
+    pub limits: PolicyLimits,
+}
+
+/// Environment variables that map onto policy settings.
+const SETTING_VARS: &[(&str, &str)] = &[
+    ("COFFER_NAME_MAPPING", "name-mapping"),
+    ("COFFER_MAX_SIZE", "max-size"),
+    ("COFFER_ALLOWED_CONTENT_TYPES", "allowed-content-types"),
+    ("COFFER_ALLOW_DELETE", "allow-delete"),
+];
+
+fn parse_bool(var: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        other => Err(Error::Config(format!(
+            "{var} must be true or false, not {other:?}"
+        ))),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(var: &str, value: &str) -> Result<T> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| Error::Config(format!("{var} must be a whole number, not {value:?}")))
+}
+
+impl Config {
+    /// Read a TOML configuration file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))
+    }
+
+    /// The configuration from the process environment (and the file named
+    /// by `COFFER_CONFIG`, if any).
+    pub fn from_env() -> Result<Config> {
+        Config::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The configuration from a variable lookup: the file named by
+    /// `COFFER_CONFIG` first, then the variables on top. Empty variables
+    /// count as unset.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let mut config = match var("COFFER_CONFIG") {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let set = |slot: &mut Option<String>, name: &str| {
+            if let Some(v) = var(name) {
+                *slot = Some(v);
+            }
+        };
+        set(&mut config.database_url, "COFFER_DATABASE_URL");
+        if let Some(p) = var("COFFER_POLICY") {
+            config.policy = Some(PathBuf::from(p));
+        }
+        let s3 = &mut config.s3;
+        set(&mut s3.access_key_id, "AWS_ACCESS_KEY_ID");
+        set(&mut s3.secret_access_key, "AWS_SECRET_ACCESS_KEY");
+        set(&mut s3.session_token, "AWS_SESSION_TOKEN");
+        set(&mut s3.endpoint_url, "AWS_ENDPOINT_URL");
+        set(&mut s3.region, "AWS_REGION");
+        set(&mut s3.bucket, "S3_BUCKET");
+        set(&mut s3.bucket_prefix, "S3_BUCKET_PREFIX");
+        if let Some(v) = var("BUCKET_PER_ORG") {
+            s3.bucket_per_org = Some(parse_bool("BUCKET_PER_ORG", &v)?);
+        }
+        for (name, key) in SETTING_VARS {
+            if let Some(v) = var(name) {
+                config.settings.insert(key.to_string(), v);
+            }
+        }
+        if let Some(v) = var("COFFER_POLICY_FUEL") {
+            config.limits.fuel = parse_num("COFFER_POLICY_FUEL", &v)?;
+        }
+        if let Some(v) = var("COFFER_POLICY_MEMORY") {
+            config.limits.memory = parse_num("COFFER_POLICY_MEMORY", &v)?;
+        }
+        Ok(config)
+    }
+
+    /// The database location.
+    pub fn database(&self) -> Result<DatabaseUrl> {
+        DatabaseUrl::parse(self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE))
+    }
+
+    /// Check what the host itself can check; naming rules are the policy's
+    /// and are checked by its `check-config` when Coffer opens.
+    pub fn validate(&self) -> Result<()> {
+        self.database()?;
+        if self.limits.fuel == 0 || self.limits.memory < (1 << 20) || self.limits.host_calls == 0 {
+            return Err(Error::Config(
+                "policy limits too small: COFFER_POLICY_FUEL must be above 0 and COFFER_POLICY_MEMORY at least 1048576"
+                    .into(),
+            ));
+        }
+        if self.s3.any() {
+            return Err(Error::Config(
+                "S3 variables are set (AWS_*, S3_BUCKET, BUCKET_PER_ORG, S3_BUCKET_PREFIX) but this build has no S3 \
+                 backend yet; unset them to use the database"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Policy settings for `org`: the tenant's overrides on top of the
+    /// deployment's, plus the bucket settings.
+    pub fn setting(&self, org: Option<&str>, name: &str) -> Option<String> {
+        if let Some(v) = org
+            .and_then(|o| self.tenants.get(o))
+            .and_then(|t| t.get(name))
+        {
+            return Some(v.clone());
+        }
+        match name {
+            "s3-bucket" => self.s3.bucket.clone(),
+            "bucket-per-org" => self.s3.bucket_per_org.map(|b| b.to_string()),
+            "s3-bucket-prefix" => self.s3.bucket_prefix.clone(),
+            _ => self.settings.get(name).cloned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn nothing_set_means_sqlite_in_the_current_directory() {
+        let c = from(&[]).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.database().unwrap(),
+            DatabaseUrl::Sqlite(PathBuf::from("coffer.db"))
+        );
+        assert!(!c.s3.any());
+    }
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:/x/y.db").unwrap(),
+            DatabaseUrl::Sqlite("/x/y.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///x/y.db").unwrap(),
+            DatabaseUrl::Sqlite("/x/y.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("rel.db").unwrap(),
+            DatabaseUrl::Sqlite("rel.db".into())
+        );
+        assert!(DatabaseUrl::parse("mysql://h/db").is_err());
+        assert!(
+            matches!(DatabaseUrl::parse("postgres://h/db"), Err(Error::Config(m)) if m.contains("PostgreSQL"))
+        );
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("coffer.toml");
+        std::fs::write(
+            &file,
+            "database_url = \"sqlite:file.db\"\n[settings]\nmax-size = \"10\"\n[tenants.acme]\nmax-size = \"5\"\n",
+        )
+        .unwrap();
+        let c = from(&[
+            ("COFFER_CONFIG", file.to_str().unwrap()),
+            ("COFFER_DATABASE_URL", "sqlite:env.db"),
+        ])
+        .unwrap();
+        assert_eq!(c.database_url.as_deref(), Some("sqlite:env.db"));
+        assert_eq!(c.setting(None, "max-size").as_deref(), Some("10"));
+        assert_eq!(c.setting(Some("acme"), "max-size").as_deref(), Some("5"));
+        assert_eq!(c.setting(Some("other"), "max-size").as_deref(), Some("10"));
+        let c = from(&[
+            ("COFFER_CONFIG", file.to_str().unwrap()),
+            ("COFFER_MAX_SIZE", "99"),
+        ])
+        .unwrap();
+        assert_eq!(c.setting(None, "max-size").as_deref(), Some("99"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        assert!(
+            matches!(from(&[("BUCKET_PER_ORG", "maybe")]), Err(Error::Config(m)) if m.contains("BUCKET_PER_ORG"))
+        );
+        assert!(
+            matches!(from(&[("COFFER_POLICY_FUEL", "lots")]), Err(Error::Config(m)) if m.contains("COFFER_POLICY_FUEL"))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "no_such_key = 1\n").unwrap();
+        assert!(
+            matches!(from(&[("COFFER_CONFIG", file.to_str().unwrap())]), Err(Error::Config(m)) if m.contains("no_such_key"))
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = from(&[("AWS_SECRET_ACCESS_KEY", "hunter2")]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,307 @@
+//! Running policy components: one process-wide engine, components compiled
+//! once and instantiated fresh for every call (a clean, isolated instance
+//! per operation; see the README for the measurements behind the choice),
+//! each call bounded in fuel, memory and store operations.
+
+mod bindings;
+mod convert;
+pub(crate) mod host;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store};
+
+use self::bindings::coffer::storage::types;
+use self::bindings::{PolicyComponent, PolicyComponentPre};
+use self::host::{CallState, ContentHandle, HostServices};
+use crate::backend::Location;
+use crate::catalog::Record;
+use crate::content::{Content, Digest};
+use crate::error::{Error, Result};
+
+/// The contract version this host implements.
+pub const CONTRACT: &str = "coffer:storage/policy@0.1.0";
+
+/// The built-in default policy component.
+pub static DEFAULT_POLICY: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/coffer_policy_default.wasm"));
+
+/// An operation on a stored object that the policy authorises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Get,
+    Stat,
+    Link,
+    Delete,
+}
+
+/// What a policy decided for a put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub location: Location,
+    pub deduplicated: bool,
+}
+
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        // Fuel counts only the guest's own instructions, not time spent in
+        // host I/O, so a slow upload never makes a policy "time out".
+        config.consume_fuel(true);
+        config.max_wasm_stack(512 << 10);
+        Engine::new(&config).expect("the policy engine configuration is valid")
+    })
+}
+
+/// Compile `bytes`, once per process for the same bytes.
+fn compile(bytes: &[u8]) -> Result<Component> {
+    static COMPILED: OnceLock<Mutex<HashMap<Digest, Component>>> = OnceLock::new();
+    let cache = COMPILED.get_or_init(Default::default);
+    let key = Digest::of(bytes);
+    if let Some(c) = cache.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(c);
+    }
+    if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+        return Err(Error::Policy(
+            "this is a core WebAssembly module, not a component: build the policy for wasm32-wasip2 \
+             (or wrap it with `wasm-tools component new`)"
+                .into(),
+        ));
+    }
+    let component = Component::new(engine(), bytes).map_err(|e| {
+        Error::Policy(format!(
+            "not a valid WebAssembly component: {}",
+            first_line(&e)
+        ))
+    })?;
+    if let Ok(mut m) = cache.lock() {
+        m.insert(key, component.clone());
+    }
+    Ok(component)
+}
+
+fn first_line(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The interfaces a component exports, for error messages.
+fn exported_names(component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .exports(engine())
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+/// A loaded, checked policy component, ready to instantiate.
+#[derive(Clone)]
+pub struct Policy {
+    pre: PolicyComponentPre<CallState>,
+    name: Arc<str>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// Load a policy component from its bytes, checking that it implements
+    /// this host's contract and imports nothing the host does not give.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Policy> {
+        let component = compile(bytes).map_err(|e| match e {
+            Error::Policy(m) => Error::Policy(format!("{name}: {m}")),
+            other => other,
+        })?;
+        let mut linker: Linker<CallState> = Linker::new(engine());
+        // WASI with an empty context: std guests import it even when they
+        // do no I/O, and it grants no files, network, environment or stdio.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::Internal(format!("linking WASI: {e}")))?;
+        PolicyComponent::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(|e| Error::Internal(format!("linking the contract: {e}")))?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+            Error::Policy(format!(
+                "{name} needs an import this host does not provide ({}); policies may import only \
+                 coffer:storage@0.1.0 and WASI 0.2",
+                first_line(&e)
+            ))
+        })?;
+        let pre = PolicyComponentPre::new(instance_pre).map_err(|_| {
+            let exports = exported_names(&component);
+            let other_version = exports.iter().find(|n| n.starts_with("coffer:storage/policy@"));
+            match other_version {
+                Some(found) => Error::Policy(format!(
+                    "{name} implements {found}, but this host speaks {CONTRACT}: rebuild the policy against \
+                     this host's wit/ (contract versions must match)"
+                )),
+                None => Error::Policy(format!(
+                    "{name} does not implement {CONTRACT}; it exports [{}]",
+                    exports.join(", ")
+                )),
+            }
+        })?;
+        Ok(Policy {
+            pre,
+            name: name.into(),
+        })
+    }
+
+    /// The built-in default policy.
+    pub fn default_policy() -> Result<Policy> {
+        Policy::from_bytes(DEFAULT_POLICY, "the built-in policy")
+    }
+
+    /// A short name for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn instantiate(
+        &self,
+        services: &Arc<HostServices>,
+        org: Option<&str>,
+    ) -> Result<(Store<CallState>, PolicyComponent)> {
+        let mut store = Store::new(
+            engine(),
+            CallState::new(services.clone(), org.map(str::to_string)),
+        );
+        store.limiter(|s| s.limiter());
+        store
+            .set_fuel(services.config.limits.fuel)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| self.trap(e, &services.config))?;
+        Ok((store, instance))
+    }
+
+    /// Describe a trap (or other failure inside the guest) for operators.
+    fn trap(&self, e: wasmtime::Error, config: &crate::config::Config) -> Error {
+        let name = &self.name;
+        if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+            if *trap == wasmtime::Trap::OutOfFuel {
+                return Error::Policy(format!(
+                    "{name} used up its CPU budget ({} instructions, COFFER_POLICY_FUEL) and was stopped",
+                    config.limits.fuel
+                ));
+            }
+        }
+        if let Some(host_err) = e.downcast_ref::<Error>() {
+            return Error::Policy(format!("{name} was stopped: {host_err}"));
+        }
+        let text = format!("{e:#}");
+        if text.contains("grow") && text.contains("memory") {
+            return Error::Policy(format!(
+                "{name} tried to use more than its memory limit ({} bytes, COFFER_POLICY_MEMORY) and was stopped",
+                config.limits.memory
+            ));
+        }
+        Error::Policy(format!(
+            "{name} trapped: {}",
+            text.lines().next().unwrap_or_default()
+        ))
+    }
+
+    /// Ask the policy to validate the configuration.
+    pub async fn check_config(&self, services: &Arc<HostServices>) -> Result<()> {
+        let (mut store, instance) = self.instantiate(services, None).await?;
+        let result = instance
+            .coffer_storage_policy()
+            .call_check_config(&mut store)
+            .await;
+        self.finish(result, &services.config)
+    }
+
+    /// The container (bucket) the policy gives `org`.
+    pub async fn container_name(&self, services: &Arc<HostServices>, org: &str) -> Result<String> {
+        let (mut store, instance) = self.instantiate(services, Some(org)).await?;
+        let result = instance
+            .coffer_storage_policy()
+            .call_container_name(&mut store, org)
+            .await;
+        self.finish(result, &services.config)
+    }
+
+    /// Let the policy place (and, through the store imports, write)
+    /// `content` for `org`. The host accepts the outcome only for a
+    /// location it saw hold the content during this call.
+    pub async fn put(
+        &self,
+        services: &Arc<HostServices>,
+        org: &str,
+        content: &Content,
+    ) -> Result<PutOutcome> {
+        let (mut store, instance) = self.instantiate(services, Some(org)).await?;
+        store.data_mut().put_size = Some(content.size());
+        let handle = store
+            .data_mut()
+            .table()
+            .push(ContentHandle(content.clone()))
+            .map_err(|e| Error::Internal(format!("content handle: {e}")))?;
+        let result = instance
+            .coffer_storage_policy()
+            .call_put(&mut store, org, handle)
+            .await;
+        let outcome: types::PutOutcome = self.finish(result, &services.config)?;
+        let location = convert::location_from_wit(outcome.location);
+        if !store.data().verified.contains(&location) {
+            return Err(Error::Policy(format!(
+                "{} reported {location} for the content, but neither wrote it there nor found it there",
+                self.name
+            )));
+        }
+        Ok(PutOutcome {
+            location,
+            deduplicated: outcome.deduplicated,
+        })
+    }
+
+    /// Ask whether `org` may perform `op` on `record`.
+    pub async fn authorize(
+        &self,
+        services: &Arc<HostServices>,
+        org: &str,
+        op: Operation,
+        record: &Record,
+    ) -> Result<()> {
+        let (mut store, instance) = self.instantiate(services, Some(org)).await?;
+        let op = match op {
+            Operation::Get => types::Operation::Get,
+            Operation::Stat => types::Operation::Stat,
+            Operation::Link => types::Operation::Link,
+            Operation::Delete => types::Operation::Delete,
+        };
+        let info = convert::object_info(record);
+        let result = instance
+            .coffer_storage_policy()
+            .call_authorize(&mut store, org, op, &info)
+            .await;
+        self.finish(result, &services.config)
+    }
+
+    fn finish<T>(
+        &self,
+        result: wasmtime::Result<std::result::Result<T, types::Error>>,
+        config: &crate::config::Config,
+    ) -> Result<T> {
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(convert::error_from_wit(e)),
+            Err(trap) => Err(self.trap(trap, config)),
+        }
+    }
+}
