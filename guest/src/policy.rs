@@ -148,13 +148,11 @@ impl Rules {
 
     /// Refuse content this tenant may not store.
     pub fn check_content(&self, size: u64, content_type: &str) -> Result<(), Refusal> {
-        if let Some(max) = self.max_size {
-            if size > max {
-                return Err(Refusal::Denied(format!(
-                    "the file is {size} bytes; this organisation's limit is {max} bytes ({})",
-                    keys::MAX_SIZE
-                )));
-            }
+        if let Some(max) = self.max_size.filter(|max| size > *max) {
+            return Err(Refusal::Denied(format!(
+                "the file is {size} bytes; this organisation's limit is {max} bytes ({})",
+                keys::MAX_SIZE
+            )));
         }
         if !self.allowed_content_types.is_empty() && !self.content_type_allowed(content_type) {
             return Err(Refusal::Denied(format!(

@@ -115,10 +115,10 @@ impl SqliteDb {
                 None => db.connect()?,
             };
             let out = f(&mut conn);
-            if let Ok(mut pool) = db.pool.lock() {
-                if pool.len() < POOL_MAX {
-                    pool.push(conn);
-                }
+            if let Ok(mut pool) = db.pool.lock()
+                && pool.len() < POOL_MAX
+            {
+                pool.push(conn);
             }
             out
         })
@@ -126,9 +126,10 @@ impl SqliteDb {
     }
 }
 
-fn record_from_row(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, String, i64, String, String, String, String, i64)> {
+/// A catalog row as SQLite returns it, before it is checked.
+type RawRecord = (String, String, i64, String, String, String, String, i64);
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -140,8 +141,6 @@ fn record_from_row(
         row.get(7)?,
     ))
 }
-
-type RawRecord = (String, String, i64, String, String, String, String, i64);
 
 fn to_record(raw: RawRecord) -> Result<Record> {
     let (org, sha, size, content_type, backend, container, name, created_at) = raw;

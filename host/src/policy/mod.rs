@@ -192,13 +192,11 @@ impl Policy {
     /// Describe a trap (or other failure inside the guest) for operators.
     fn trap(&self, e: wasmtime::Error, config: &crate::config::Config) -> Error {
         let name = &self.name;
-        if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-            if *trap == wasmtime::Trap::OutOfFuel {
-                return Error::Policy(format!(
-                    "{name} used up its CPU budget ({} instructions, COFFER_POLICY_FUEL) and was stopped",
-                    config.limits.fuel
-                ));
-            }
+        if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) {
+            return Error::Policy(format!(
+                "{name} used up its CPU budget ({} instructions, COFFER_POLICY_FUEL) and was stopped",
+                config.limits.fuel
+            ));
         }
         if let Some(host_err) = e.downcast_ref::<Error>() {
             return Error::Policy(format!("{name} was stopped: {host_err}"));
