@@ -24,8 +24,7 @@ fn main() {
     for (package, file) in GUESTS {
         build_guest(&root, &target_dir, package);
         let built = target_dir.join("wasm32-wasip2").join("guest").join(file);
-        std::fs::copy(&built, out_dir.join(file))
-            .unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
+        std::fs::copy(&built, out_dir.join(file)).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
     }
 }
 
@@ -33,15 +32,7 @@ fn build_guest(root: &Path, target_dir: &Path, package: &str) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args([
-            "build",
-            "--package",
-            package,
-            "--target",
-            "wasm32-wasip2",
-            "--profile",
-            "guest",
-        ])
+        .args(["build", "--package", package, "--target", "wasm32-wasip2", "--profile", "guest"])
         .arg("--target-dir")
         .arg(target_dir);
     // The outer build's flags are for the host target, not for wasm.
@@ -56,9 +47,7 @@ fn build_guest(root: &Path, target_dir: &Path, package: &str) {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd
-        .status()
-        .expect("running cargo to build the policy guest");
+    let status = cmd.status().expect("running cargo to build the policy guest");
     if !status.success() {
         panic!(
             "building the policy component {package} for wasm32-wasip2 failed. \

@@ -33,17 +33,11 @@ fn rules() -> Result<Rules, Error> {
 fn location_for(rules: &Rules, org: &str, sha256: &str) -> Result<Location, Error> {
     let s3 = store::backends().first() == Some(&Backend::S3);
     match rules.bucket_for(org)? {
-        Some(bucket) if s3 => Ok(Location {
-            backend: Backend::S3,
-            container: bucket,
-            object_name: rules.key_for(org, sha256),
-        }),
+        Some(bucket) if s3 => {
+            Ok(Location { backend: Backend::S3, container: bucket, object_name: rules.key_for(org, sha256) })
+        }
         // In the database, each organisation is its own namespace.
-        _ => Ok(Location {
-            backend: Backend::Database,
-            container: org.to_string(),
-            object_name: sha256.to_string(),
-        }),
+        _ => Ok(Location { backend: Backend::Database, container: org.to_string(), object_name: sha256.to_string() }),
     }
 }
 
@@ -52,8 +46,7 @@ impl exports::coffer::storage::policy::Guest for DefaultPolicy {
         let rules = rules()?;
         if store::backends().first() == Some(&Backend::S3) && rules.bucket_mode.is_none() {
             return Err(Error::InvalidConfig(
-                "S3 is configured but no bucket is: set S3_BUCKET, or BUCKET_PER_ORG=true with S3_BUCKET_PREFIX"
-                    .into(),
+                "S3 is configured but no bucket is: set S3_BUCKET, or BUCKET_PER_ORG=true with S3_BUCKET_PREFIX".into(),
             ));
         }
         Ok(())
@@ -69,25 +62,16 @@ impl exports::coffer::storage::policy::Guest for DefaultPolicy {
         let info = body.describe();
         rules.check_content(info.size, &info.content_type)?;
         if !dedup::is_sha256_hex(&info.sha256) {
-            return Err(Error::Internal(format!(
-                "host gave a malformed digest {:?}",
-                info.sha256
-            )));
+            return Err(Error::Internal(format!("host gave a malformed digest {:?}", info.sha256)));
         }
         // Already recorded for this organisation, wherever it lives: store nothing.
         if let Some(existing) = store::lookup(&info.sha256)? {
-            return Ok(PutOutcome {
-                location: existing.location,
-                deduplicated: true,
-            });
+            return Ok(PutOutcome { location: existing.location, deduplicated: true });
         }
         let location = location_for(&rules, &org, &info.sha256)?;
         match dedup::existing(store::head(&location)?, info.size) {
             Existing::Same => {
-                return Ok(PutOutcome {
-                    location,
-                    deduplicated: true,
-                });
+                return Ok(PutOutcome { location, deduplicated: true });
             }
             Existing::Different { stored_size } => {
                 return Err(Error::Conflict(format!(
@@ -100,10 +84,7 @@ impl exports::coffer::storage::policy::Guest for DefaultPolicy {
         store::ensure_container(location.backend, &location.container)?;
         store::write(&location, body)?;
         host::log(Level::Debug, &format!("stored {} for {org}", info.sha256));
-        Ok(PutOutcome {
-            location,
-            deduplicated: false,
-        })
+        Ok(PutOutcome { location, deduplicated: false })
     }
 
     fn authorize(_org: String, op: Operation, _object: ObjectInfo) -> Result<(), Error> {

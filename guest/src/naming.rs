@@ -36,18 +36,11 @@ pub enum NameError {
 impl core::fmt::Display for NameError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            NameError::TooShort(n) => write!(
-                f,
-                "is {n} characters long; bucket names need at least {MIN_LEN}"
-            ),
-            NameError::TooLong(n) => write!(
-                f,
-                "is {n} characters long; bucket names may have at most {MAX_LEN}"
-            ),
-            NameError::InvalidChar(c) => write!(
-                f,
-                "contains {c:?}; bucket names may contain only lowercase letters, digits, '.' and '-'"
-            ),
+            NameError::TooShort(n) => write!(f, "is {n} characters long; bucket names need at least {MIN_LEN}"),
+            NameError::TooLong(n) => write!(f, "is {n} characters long; bucket names may have at most {MAX_LEN}"),
+            NameError::InvalidChar(c) => {
+                write!(f, "contains {c:?}; bucket names may contain only lowercase letters, digits, '.' and '-'")
+            }
             NameError::BadFirstOrLast => {
                 write!(f, "must begin and end with a lowercase letter or digit")
             }
@@ -74,10 +67,7 @@ fn alnum(c: char) -> bool {
 /// Four dot-separated decimal numbers, as AWS forbids ("192.168.5.4").
 fn looks_like_ip(name: &str) -> bool {
     let parts: Vec<&str> = name.split('.').collect();
-    parts.len() == 4
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+    parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Check a complete bucket name against every AWS rule for general-purpose
@@ -143,9 +133,7 @@ fn has_mapped_shape(name: &str) -> bool {
     let n = name.len();
     n > MAPPED_HASH_HEX
         && name.as_bytes()[n - MAPPED_HASH_HEX - 1] == b'-'
-        && name[n - MAPPED_HASH_HEX..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && name[n - MAPPED_HASH_HEX..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The bucket for `org` under `prefix`, as the organisation name stands.
@@ -184,11 +172,7 @@ pub fn mapped_bucket_for(prefix: &str, org: &str) -> Result<String, NameError> {
     while readable.ends_with('-') {
         readable.pop();
     }
-    let name = if readable.is_empty() {
-        format!("{prefix}{hash}")
-    } else {
-        format!("{prefix}{readable}-{hash}")
-    };
+    let name = if readable.is_empty() { format!("{prefix}{hash}") } else { format!("{prefix}{readable}-{hash}") };
     validate_bucket(&name)?;
     Ok(name)
 }
@@ -239,10 +223,7 @@ mod tests {
             ("xn--abc", NameError::ReservedPrefix("xn--")),
             ("sthree-abc", NameError::ReservedPrefix("sthree-")),
             ("sthree-configurator", NameError::ReservedPrefix("sthree-")),
-            (
-                "amzn-s3-demo-abc",
-                NameError::ReservedPrefix("amzn-s3-demo-"),
-            ),
+            ("amzn-s3-demo-abc", NameError::ReservedPrefix("amzn-s3-demo-")),
             ("abc-s3alias", NameError::ReservedSuffix("-s3alias")),
             ("abc--ol-s3", NameError::ReservedSuffix("--ol-s3")),
             ("abc.mrap", NameError::ReservedSuffix(".mrap")),
@@ -264,14 +245,8 @@ mod tests {
         assert_eq!(validate_prefix("cyn_"), Err(NameError::InvalidChar('_')));
         assert_eq!(validate_prefix("-cyn"), Err(NameError::BadFirstOrLast));
         assert_eq!(validate_prefix("a..b"), Err(NameError::AdjacentPeriods));
-        assert_eq!(
-            validate_prefix("xn--"),
-            Err(NameError::ReservedPrefix("xn--"))
-        );
-        assert_eq!(
-            validate_prefix(&"a".repeat(63)),
-            Err(NameError::TooLong(64))
-        );
+        assert_eq!(validate_prefix("xn--"), Err(NameError::ReservedPrefix("xn--")));
+        assert_eq!(validate_prefix(&"a".repeat(63)), Err(NameError::TooLong(64)));
     }
 
     #[test]
@@ -279,14 +254,8 @@ mod tests {
         assert_eq!(bucket_for("cyn-", "org").as_deref(), Ok("cyn-org"));
         assert_eq!(bucket_for("cyn-", "org2").as_deref(), Ok("cyn-org2"));
         assert_eq!(bucket_for("cyn-", "Org"), Err(NameError::InvalidChar('O')));
-        assert_eq!(
-            bucket_for("cyn-", "my_org"),
-            Err(NameError::InvalidChar('_'))
-        );
-        assert_eq!(
-            bucket_for("cyn-", &"o".repeat(60)),
-            Err(NameError::TooLong(64))
-        );
+        assert_eq!(bucket_for("cyn-", "my_org"), Err(NameError::InvalidChar('_')));
+        assert_eq!(bucket_for("cyn-", &"o".repeat(60)), Err(NameError::TooLong(64)));
     }
 
     #[test]
@@ -315,10 +284,7 @@ mod tests {
     fn mapping_fails_cleanly_when_the_prefix_makes_it_impossible() {
         // "xn-" + "-a..." would start with the reserved "xn--".
         assert!(mapped_bucket_for("xn-", "-A").is_ok_and(|n| validate_bucket(&n).is_ok()));
-        assert_eq!(
-            mapped_bucket_for("a..", "b"),
-            Err(NameError::AdjacentPeriods)
-        );
+        assert_eq!(mapped_bucket_for("a..", "b"), Err(NameError::AdjacentPeriods));
     }
 
     proptest! {

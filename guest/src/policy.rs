@@ -44,15 +44,9 @@ pub struct Rules {
 fn parse_bool(name: &str, value: Option<String>, default: bool) -> Result<bool, Refusal> {
     match value.as_deref().map(str::trim) {
         None | Some("") => Ok(default),
-        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" || v.eq_ignore_ascii_case("yes") => {
-            Ok(true)
-        }
-        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" || v.eq_ignore_ascii_case("no") => {
-            Ok(false)
-        }
-        Some(v) => Err(Refusal::InvalidConfig(format!(
-            "{name} must be true or false, not {v:?}"
-        ))),
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" || v.eq_ignore_ascii_case("yes") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" || v.eq_ignore_ascii_case("no") => Ok(false),
+        Some(v) => Err(Refusal::InvalidConfig(format!("{name} must be true or false, not {v:?}"))),
     }
 }
 
@@ -69,15 +63,13 @@ impl Rules {
         let prefix = setting(keys::S3_BUCKET_PREFIX);
         let bucket_mode = match (per_org, bucket, prefix) {
             (true, _, Some(prefix)) => {
-                naming::validate_prefix(&prefix).map_err(|e| {
-                    Refusal::InvalidConfig(bad_name("S3_BUCKET_PREFIX", &prefix, e))
-                })?;
+                naming::validate_prefix(&prefix)
+                    .map_err(|e| Refusal::InvalidConfig(bad_name("S3_BUCKET_PREFIX", &prefix, e)))?;
                 Some(BucketMode::PerOrg { prefix, mapping })
             }
             (true, _, None) => {
                 return Err(Refusal::InvalidConfig(
-                    "BUCKET_PER_ORG=true needs S3_BUCKET_PREFIX (the part before each organisation's name)"
-                        .into(),
+                    "BUCKET_PER_ORG=true needs S3_BUCKET_PREFIX (the part before each organisation's name)".into(),
                 ));
             }
             (false, Some(bucket), _) => {
@@ -90,10 +82,7 @@ impl Rules {
         let max_size = match setting(keys::MAX_SIZE).as_deref().map(str::trim) {
             None | Some("") => None,
             Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                Refusal::InvalidConfig(format!(
-                    "{} must be a number of bytes, not {v:?}",
-                    keys::MAX_SIZE
-                ))
+                Refusal::InvalidConfig(format!("{} must be a number of bytes, not {v:?}", keys::MAX_SIZE))
             })?),
         };
         let allowed_content_types = setting(keys::ALLOWED_CONTENT_TYPES)
@@ -103,12 +92,7 @@ impl Rules {
             .filter(|t| !t.is_empty())
             .collect();
         let allow_delete = parse_bool(keys::ALLOW_DELETE, setting(keys::ALLOW_DELETE), true)?;
-        Ok(Rules {
-            bucket_mode,
-            max_size,
-            allowed_content_types,
-            allow_delete,
-        })
+        Ok(Rules { bucket_mode, max_size, allowed_content_types, allow_delete })
     }
 
     /// The bucket for `org`, or why there is none. `None` without S3.
@@ -117,17 +101,10 @@ impl Rules {
             None => Ok(None),
             Some(BucketMode::Single(b)) => Ok(Some(b.clone())),
             Some(BucketMode::PerOrg { prefix, mapping }) => {
-                let named = if *mapping {
-                    naming::mapped_bucket_for(prefix, org)
-                } else {
-                    naming::bucket_for(prefix, org)
-                };
+                let named =
+                    if *mapping { naming::mapped_bucket_for(prefix, org) } else { naming::bucket_for(prefix, org) };
                 named.map(Some).map_err(|e| {
-                    let hint = if *mapping {
-                        ""
-                    } else {
-                        " (turn on name-mapping to map such names to valid buckets)"
-                    };
+                    let hint = if *mapping { "" } else { " (turn on name-mapping to map such names to valid buckets)" };
                     Refusal::InvalidName(format!(
                         "organisation {org:?} gives bucket {:?}, which {e}{hint}",
                         format!("{prefix}{org}")
@@ -165,18 +142,10 @@ impl Rules {
 
     fn content_type_allowed(&self, content_type: &str) -> bool {
         // Parameters (`; charset=...`) do not change the type.
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let major = essence.split('/').next().unwrap_or("");
         self.allowed_content_types.iter().any(|allowed| {
-            allowed == "*"
-                || allowed == "*/*"
-                || *allowed == essence
-                || allowed.strip_suffix("/*") == Some(major)
+            allowed == "*" || allowed == "*/*" || *allowed == essence || allowed.strip_suffix("/*") == Some(major)
         })
     }
 }
@@ -187,10 +156,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn rules(pairs: &[(&str, &str)]) -> Result<Rules, Refusal> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Rules::load(|k| map.get(k).cloned())
     }
 
@@ -211,43 +177,20 @@ mod tests {
     #[test]
     fn invalid_bucket_or_prefix_is_a_config_error() {
         let e = rules(&[(keys::S3_BUCKET, "My_Bucket")]).unwrap_err();
-        assert!(
-            matches!(&e, Refusal::InvalidConfig(m) if m.contains("S3_BUCKET") && m.contains("'M'")),
-            "{e:?}"
-        );
-        let e = rules(&[
-            (keys::BUCKET_PER_ORG, "true"),
-            (keys::S3_BUCKET_PREFIX, "Cyn_"),
-        ])
-        .unwrap_err();
-        assert!(
-            matches!(&e, Refusal::InvalidConfig(m) if m.contains("S3_BUCKET_PREFIX")),
-            "{e:?}"
-        );
+        assert!(matches!(&e, Refusal::InvalidConfig(m) if m.contains("S3_BUCKET") && m.contains("'M'")), "{e:?}");
+        let e = rules(&[(keys::BUCKET_PER_ORG, "true"), (keys::S3_BUCKET_PREFIX, "Cyn_")]).unwrap_err();
+        assert!(matches!(&e, Refusal::InvalidConfig(m) if m.contains("S3_BUCKET_PREFIX")), "{e:?}");
         let e = rules(&[(keys::BUCKET_PER_ORG, "true")]).unwrap_err();
-        assert!(
-            matches!(&e, Refusal::InvalidConfig(m) if m.contains("needs S3_BUCKET_PREFIX")),
-            "{e:?}"
-        );
+        assert!(matches!(&e, Refusal::InvalidConfig(m) if m.contains("needs S3_BUCKET_PREFIX")), "{e:?}");
         let e = rules(&[(keys::BUCKET_PER_ORG, "maybe")]).unwrap_err();
-        assert!(
-            matches!(&e, Refusal::InvalidConfig(m) if m.contains("true or false")),
-            "{e:?}"
-        );
+        assert!(matches!(&e, Refusal::InvalidConfig(m) if m.contains("true or false")), "{e:?}");
         let e = rules(&[(keys::MAX_SIZE, "10MB")]).unwrap_err();
-        assert!(
-            matches!(&e, Refusal::InvalidConfig(m) if m.contains("max-size")),
-            "{e:?}"
-        );
+        assert!(matches!(&e, Refusal::InvalidConfig(m) if m.contains("max-size")), "{e:?}");
     }
 
     #[test]
     fn per_org_bucket_is_prefix_plus_org_or_refused_with_the_rule() {
-        let r = rules(&[
-            (keys::BUCKET_PER_ORG, "true"),
-            (keys::S3_BUCKET_PREFIX, "cyn-"),
-        ])
-        .unwrap();
+        let r = rules(&[(keys::BUCKET_PER_ORG, "true"), (keys::S3_BUCKET_PREFIX, "cyn-")]).unwrap();
         assert_eq!(r.bucket_for("org"), Ok(Some("cyn-org".into())));
         let e = r.bucket_for("My_Org").unwrap_err();
         assert!(
@@ -258,12 +201,9 @@ mod tests {
 
     #[test]
     fn per_org_with_mapping_maps_invalid_orgs() {
-        let r = rules(&[
-            (keys::BUCKET_PER_ORG, "true"),
-            (keys::S3_BUCKET_PREFIX, "cyn-"),
-            (keys::NAME_MAPPING, "true"),
-        ])
-        .unwrap();
+        let r =
+            rules(&[(keys::BUCKET_PER_ORG, "true"), (keys::S3_BUCKET_PREFIX, "cyn-"), (keys::NAME_MAPPING, "true")])
+                .unwrap();
         assert_eq!(r.bucket_for("org"), Ok(Some("cyn-org".into())));
         let mapped = r.bucket_for("My_Org").unwrap().unwrap();
         assert!(mapped.starts_with("cyn-my-org-"), "{mapped}");
@@ -271,23 +211,12 @@ mod tests {
 
     #[test]
     fn size_limit_and_content_types() {
-        let r = rules(&[
-            (keys::MAX_SIZE, "10"),
-            (keys::ALLOWED_CONTENT_TYPES, "text/*, application/json"),
-        ])
-        .unwrap();
+        let r = rules(&[(keys::MAX_SIZE, "10"), (keys::ALLOWED_CONTENT_TYPES, "text/*, application/json")]).unwrap();
         assert_eq!(r.check_content(10, "text/plain"), Ok(()));
-        assert_eq!(
-            r.check_content(3, "application/json; charset=utf-8"),
-            Ok(())
-        );
+        assert_eq!(r.check_content(3, "application/json; charset=utf-8"), Ok(()));
         assert_eq!(r.check_content(3, "TEXT/HTML"), Ok(()));
-        assert!(
-            matches!(r.check_content(11, "text/plain"), Err(Refusal::Denied(m)) if m.contains("limit is 10"))
-        );
-        assert!(
-            matches!(r.check_content(1, "image/png"), Err(Refusal::Denied(m)) if m.contains("image/png"))
-        );
+        assert!(matches!(r.check_content(11, "text/plain"), Err(Refusal::Denied(m)) if m.contains("limit is 10")));
+        assert!(matches!(r.check_content(1, "image/png"), Err(Refusal::Denied(m)) if m.contains("image/png")));
         let open = rules(&[]).unwrap();
         assert_eq!(open.check_content(u64::MAX, "anything/at-all"), Ok(()));
     }
@@ -295,10 +224,6 @@ mod tests {
     #[test]
     fn delete_is_allowed_unless_switched_off() {
         assert!(rules(&[]).unwrap().allow_delete);
-        assert!(
-            !rules(&[(keys::ALLOW_DELETE, "false")])
-                .unwrap()
-                .allow_delete
-        );
+        assert!(!rules(&[(keys::ALLOW_DELETE, "false")]).unwrap().allow_delete);
     }
 }

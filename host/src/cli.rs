@@ -56,6 +56,22 @@ pub enum Command {
         #[arg(long)]
         org: String,
     },
+    /// Print a direct download link (S3 only): presigned and expiring, or
+    /// plain with --public for a bucket made public.
+    Link {
+        #[arg(long)]
+        org: String,
+        sha256: String,
+        /// Seconds the link stays valid (1 to 604800).
+        #[arg(long, default_value_t = 3600)]
+        expires: u64,
+        /// File name the browser saves the download as.
+        #[arg(long)]
+        filename: Option<String>,
+        /// The plain URL, for a bucket the operator made public.
+        #[arg(long, conflicts_with_all = ["expires", "filename"])]
+        public: bool,
+    },
     /// Delete an organisation's file (where policy allows).
     Rm {
         #[arg(long)]
@@ -106,10 +122,7 @@ fn print_json(value: &impl Serialize) -> Result<()> {
 /// code for their kind.
 pub fn run(cli: Cli) -> ExitCode {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("coffer: error: cannot start the async runtime: {e}");
@@ -128,20 +141,13 @@ pub fn run(cli: Cli) -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 async fn execute(command: Command) -> Result<()> {
     let coffer = Coffer::open(Config::from_env()?).await?;
     match command {
-        Command::Put {
-            org,
-            file,
-            content_type,
-        } => {
+        Command::Put { org, file, content_type } => {
             let content = if file.as_os_str() == "-" {
                 Content::from_reader(std::io::stdin(), content_type.as_deref(), None).await?
             } else {
@@ -149,27 +155,17 @@ async fn execute(command: Command) -> Result<()> {
             };
             print_json(&coffer.put(&org, content).await?)
         }
-        Command::Get {
-            org,
-            sha256,
-            output: Some(path),
-        } => {
+        Command::Get { org, sha256, output: Some(path) } => {
             coffer.get_to_path(&org, &sha256, &path).await?;
             Ok(())
         }
-        Command::Get {
-            org,
-            sha256,
-            output: None,
-        } => {
+        Command::Get { org, sha256, output: None } => {
             let (_, mut stream) = coffer.get(&org, &sha256).await?;
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = stream.next().await {
-                out.write_all(&chunk?)
-                    .map_err(|e| Error::io("writing to standard output", e))?;
+                out.write_all(&chunk?).map_err(|e| Error::io("writing to standard output", e))?;
             }
-            out.flush()
-                .map_err(|e| Error::io("writing to standard output", e))
+            out.flush().map_err(|e| Error::io("writing to standard output", e))
         }
         Command::Stat { org, sha256 } => print_json(&coffer.stat(&org, &sha256).await?),
         Command::Ls { org } => {
@@ -185,6 +181,11 @@ async fn execute(command: Command) -> Result<()> {
                 }
             }
         }
+        Command::Link { org, sha256, expires, filename, public } => {
+            let expires = (!public).then(|| std::time::Duration::from_secs(expires));
+            let url = coffer.link(&org, &sha256, expires, filename.as_deref()).await?;
+            print_json(&serde_json::json!({ "url": url }))
+        }
         Command::Rm { org, sha256 } => print_json(&coffer.delete(&org, &sha256).await?),
         Command::BucketName { org } => {
             let (backend, container) = coffer.container_name(&org).await?;
@@ -197,12 +198,7 @@ async fn execute(command: Command) -> Result<()> {
                 bucket: Option<&'a str>,
             }
             let bucket = (backend == crate::backend::BackendKind::S3).then_some(container.as_str());
-            print_json(&Answer {
-                org: &org,
-                backend,
-                container: &container,
-                bucket,
-            })
+            print_json(&Answer { org: &org, backend, container: &container, bucket })
         }
     }
 }

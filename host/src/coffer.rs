@@ -4,13 +4,15 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use crate::backend::s3::S3Store;
 use crate::backend::sqlite::SqliteDb;
-use crate::backend::{BackendKind, Backends, Location};
+use crate::backend::{BackendKind, Backends, BlobStore, Location};
 use crate::catalog::Record;
 use crate::config::{Config, DatabaseUrl};
 use crate::content::{ByteStream, Content, Digest, verify_stream};
@@ -103,10 +105,7 @@ impl Coffer {
         let policy = match &config.policy {
             Some(path) => {
                 let bytes = tokio::fs::read(path).await.map_err(|e| {
-                    Error::Config(format!(
-                        "cannot read policy component {} (COFFER_POLICY): {e}",
-                        path.display()
-                    ))
+                    Error::Config(format!("cannot read policy component {} (COFFER_POLICY): {e}", path.display()))
                 })?;
                 Policy::from_bytes(&bytes, &path.display().to_string())
                     .map_err(|e| Error::Config(format!("COFFER_POLICY: {e}")))?
@@ -115,13 +114,12 @@ impl Coffer {
         };
         let DatabaseUrl::Sqlite(path) = config.database()?;
         let db = SqliteDb::open(&path).await?;
+        let s3: Option<Arc<dyn BlobStore>> =
+            if config.s3.any() { Some(Arc::new(S3Store::new(&config.s3)?)) } else { None };
         let services = Arc::new(HostServices {
             config,
             catalog: Arc::new(db.clone()),
-            backends: Backends {
-                database: Arc::new(db),
-                s3: None,
-            },
+            backends: Backends { database: Arc::new(db), s3 },
         });
         policy.check_config(&services).await?;
         Ok(Coffer { services, policy })
@@ -154,15 +152,9 @@ impl Coffer {
     }
 
     /// Store the file at `path` for `org`.
-    pub async fn put_path(
-        &self,
-        org: &str,
-        path: impl AsRef<Path>,
-        content_type: Option<&str>,
-    ) -> Result<ObjectInfo> {
+    pub async fn put_path(&self, org: &str, path: impl AsRef<Path>, content_type: Option<&str>) -> Result<ObjectInfo> {
         validate_org(org)?;
-        self.put(org, Content::from_path(path, content_type).await?)
-            .await
+        self.put(org, Content::from_path(path, content_type).await?).await
     }
 
     /// The record of `org`'s object with digest `sha256`.
@@ -174,21 +166,14 @@ impl Coffer {
             .catalog
             .lookup(org, &digest)
             .await?
-            .ok_or_else(|| {
-                Error::NotFound(format!("organisation {org:?} has no object {digest}"))
-            })?;
-        self.policy
-            .authorize(&self.services, org, op, &record)
-            .await?;
+            .ok_or_else(|| Error::NotFound(format!("organisation {org:?} has no object {digest}")))?;
+        self.policy.authorize(&self.services, org, op, &record).await?;
         Ok(record)
     }
 
     /// Describe `org`'s object `sha256`.
     pub async fn stat(&self, org: &str, sha256: &str) -> Result<ObjectInfo> {
-        Ok(ObjectInfo::from_record(
-            self.record(org, sha256, Operation::Stat).await?,
-            None,
-        ))
+        Ok(ObjectInfo::from_record(self.record(org, sha256, Operation::Stat).await?, None))
     }
 
     /// Stream `org`'s object `sha256`. The stream is verified against the
@@ -197,17 +182,13 @@ impl Coffer {
     pub async fn get(&self, org: &str, sha256: &str) -> Result<(ObjectInfo, ByteStream)> {
         let record = self.record(org, sha256, Operation::Get).await?;
         let store = self.services.backends.get(record.location.backend)?;
-        let stream = store
-            .get(&record.location.container, &record.location.name)
-            .await
-            .map_err(|e| match e {
-                // The catalog says it is there; the backend lost it.
-                Error::NotFound(m) => Error::Integrity(format!(
-                    "{} is recorded but missing from its backend: {m}",
-                    record.location
-                )),
-                other => other,
-            })?;
+        let stream = store.get(&record.location.container, &record.location.name).await.map_err(|e| match e {
+            // The catalog says it is there; the backend lost it.
+            Error::NotFound(m) => {
+                Error::Integrity(format!("{} is recorded but missing from its backend: {m}", record.location))
+            }
+            other => other,
+        })?;
         let what = format!("{} ({})", record.sha256, record.location);
         let stream = verify_stream(stream, record.sha256, record.size, what);
         Ok((ObjectInfo::from_record(record, None), stream))
@@ -226,18 +207,10 @@ impl Coffer {
     /// Write `org`'s object `sha256` to `path`. The bytes go to a temporary
     /// file beside it, renamed into place only once they are verified, so
     /// `path` never holds wrong or partial content.
-    pub async fn get_to_path(
-        &self,
-        org: &str,
-        sha256: &str,
-        path: impl AsRef<Path>,
-    ) -> Result<ObjectInfo> {
+    pub async fn get_to_path(&self, org: &str, sha256: &str, path: impl AsRef<Path>) -> Result<ObjectInfo> {
         let path = path.as_ref();
         let (info, mut stream) = self.get(org, sha256).await?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let tmp = tempfile::NamedTempFile::new_in(dir)
             .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
         let (file, tmp_path) = tmp.into_parts();
@@ -251,31 +224,17 @@ impl Coffer {
             .await
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         drop(file);
-        tmp_path
-            .persist(path)
-            .map_err(|e| Error::io(format!("renaming into {}", path.display()), e.error))?;
+        tmp_path.persist(path).map_err(|e| Error::io(format!("renaming into {}", path.display()), e.error))?;
         Ok(info)
     }
 
     /// `org`'s objects in digest order, starting after `after`, at most
     /// `limit` of them.
-    pub async fn list(
-        &self,
-        org: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ObjectInfo>> {
+    pub async fn list(&self, org: &str, after: Option<&str>, limit: usize) -> Result<Vec<ObjectInfo>> {
         validate_org(org)?;
         let after = after.map(str::parse::<Digest>).transpose()?;
-        let records = self
-            .services
-            .catalog
-            .list(org, after.as_ref(), limit)
-            .await?;
-        Ok(records
-            .into_iter()
-            .map(|r| ObjectInfo::from_record(r, None))
-            .collect())
+        let records = self.services.catalog.list(org, after.as_ref(), limit).await?;
+        Ok(records.into_iter().map(|r| ObjectInfo::from_record(r, None)).collect())
     }
 
     /// Delete `org`'s reference to `sha256`, where policy allows; the bytes
@@ -285,26 +244,31 @@ impl Coffer {
         // The record goes first: a failure after it leaves unreferenced
         // bytes (harmless, found again by the next put of the same content),
         // never a record pointing at nothing.
-        let Some((removed, remaining)) = self.services.catalog.remove(org, &record.sha256).await?
-        else {
-            return Err(Error::NotFound(format!(
-                "organisation {org:?} has no object {}",
-                record.sha256
-            )));
+        let Some((removed, remaining)) = self.services.catalog.remove(org, &record.sha256).await? else {
+            return Err(Error::NotFound(format!("organisation {org:?} has no object {}", record.sha256)));
         };
         if remaining == 0 {
-            let Location {
-                backend,
-                container,
-                name,
-            } = &removed.location;
-            self.services
-                .backends
-                .get(*backend)?
-                .delete(container, name)
-                .await?;
+            let Location { backend, container, name } = &removed.location;
+            self.services.backends.get(*backend)?.delete(container, name).await?;
         }
         Ok(ObjectInfo::from_record(removed, None))
+    }
+
+    /// A direct download link for `org`'s object `sha256`, built from the
+    /// configured endpoint: presigned and expiring after `expires` (the
+    /// bucket stays private), `filename` naming the download; or, with
+    /// `expires` `None`, the plain URL for a bucket the operator made
+    /// public. Objects in the database have none.
+    pub async fn link(
+        &self,
+        org: &str,
+        sha256: &str,
+        expires: Option<Duration>,
+        filename: Option<&str>,
+    ) -> Result<String> {
+        let record = self.record(org, sha256, Operation::Link).await?;
+        let Location { backend, container, name } = &record.location;
+        self.services.backends.get(*backend)?.link(container, name, expires, filename)
     }
 
     /// The container (S3 bucket) the policy gives `org`, without contacting
@@ -325,19 +289,8 @@ mod tests {
         for ok in ["acme", "My_Org", "ünïcode", "a b"] {
             assert!(validate_org(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "a/b",
-            "..",
-            " lead",
-            "trail ",
-            "tab\there",
-            &"x".repeat(129),
-        ] {
-            assert!(
-                matches!(validate_org(bad), Err(Error::InvalidName(_))),
-                "{bad:?}"
-            );
+        for bad in ["", "a/b", "..", " lead", "trail ", "tab\there", &"x".repeat(129)] {
+            assert!(matches!(validate_org(bad), Err(Error::InvalidName(_))), "{bad:?}");
         }
     }
 }

@@ -50,14 +50,9 @@ impl DatabaseUrl {
                 "COFFER_DATABASE_URL names PostgreSQL, which this build does not support yet; use sqlite:PATH".into(),
             ));
         }
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url);
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if let Some((scheme, _)) = path.split_once("://") {
-            return Err(Error::Config(format!(
-                "COFFER_DATABASE_URL: unknown scheme {scheme:?}; use sqlite:PATH"
-            )));
+            return Err(Error::Config(format!("COFFER_DATABASE_URL: unknown scheme {scheme:?}; use sqlite:PATH")));
         }
         Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
     }
@@ -75,6 +70,14 @@ pub struct S3Settings {
     pub bucket: Option<String>,
     pub bucket_per_org: Option<bool>,
     pub bucket_prefix: Option<String>,
+    /// Virtual-hosted-style URLs (`bucket.endpoint`) instead of path style.
+    pub virtual_hosted: Option<bool>,
+    /// Whether Coffer may create missing buckets (default true).
+    pub create_buckets: Option<bool>,
+    /// Objects larger than this go up in parts (default 64 MiB).
+    pub multipart_threshold: Option<u64>,
+    /// Size of each part (default 8 MiB, at least 5 MiB).
+    pub part_size: Option<u64>,
 }
 
 impl fmt::Debug for S3Settings {
@@ -89,6 +92,10 @@ impl fmt::Debug for S3Settings {
             .field("bucket", &self.bucket)
             .field("bucket_per_org", &self.bucket_per_org)
             .field("bucket_prefix", &self.bucket_prefix)
+            .field("virtual_hosted", &self.virtual_hosted)
+            .field("create_buckets", &self.create_buckets)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("part_size", &self.part_size)
             .finish()
     }
 }
@@ -119,11 +126,7 @@ pub struct PolicyLimits {
 
 impl Default for PolicyLimits {
     fn default() -> Self {
-        PolicyLimits {
-            fuel: 500_000_000,
-            memory: 64 << 20,
-            host_calls: 64,
-        }
+        PolicyLimits { fuel: 500_000_000, memory: 64 << 20, host_calls: 64 }
     }
 }
 
@@ -156,28 +159,21 @@ fn parse_bool(var: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" | "" => Ok(false),
-        other => Err(Error::Config(format!(
-            "{var} must be true or false, not {other:?}"
-        ))),
+        other => Err(Error::Config(format!("{var} must be true or false, not {other:?}"))),
     }
 }
 
 fn parse_num<T: std::str::FromStr>(var: &str, value: &str) -> Result<T> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| Error::Config(format!("{var} must be a whole number, not {value:?}")))
+    value.trim().parse().map_err(|_| Error::Config(format!("{var} must be a whole number, not {value:?}")))
 }
 
 impl Config {
     /// Read a TOML configuration file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Config> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!("cannot read config file {}: {e}", path.display()))
-        })?;
-        toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))
     }
 
     /// The configuration from the process environment (and the file named
@@ -215,6 +211,24 @@ impl Config {
         if let Some(v) = var("BUCKET_PER_ORG") {
             s3.bucket_per_org = Some(parse_bool("BUCKET_PER_ORG", &v)?);
         }
+        if let Some(v) = var("COFFER_S3_ADDRESSING") {
+            s3.virtual_hosted = Some(match v.trim() {
+                "path" => false,
+                "virtual" => true,
+                other => {
+                    return Err(Error::Config(format!("COFFER_S3_ADDRESSING must be path or virtual, not {other:?}")));
+                }
+            });
+        }
+        if let Some(v) = var("COFFER_CREATE_BUCKETS") {
+            s3.create_buckets = Some(parse_bool("COFFER_CREATE_BUCKETS", &v)?);
+        }
+        if let Some(v) = var("COFFER_MULTIPART_THRESHOLD") {
+            s3.multipart_threshold = Some(parse_num("COFFER_MULTIPART_THRESHOLD", &v)?);
+        }
+        if let Some(v) = var("COFFER_MULTIPART_PART_SIZE") {
+            s3.part_size = Some(parse_num("COFFER_MULTIPART_PART_SIZE", &v)?);
+        }
         for (name, key) in SETTING_VARS {
             if let Some(v) = var(name) {
                 config.settings.insert(key.to_string(), v);
@@ -245,11 +259,61 @@ impl Config {
             ));
         }
         if self.s3.any() {
-            return Err(Error::Config(
-                "S3 variables are set (AWS_*, S3_BUCKET, BUCKET_PER_ORG, S3_BUCKET_PREFIX) but this build has no S3 \
-                 backend yet; unset them to use the database"
-                    .into(),
-            ));
+            self.validate_s3()?;
+        }
+        Ok(())
+    }
+
+    /// S3 is meant: every part of its configuration must be there. Bucket
+    /// and prefix *names* are checked by the policy's `check-config`.
+    fn validate_s3(&self) -> Result<()> {
+        let s3 = &self.s3;
+        let mut missing = Vec::new();
+        if s3.access_key_id.is_none() {
+            missing.push("AWS_ACCESS_KEY_ID");
+        }
+        if s3.secret_access_key.is_none() {
+            missing.push("AWS_SECRET_ACCESS_KEY");
+        }
+        let per_org = s3.bucket_per_org == Some(true);
+        if !per_org && s3.bucket.is_none() {
+            missing.push(if s3.bucket_prefix.is_some() {
+                "BUCKET_PER_ORG=true (S3_BUCKET_PREFIX is set, but only applies with BUCKET_PER_ORG=true)"
+            } else {
+                "S3_BUCKET (or BUCKET_PER_ORG=true with S3_BUCKET_PREFIX)"
+            });
+        }
+        if per_org && s3.bucket_prefix.is_none() {
+            missing.push("S3_BUCKET_PREFIX (BUCKET_PER_ORG=true names buckets prefix + organisation)");
+        }
+        if !missing.is_empty() {
+            return Err(Error::Config(format!(
+                "S3 is half configured; missing: {}. Set them, or unset every S3 variable to use the database",
+                missing.join(", ")
+            )));
+        }
+        if s3
+            .region
+            .as_deref()
+            .is_some_and(|r| r.is_empty() || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        {
+            return Err(Error::Config(format!("AWS_REGION {:?} is not a region name like eu-west-1", s3.region)));
+        }
+        if let Some(part) = s3.part_size
+            && part < crate::backend::s3::MIN_PART_SIZE
+        {
+            return Err(Error::Config(format!(
+                "COFFER_MULTIPART_PART_SIZE is {part}; S3 needs parts of at least {} bytes",
+                crate::backend::s3::MIN_PART_SIZE
+            )));
+        }
+        if let Some(t) = s3.multipart_threshold
+            && t > crate::backend::s3::MAX_SINGLE_PUT
+        {
+            return Err(Error::Config(format!(
+                "COFFER_MULTIPART_THRESHOLD is {t}; S3 refuses single uploads over {} bytes",
+                crate::backend::s3::MAX_SINGLE_PUT
+            )));
         }
         Ok(())
     }
@@ -257,10 +321,7 @@ impl Config {
     /// Policy settings for `org`: the tenant's overrides on top of the
     /// deployment's, plus the bucket settings.
     pub fn setting(&self, org: Option<&str>, name: &str) -> Option<String> {
-        if let Some(v) = org
-            .and_then(|o| self.tenants.get(o))
-            .and_then(|t| t.get(name))
-        {
+        if let Some(v) = org.and_then(|o| self.tenants.get(o)).and_then(|t| t.get(name)) {
             return Some(v.clone());
         }
         match name {
@@ -278,10 +339,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(pairs: &[(&str, &str)]) -> Result<Config> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_vars(|k| map.get(k).cloned())
     }
 
@@ -289,31 +347,17 @@ mod tests {
     fn nothing_set_means_sqlite_in_the_current_directory() {
         let c = from(&[]).unwrap();
         c.validate().unwrap();
-        assert_eq!(
-            c.database().unwrap(),
-            DatabaseUrl::Sqlite(PathBuf::from("coffer.db"))
-        );
+        assert_eq!(c.database().unwrap(), DatabaseUrl::Sqlite(PathBuf::from("coffer.db")));
         assert!(!c.s3.any());
     }
 
     #[test]
     fn database_urls() {
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:/x/y.db").unwrap(),
-            DatabaseUrl::Sqlite("/x/y.db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:///x/y.db").unwrap(),
-            DatabaseUrl::Sqlite("/x/y.db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("rel.db").unwrap(),
-            DatabaseUrl::Sqlite("rel.db".into())
-        );
+        assert_eq!(DatabaseUrl::parse("sqlite:/x/y.db").unwrap(), DatabaseUrl::Sqlite("/x/y.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite:///x/y.db").unwrap(), DatabaseUrl::Sqlite("/x/y.db".into()));
+        assert_eq!(DatabaseUrl::parse("rel.db").unwrap(), DatabaseUrl::Sqlite("rel.db".into()));
         assert!(DatabaseUrl::parse("mysql://h/db").is_err());
-        assert!(
-            matches!(DatabaseUrl::parse("postgres://h/db"), Err(Error::Config(m)) if m.contains("PostgreSQL"))
-        );
+        assert!(matches!(DatabaseUrl::parse("postgres://h/db"), Err(Error::Config(m)) if m.contains("PostgreSQL")));
     }
 
     #[test]
@@ -325,28 +369,18 @@ mod tests {
             "database_url = \"sqlite:file.db\"\n[settings]\nmax-size = \"10\"\n[tenants.acme]\nmax-size = \"5\"\n",
         )
         .unwrap();
-        let c = from(&[
-            ("COFFER_CONFIG", file.to_str().unwrap()),
-            ("COFFER_DATABASE_URL", "sqlite:env.db"),
-        ])
-        .unwrap();
+        let c = from(&[("COFFER_CONFIG", file.to_str().unwrap()), ("COFFER_DATABASE_URL", "sqlite:env.db")]).unwrap();
         assert_eq!(c.database_url.as_deref(), Some("sqlite:env.db"));
         assert_eq!(c.setting(None, "max-size").as_deref(), Some("10"));
         assert_eq!(c.setting(Some("acme"), "max-size").as_deref(), Some("5"));
         assert_eq!(c.setting(Some("other"), "max-size").as_deref(), Some("10"));
-        let c = from(&[
-            ("COFFER_CONFIG", file.to_str().unwrap()),
-            ("COFFER_MAX_SIZE", "99"),
-        ])
-        .unwrap();
+        let c = from(&[("COFFER_CONFIG", file.to_str().unwrap()), ("COFFER_MAX_SIZE", "99")]).unwrap();
         assert_eq!(c.setting(None, "max-size").as_deref(), Some("99"));
     }
 
     #[test]
     fn bad_values_name_the_variable() {
-        assert!(
-            matches!(from(&[("BUCKET_PER_ORG", "maybe")]), Err(Error::Config(m)) if m.contains("BUCKET_PER_ORG"))
-        );
+        assert!(matches!(from(&[("BUCKET_PER_ORG", "maybe")]), Err(Error::Config(m)) if m.contains("BUCKET_PER_ORG")));
         assert!(
             matches!(from(&[("COFFER_POLICY_FUEL", "lots")]), Err(Error::Config(m)) if m.contains("COFFER_POLICY_FUEL"))
         );
@@ -356,6 +390,35 @@ mod tests {
         assert!(
             matches!(from(&[("COFFER_CONFIG", file.to_str().unwrap())]), Err(Error::Config(m)) if m.contains("no_such_key"))
         );
+    }
+
+    #[test]
+    fn half_an_s3_configuration_names_what_is_missing() {
+        let c = from(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")]).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("AWS_ACCESS_KEY_ID") && e.contains("AWS_SECRET_ACCESS_KEY") && e.contains("S3_BUCKET"),
+            "{e}"
+        );
+        let c = from(&[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")]).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("S3_BUCKET"));
+        let c =
+            from(&[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b"), ("BUCKET_PER_ORG", "true")]).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("S3_BUCKET_PREFIX"));
+        let c =
+            from(&[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b"), ("S3_BUCKET_PREFIX", "cyn-")]).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("BUCKET_PER_ORG=true"));
+        let ok = from(&[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b"), ("S3_BUCKET", "files")]).unwrap();
+        ok.validate().unwrap();
+        let small_parts = from(&[
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "b"),
+            ("S3_BUCKET", "files"),
+            ("COFFER_MULTIPART_PART_SIZE", "1000"),
+        ])
+        .unwrap();
+        assert!(small_parts.validate().unwrap_err().to_string().contains("COFFER_MULTIPART_PART_SIZE"));
+        assert!(from(&[("COFFER_S3_ADDRESSING", "sideways")]).is_err());
     }
 
     #[test]

@@ -68,13 +68,9 @@ impl FromStr for Digest {
     /// else (uppercase, short, a path) is refused, so one object never has
     /// two names.
     fn from_str(s: &str) -> Result<Digest> {
-        let canonical = s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let canonical = s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !canonical {
-            return Err(Error::InvalidName(format!(
-                "{s:?} is not a SHA-256 digest: expected 64 lowercase hex digits"
-            )));
+            return Err(Error::InvalidName(format!("{s:?} is not a SHA-256 digest: expected 64 lowercase hex digits")));
         }
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).map_err(|e| Error::Internal(format!("hex: {e}")))?;
@@ -124,11 +120,7 @@ pub fn normalize_content_type(content_type: Option<&str>) -> Result<String> {
     let essence = ct.split(';').next().unwrap_or("").trim();
     let mut parts = essence.split('/');
     let valid_token = |t: Option<&str>| {
-        t.is_some_and(|t| {
-            !t.is_empty()
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-        })
+        t.is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b)))
     };
     let shape = valid_token(parts.next()) && valid_token(parts.next()) && parts.next().is_none();
     if !shape || ct.len() > 255 || !ct.bytes().all(|b| (0x20..0x7f).contains(&b)) {
@@ -161,21 +153,12 @@ impl Content {
         let (sha256, size) = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&p).map_err(|e| open_error(&p, e))?;
             if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-                return Err(Error::InvalidInput(format!(
-                    "{} is a directory, not a file",
-                    p.display()
-                )));
+                return Err(Error::InvalidInput(format!("{} is a directory, not a file", p.display())));
             }
-            hash_reader(file, std::io::sink())
-                .map_err(|e| Error::io(format!("reading {}", p.display()), e))
+            hash_reader(file, std::io::sink()).map_err(|e| Error::io(format!("reading {}", p.display()), e))
         })
         .await??;
-        Ok(Content(Arc::new(ContentInner {
-            source: Source::File(path),
-            sha256,
-            size,
-            content_type,
-        })))
+        Ok(Content(Arc::new(ContentInner { source: Source::File(path), sha256, size, content_type })))
     }
 
     /// Content from a reader that can be read only once (standard input, a
@@ -193,20 +176,12 @@ impl Content {
             let spool = tempfile::NamedTempFile::new_in(&dir)
                 .map_err(|e| Error::io(format!("creating a spool file in {}", dir.display()), e))?;
             let mut writer = std::io::BufWriter::with_capacity(CHUNK, spool);
-            let (sha256, size) =
-                hash_reader(reader, &mut writer).map_err(|e| Error::io("spooling input", e))?;
-            let spool = writer
-                .into_inner()
-                .map_err(|e| Error::io("spooling input", e.into_error()))?;
+            let (sha256, size) = hash_reader(reader, &mut writer).map_err(|e| Error::io("spooling input", e))?;
+            let spool = writer.into_inner().map_err(|e| Error::io("spooling input", e.into_error()))?;
             Ok::<_, Error>((spool.into_temp_path(), sha256, size))
         })
         .await??;
-        Ok(Content(Arc::new(ContentInner {
-            source: Source::Spooled(path),
-            sha256,
-            size,
-            content_type,
-        })))
+        Ok(Content(Arc::new(ContentInner { source: Source::Spooled(path), sha256, size, content_type })))
     }
 
     /// The SHA-256 of the bytes.
@@ -228,24 +203,56 @@ impl Content {
     pub fn peek(&self, max: usize) -> Result<Vec<u8>> {
         let max = max.min(MAX_PEEK);
         let mut buf = Vec::with_capacity(max);
-        self.open()?
-            .take(max as u64)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::io("peeking at content", e))?;
+        self.open()?.take(max as u64).read_to_end(&mut buf).map_err(|e| Error::io("peeking at content", e))?;
         Ok(buf)
+    }
+
+    fn path(&self) -> Option<&Path> {
+        match &self.0.source {
+            Source::Memory(_) => None,
+            Source::File(p) => Some(p),
+            Source::Spooled(p) => Some(p),
+        }
     }
 
     /// A blocking reader over the bytes, from the start.
     pub fn open(&self) -> Result<Box<dyn Read + Send>> {
-        match &self.0.source {
-            Source::Memory(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
-            Source::File(p) => Ok(Box::new(
-                std::fs::File::open(p).map_err(|e| open_error(p, e))?,
-            )),
-            Source::Spooled(p) => Ok(Box::new(
-                std::fs::File::open(p).map_err(|e| open_error(p, e))?,
-            )),
+        match (&self.0.source, self.path()) {
+            (Source::Memory(b), _) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
+            (_, Some(p)) => Ok(Box::new(std::fs::File::open(p).map_err(|e| open_error(p, e))?)),
+            (_, None) => unreachable!("only memory content has no path"),
         }
+    }
+
+    /// The bytes as a stream of [`CHUNK`]s, for an upload. Not verified
+    /// here: the receiving server checks them against the signed digest.
+    pub async fn stream(&self) -> Result<ByteStream> {
+        match (&self.0.source, self.path()) {
+            (Source::Memory(b), _) => Ok(Box::pin(futures_util::stream::iter([Ok(b.clone())]))),
+            (_, Some(p)) => {
+                let file = tokio::fs::File::open(p).await.map_err(|e| open_error(p, e))?;
+                let chunks = tokio_util::io::ReaderStream::with_capacity(file, CHUNK);
+                Ok(Box::pin(chunks.map(|r| r.map_err(|e| Error::io("reading content", e)))))
+            }
+            (_, None) => unreachable!("only memory content has no path"),
+        }
+    }
+
+    /// `len` bytes from `offset` (fewer at the end), for a multipart
+    /// upload's part. Blocking: call it off the async runtime.
+    pub fn read_range(&self, offset: u64, len: usize) -> Result<Bytes> {
+        if let Source::Memory(b) = &self.0.source {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+            return Ok(b.slice(start..start.saturating_add(len).min(b.len())));
+        }
+        let path = self.path().expect("only memory content has no path");
+        let mut reader = std::fs::File::open(path).map_err(|e| open_error(path, e))?;
+        std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(offset))
+            .map_err(|e| Error::io("reading content", e))?;
+        let mut buf = vec![0u8; len];
+        let n = read_full(&mut reader, &mut buf).map_err(|e| Error::io("reading content", e))?;
+        buf.truncate(n);
+        Ok(Bytes::from(buf))
     }
 
     /// Read the bytes in [`CHUNK`]s, handing each to `sink`, and fail with
@@ -258,8 +265,7 @@ impl Content {
         let mut size = 0u64;
         let mut buf = vec![0u8; CHUNK];
         loop {
-            let n =
-                read_full(&mut reader, &mut buf).map_err(|e| Error::io("reading content", e))?;
+            let n = read_full(&mut reader, &mut buf).map_err(|e| Error::io("reading content", e))?;
             if n == 0 {
                 break;
             }
@@ -280,12 +286,8 @@ impl Content {
 
 fn open_error(path: &Path, e: std::io::Error) -> Error {
     match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            Error::InvalidInput(format!("{}: no such file", path.display()))
-        }
-        std::io::ErrorKind::PermissionDenied => {
-            Error::InvalidInput(format!("{}: permission denied", path.display()))
-        }
+        std::io::ErrorKind::NotFound => Error::InvalidInput(format!("{}: no such file", path.display())),
+        std::io::ErrorKind::PermissionDenied => Error::InvalidInput(format!("{}: permission denied", path.display())),
         _ => Error::io(format!("opening {}", path.display()), e),
     }
 }
@@ -333,11 +335,7 @@ pub fn verify_stream(stream: ByteStream, expected: Digest, size: u64, what: Stri
         hasher: Option<Sha256>,
         seen: u64,
     }
-    let state = State {
-        inner: stream,
-        hasher: Some(Sha256::new()),
-        seen: 0,
-    };
+    let state = State { inner: stream, hasher: Some(Sha256::new()), seen: 0 };
     Box::pin(futures_util::stream::unfold(state, move |mut st| {
         let what = what.clone();
         async move {
@@ -348,9 +346,7 @@ pub fn verify_stream(stream: ByteStream, expected: Digest, size: u64, what: Stri
                     st.seen += chunk.len() as u64;
                     if st.seen > size {
                         st.hasher = None;
-                        let e = Error::Integrity(format!(
-                            "{what}: more than the recorded {size} bytes came back"
-                        ));
+                        let e = Error::Integrity(format!("{what}: more than the recorded {size} bytes came back"));
                         return Some((Err(e), st));
                     }
                     Some((Ok(chunk), st))
@@ -392,22 +388,9 @@ mod tests {
     #[test]
     fn content_types_are_checked() {
         assert_eq!(normalize_content_type(None).unwrap(), DEFAULT_CONTENT_TYPE);
-        assert_eq!(
-            normalize_content_type(Some("  ")).unwrap(),
-            DEFAULT_CONTENT_TYPE
-        );
-        assert_eq!(
-            normalize_content_type(Some("text/plain; charset=utf-8")).unwrap(),
-            "text/plain; charset=utf-8"
-        );
-        for bad in [
-            "text",
-            "text/",
-            "/plain",
-            "a/b/c",
-            "text/pl\nain",
-            "téxt/plain",
-        ] {
+        assert_eq!(normalize_content_type(Some("  ")).unwrap(), DEFAULT_CONTENT_TYPE);
+        assert_eq!(normalize_content_type(Some("text/plain; charset=utf-8")).unwrap(), "text/plain; charset=utf-8");
+        for bad in ["text", "text/", "/plain", "a/b/c", "text/pl\nain", "téxt/plain"] {
             assert!(normalize_content_type(Some(bad)).is_err(), "{bad:?}");
         }
     }
@@ -416,9 +399,7 @@ mod tests {
     async fn spooled_content_hashes_like_memory_content() {
         let data: Vec<u8> = (0..(CHUNK * 3 + 17)).map(|i| (i % 251) as u8).collect();
         let mem = Content::from_bytes(data.clone(), None).unwrap();
-        let spooled = Content::from_reader(std::io::Cursor::new(data.clone()), None, None)
-            .await
-            .unwrap();
+        let spooled = Content::from_reader(std::io::Cursor::new(data.clone()), None, None).await.unwrap();
         assert_eq!(mem.sha256(), spooled.sha256());
         assert_eq!(spooled.size(), data.len() as u64);
         assert_eq!(spooled.peek(10).unwrap(), &data[..10]);
@@ -443,14 +424,10 @@ mod tests {
         let ok: ByteStream = Box::pin(futures_util::stream::iter(vec![Ok(good.clone())]));
         let items: Vec<_> = verify_stream(ok, d, 5, "x".into()).collect().await;
         assert!(items.iter().all(|i| i.is_ok()));
-        let bad: ByteStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from_static(
-            b"hellO",
-        ))]));
+        let bad: ByteStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from_static(b"hellO"))]));
         let items: Vec<_> = verify_stream(bad, d, 5, "x".into()).collect().await;
         assert!(matches!(items.last(), Some(Err(Error::Integrity(_)))));
-        let long: ByteStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from_static(
-            b"hello!",
-        ))]));
+        let long: ByteStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from_static(b"hello!"))]));
         let items: Vec<_> = verify_stream(long, d, 5, "x".into()).collect().await;
         assert!(matches!(items.last(), Some(Err(Error::Integrity(_)))));
     }

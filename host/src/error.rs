@@ -112,30 +112,17 @@ impl Error {
 
     /// Whether trying the same operation again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Backend {
-                retryable: true,
-                ..
-            }
-        )
+        matches!(self, Error::Backend { retryable: true, .. })
     }
 
     /// A backend failure that retrying will not fix.
     pub fn backend(message: impl Into<String>, source: impl Into<BoxError>) -> Error {
-        Error::Backend {
-            message: message.into(),
-            retryable: false,
-            source: Some(source.into()),
-        }
+        Error::Backend { message: message.into(), retryable: false, source: Some(source.into()) }
     }
 
     /// A local I/O failure, with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 }
 
@@ -146,11 +133,7 @@ impl From<rusqlite::Error> for Error {
             e.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         );
-        Error::Backend {
-            message: format!("database: {e}"),
-            retryable,
-            source: Some(Box::new(e)),
-        }
+        Error::Backend { message: format!("database: {e}"), retryable, source: Some(Box::new(e)) }
     }
 }
 
@@ -174,14 +157,8 @@ mod tests {
 
     #[test]
     fn kinds_group_what_callers_branch_on() {
-        assert_eq!(
-            Error::InvalidName("x".into()).kind(),
-            ErrorKind::InvalidInput
-        );
-        assert_eq!(
-            Error::io("reading", std::io::ErrorKind::Other.into()).kind(),
-            ErrorKind::Unavailable
-        );
+        assert_eq!(Error::InvalidName("x".into()).kind(), ErrorKind::InvalidInput);
+        assert_eq!(Error::io("reading", std::io::ErrorKind::Other.into()).kind(), ErrorKind::Unavailable);
         assert_eq!(Error::NotFound("x".into()).kind().to_string(), "not-found");
     }
 }

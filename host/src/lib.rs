@@ -7,11 +7,12 @@
 //! - [`content`]: SHA-256 digests, content hashed (and spooled) before it is stored,
 //!   verification of bytes read back.
 //! - [`backend`]: the [`BlobStore`](backend::BlobStore) trait and one store per file
-//!   (`sqlite.rs`); routing of a location to its store.
+//!   (`sqlite.rs`, `s3/`); routing of a location to its store.
 //! - [`catalog`]: who owns which content, and where its bytes live.
 //! - [`policy`]: the wasmtime host for policy components (`wit/storage.wit`).
 //! - [`coffer`]: [`Coffer`], the operations callers use: put, get, stat, list, delete.
 //! - [`cli`]: the `coffer` command line (the binary only parses and calls [`cli::run`]).
+//! - [`retry`]: bounded, jittered retries of what may clear up.
 //! - [`error`]: [`Error`], classified in one place.
 //!
 //! # Examples
@@ -33,6 +34,7 @@ pub mod config;
 pub mod content;
 pub mod error;
 pub mod policy;
+pub mod retry;
 
 pub use crate::coffer::{Coffer, ObjectInfo};
 pub use crate::config::Config;
@@ -41,8 +43,5 @@ pub use crate::error::{Error, ErrorKind, Result};
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

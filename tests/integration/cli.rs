@@ -9,15 +9,12 @@ use crate::support::data;
 /// `coffer` with a clean environment and its database in `dir`.
 fn coffer(dir: &std::path::Path) -> Command {
     let mut cmd = Command::cargo_bin("coffer").unwrap();
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     cmd
 }
 
 fn json(out: &[u8]) -> Value {
-    serde_json::from_slice(out)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
+    serde_json::from_slice(out).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
 }
 
 #[test]
@@ -28,21 +25,10 @@ fn put_get_stat_ls_rm_round_trip() {
     std::fs::write(&file, &bytes).unwrap();
 
     let out = coffer(dir.path())
-        .args([
-            "put",
-            "--org",
-            "acme",
-            "scan.bin",
-            "--content-type",
-            "application/x-scan",
-        ])
+        .args(["put", "--org", "acme", "scan.bin", "--content-type", "application/x-scan"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let put = json(&out.stdout);
     let sha = put["sha256"].as_str().unwrap().to_string();
     assert_eq!(sha.len(), 64);
@@ -51,83 +37,37 @@ fn put_get_stat_ls_rm_round_trip() {
     assert_eq!(put["backend"], "database");
     assert_eq!(put["key"], sha.as_str());
     assert_eq!(put["deduplicated"], false);
-    assert!(
-        dir.path().join("coffer.db").exists(),
-        "the default database is coffer.db in the current directory"
-    );
+    assert!(dir.path().join("coffer.db").exists(), "the default database is coffer.db in the current directory");
 
-    let again = json(
-        &coffer(dir.path())
-            .args(["put", "--org", "acme", "scan.bin"])
-            .output()
-            .unwrap()
-            .stdout,
-    );
+    let again = json(&coffer(dir.path()).args(["put", "--org", "acme", "scan.bin"]).output().unwrap().stdout);
     assert_eq!(again["deduplicated"], true);
 
-    let got = coffer(dir.path())
-        .args(["get", "--org", "acme", &sha])
-        .output()
-        .unwrap();
+    let got = coffer(dir.path()).args(["get", "--org", "acme", &sha]).output().unwrap();
     assert!(got.status.success());
     assert!(got.stdout == bytes);
 
-    coffer(dir.path())
-        .args(["get", "--org", "acme", &sha, "-o", "copy.bin"])
-        .assert()
-        .success();
+    coffer(dir.path()).args(["get", "--org", "acme", &sha, "-o", "copy.bin"]).assert().success();
     assert!(std::fs::read(dir.path().join("copy.bin")).unwrap() == bytes);
 
-    let stat = json(
-        &coffer(dir.path())
-            .args(["stat", "--org", "acme", &sha])
-            .output()
-            .unwrap()
-            .stdout,
-    );
+    let stat = json(&coffer(dir.path()).args(["stat", "--org", "acme", &sha]).output().unwrap().stdout);
     assert_eq!(stat["sha256"], sha.as_str());
 
-    let ls = coffer(dir.path())
-        .args(["ls", "--org", "acme"])
-        .output()
-        .unwrap();
-    let lines: Vec<Value> = ls
-        .stdout
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(json)
-        .collect();
+    let ls = coffer(dir.path()).args(["ls", "--org", "acme"]).output().unwrap();
+    let lines: Vec<Value> = ls.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(json).collect();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["sha256"], sha.as_str());
 
-    coffer(dir.path())
-        .args(["rm", "--org", "acme", &sha])
-        .assert()
-        .success();
-    coffer(dir.path())
-        .args(["stat", "--org", "acme", &sha])
-        .assert()
-        .code(3);
+    coffer(dir.path()).args(["rm", "--org", "acme", &sha]).assert().success();
+    coffer(dir.path()).args(["stat", "--org", "acme", &sha]).assert().code(3);
 }
 
 #[test]
 fn standard_input_is_stored_when_the_file_is_a_dash() {
     let dir = tempfile::tempdir().unwrap();
-    let out = coffer(dir.path())
-        .args(["put", "--org", "acme", "-"])
-        .write_stdin("from stdin")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = coffer(dir.path()).args(["put", "--org", "acme", "-"]).write_stdin("from stdin").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let sha = json(&out.stdout)["sha256"].as_str().unwrap().to_string();
-    let got = coffer(dir.path())
-        .args(["get", "--org", "acme", &sha])
-        .output()
-        .unwrap();
+    let got = coffer(dir.path()).args(["get", "--org", "acme", &sha]).output().unwrap();
     assert_eq!(got.stdout, b"from stdin");
 }
 
@@ -140,59 +80,20 @@ fn errors_are_one_line_with_distinct_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let absent = "0".repeat(64);
     let cases: Vec<ErrorCase> = vec![
-        (
-            vec!["get", "--org", "acme", &absent],
-            vec![],
-            3,
-            "not found",
-        ),
-        (
-            vec!["get", "--org", "acme", "xyz"],
-            vec![],
-            2,
-            "not a SHA-256 digest",
-        ),
-        (
-            vec!["put", "--org", "acme", "no-such-file"],
-            vec![],
-            2,
-            "no such file",
-        ),
+        (vec!["get", "--org", "acme", &absent], vec![], 3, "not found"),
+        (vec!["get", "--org", "acme", "xyz"], vec![], 2, "not a SHA-256 digest"),
+        (vec!["put", "--org", "acme", "no-such-file"], vec![], 2, "no such file"),
         (vec!["put", "--org", "a/b", "-"], vec![], 2, "organisation"),
-        (
-            vec!["ls", "--org", "acme"],
-            vec![("COFFER_POLICY", "missing.wasm")],
-            7,
-            "COFFER_POLICY",
-        ),
-        (
-            vec!["ls", "--org", "acme"],
-            vec![("BUCKET_PER_ORG", "perhaps")],
-            7,
-            "BUCKET_PER_ORG",
-        ),
-        (
-            vec!["ls", "--org", "acme"],
-            vec![("COFFER_DATABASE_URL", "mysql://x/y")],
-            7,
-            "COFFER_DATABASE_URL",
-        ),
+        (vec!["ls", "--org", "acme"], vec![("COFFER_POLICY", "missing.wasm")], 7, "COFFER_POLICY"),
+        (vec!["ls", "--org", "acme"], vec![("BUCKET_PER_ORG", "perhaps")], 7, "BUCKET_PER_ORG"),
+        (vec!["ls", "--org", "acme"], vec![("COFFER_DATABASE_URL", "mysql://x/y")], 7, "COFFER_DATABASE_URL"),
     ];
     for (args, env, code, words) in cases {
-        let out = coffer(dir.path())
-            .args(&args)
-            .envs(env)
-            .write_stdin("x")
-            .output()
-            .unwrap();
+        let out = coffer(dir.path()).args(&args).envs(env).write_stdin("x").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
         assert!(stderr.contains(words), "{args:?}: {stderr}");
-        assert_eq!(
-            stderr.trim_end().lines().count(),
-            1,
-            "{args:?}: one line, no backtrace: {stderr}"
-        );
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: one line, no backtrace: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
     // Usage errors are clap's: exit code 2.
@@ -208,21 +109,13 @@ fn denied_by_policy_exits_4() {
         .write_stdin("too long")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn bucket_name_without_s3_names_the_database_namespace() {
     let dir = tempfile::tempdir().unwrap();
-    let out = coffer(dir.path())
-        .args(["bucket-name", "--org", "acme"])
-        .output()
-        .unwrap();
+    let out = coffer(dir.path()).args(["bucket-name", "--org", "acme"]).output().unwrap();
     let v = json(&out.stdout);
     assert_eq!(v["backend"], "database");
     assert_eq!(v["container"], "acme");

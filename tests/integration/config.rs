@@ -20,29 +20,20 @@ async fn a_missing_policy_file_is_a_configuration_error() {
     let mut config = sqlite_config(dir.path(), &[]);
     config.policy = Some(dir.path().join("nope.wasm"));
     let err = Coffer::open(config).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::Config(m) if m.contains("COFFER_POLICY") && m.contains("nope.wasm")),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Config(m) if m.contains("COFFER_POLICY") && m.contains("nope.wasm")), "{err}");
 }
 
 #[tokio::test]
 async fn garbage_is_not_a_policy_component() {
     let err = open_with_policy(b"this is not wasm at all").await;
-    assert!(
-        matches!(&err, Error::Config(m) if m.contains("not a valid WebAssembly component")),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Config(m) if m.contains("not a valid WebAssembly component")), "{err}");
 }
 
 #[tokio::test]
 async fn a_core_module_is_told_to_become_a_component() {
     // The smallest valid core module: magic and version 1.
     let err = open_with_policy(b"\0asm\x01\0\0\0").await;
-    assert!(
-        matches!(&err, Error::Config(m) if m.contains("core WebAssembly module")),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Config(m) if m.contains("core WebAssembly module")), "{err}");
 }
 
 #[tokio::test]
@@ -53,40 +44,22 @@ async fn the_built_in_policy_is_used_when_none_is_given_and_can_be_given_as_a_fi
     let mut config = sqlite_config(dir.path(), &[]);
     config.policy = Some(path);
     let coffer = Coffer::open(config).await.unwrap();
-    coffer
-        .put("acme", coffer::Content::from_bytes("x", None).unwrap())
-        .await
-        .unwrap();
+    coffer.put("acme", coffer::Content::from_bytes("x", None).unwrap()).await.unwrap();
 }
 
 #[tokio::test]
 async fn bad_policy_settings_are_refused_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Coffer::open(sqlite_config(dir.path(), &[("max-size", "ten")]))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::Config(m) if m.contains("max-size")),
-        "{err}"
-    );
-    let err = Coffer::open(sqlite_config(dir.path(), &[("allow-delete", "perhaps")]))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::Config(m) if m.contains("allow-delete")),
-        "{err}"
-    );
+    let err = Coffer::open(sqlite_config(dir.path(), &[("max-size", "ten")])).await.unwrap_err();
+    assert!(matches!(&err, Error::Config(m) if m.contains("max-size")), "{err}");
+    let err = Coffer::open(sqlite_config(dir.path(), &[("allow-delete", "perhaps")])).await.unwrap_err();
+    assert!(matches!(&err, Error::Config(m) if m.contains("allow-delete")), "{err}");
 }
 
 #[tokio::test]
 async fn an_unreadable_database_location_is_a_clear_error() {
-    let config = coffer::Config {
-        database_url: Some("sqlite:/nonexistent-dir/sub/coffer.db".into()),
-        ..Default::default()
-    };
+    let config =
+        coffer::Config { database_url: Some("sqlite:/nonexistent-dir/sub/coffer.db".into()), ..Default::default() };
     let err = Coffer::open(config).await.unwrap_err();
-    assert!(
-        err.to_string().contains("/nonexistent-dir/sub/coffer.db"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("/nonexistent-dir/sub/coffer.db"), "{err}");
 }

@@ -4,4 +4,6 @@
 mod cli;
 mod config;
 mod database;
+mod s3;
+mod s3_server;
 mod support;

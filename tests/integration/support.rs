@@ -24,10 +24,8 @@ impl TestCoffer {
 /// The database-backed configuration for `dir`, with `settings` (policy
 /// settings such as `max-size`) applied.
 pub fn sqlite_config(dir: &std::path::Path, settings: &[(&str, &str)]) -> Config {
-    let mut config = Config {
-        database_url: Some(format!("sqlite:{}", dir.join("coffer.db").display())),
-        ..Config::default()
-    };
+    let mut config =
+        Config { database_url: Some(format!("sqlite:{}", dir.join("coffer.db").display())), ..Config::default() };
     for (k, v) in settings {
         config.settings.insert(k.to_string(), v.to_string());
     }
@@ -36,9 +34,7 @@ pub fn sqlite_config(dir: &std::path::Path, settings: &[(&str, &str)]) -> Config
 
 pub async fn sqlite_coffer(settings: &[(&str, &str)]) -> TestCoffer {
     let dir = tempfile::tempdir().unwrap();
-    let coffer = Coffer::open(sqlite_config(dir.path(), settings))
-        .await
-        .unwrap();
+    let coffer = Coffer::open(sqlite_config(dir.path(), settings)).await.unwrap();
     TestCoffer { coffer, dir }
 }
 
@@ -53,4 +49,57 @@ pub fn data(len: usize, seed: u8) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// A bucket name no other test uses.
+pub fn unique_bucket(stem: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{stem}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// The configuration for S3 on the test server, with the catalog in `dir`.
+pub fn s3_config(dir: &std::path::Path, bucket: Option<&str>, prefix: Option<&str>) -> Config {
+    let server = crate::s3_server::server();
+    let mut config = sqlite_config(dir, &[]);
+    config.s3.access_key_id = Some(crate::s3_server::ACCESS_KEY.into());
+    config.s3.secret_access_key = Some(crate::s3_server::SECRET_KEY.into());
+    config.s3.endpoint_url = Some(server.endpoint());
+    config.s3.bucket = bucket.map(str::to_string);
+    if let Some(p) = prefix {
+        config.s3.bucket_per_org = Some(true);
+        config.s3.bucket_prefix = Some(p.to_string());
+    }
+    config
+}
+
+/// A Coffer on S3 (one bucket, `bucket`), its catalog in a temporary directory.
+pub async fn s3_coffer(bucket: &str) -> TestCoffer {
+    let dir = tempfile::tempdir().unwrap();
+    let coffer = Coffer::open(s3_config(dir.path(), Some(bucket), None)).await.unwrap();
+    TestCoffer { coffer, dir }
+}
+
+/// Files under `bucket` on the test server (s3s-fs keeps objects as files),
+/// as paths relative to the bucket, skipping its bookkeeping files.
+pub fn objects_on_server(bucket: &str) -> Vec<String> {
+    let root = crate::s3_server::server().root.join(bucket);
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(&root).unwrap().to_string_lossy().to_string();
+                if !rel.starts_with('.') && !rel.contains("/.") {
+                    out.push(rel);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -12,6 +13,7 @@ use serde::Serialize;
 use crate::content::{ByteStream, Content};
 use crate::error::{Error, Result};
 
+pub mod s3;
 pub mod sqlite;
 
 /// Which kind of store holds an object.
@@ -38,9 +40,7 @@ impl BackendKind {
         match s {
             "database" => Ok(BackendKind::Database),
             "s3" => Ok(BackendKind::S3),
-            other => Err(Error::Internal(format!(
-                "unknown backend {other:?} in the catalog"
-            ))),
+            other => Err(Error::Internal(format!("unknown backend {other:?} in the catalog"))),
         }
     }
 }
@@ -98,13 +98,19 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     async fn delete(&self, container: &str, name: &str) -> Result<()>;
 
     /// Blobs whose names start with `prefix`, in name order, after `after`.
-    async fn list(
-        &self,
-        container: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<BlobEntry>>;
+    async fn list(&self, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobEntry>>;
+
+    /// A direct download link: presigned, valid for `expires` and naming
+    /// the download `filename`; or, with `expires` `None`, the plain URL of
+    /// a public bucket. Only stores that serve downloads themselves have
+    /// them.
+    fn link(&self, container: &str, name: &str, expires: Option<Duration>, filename: Option<&str>) -> Result<String> {
+        let _ = (container, name, expires, filename);
+        Err(Error::InvalidInput(format!(
+            "direct links need S3: this object is stored in the {}, so download it through Coffer (coffer get)",
+            self.kind()
+        )))
+    }
 }
 
 /// The configured stores, by kind. The database is always there (it also

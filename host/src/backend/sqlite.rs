@@ -65,10 +65,7 @@ impl SqliteDb {
     /// Open (creating if needed) the database file at `path`.
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteDb> {
         let path = path.as_ref().to_path_buf();
-        let db = SqliteDb {
-            path,
-            pool: Arc::new(Mutex::new(Vec::new())),
-        };
+        let db = SqliteDb { path, pool: Arc::new(Mutex::new(Vec::new())) };
         db.with_conn(|conn| {
             conn.execute_batch(SCHEMA)?;
             Ok(())
@@ -84,10 +81,7 @@ impl SqliteDb {
 
     fn connect(&self) -> Result<Connection> {
         let conn = Connection::open(&self.path).map_err(|e| Error::Backend {
-            message: format!(
-                "cannot open the SQLite database {}: {e}",
-                self.path.display()
-            ),
+            message: format!("cannot open the SQLite database {}: {e}", self.path.display()),
             retryable: false,
             source: Some(Box::new(e)),
         })?;
@@ -105,11 +99,7 @@ impl SqliteDb {
     {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = db
-                .pool
-                .lock()
-                .map_err(|_| Error::Internal("database pool poisoned".into()))?
-                .pop();
+            let pooled = db.pool.lock().map_err(|_| Error::Internal("database pool poisoned".into()))?.pop();
             let mut conn = match pooled {
                 Some(c) => c,
                 None => db.connect()?,
@@ -130,38 +120,22 @@ impl SqliteDb {
 type RawRecord = (String, String, i64, String, String, String, String, i64);
 
 fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-    ))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?))
 }
 
 fn to_record(raw: RawRecord) -> Result<Record> {
     let (org, sha, size, content_type, backend, container, name, created_at) = raw;
     Ok(Record {
         org,
-        sha256: sha
-            .parse()
-            .map_err(|_| Error::Internal(format!("malformed digest {sha:?} in the catalog")))?,
+        sha256: sha.parse().map_err(|_| Error::Internal(format!("malformed digest {sha:?} in the catalog")))?,
         size: size as u64,
         content_type,
-        location: Location {
-            backend: BackendKind::parse(&backend)?,
-            container,
-            name,
-        },
+        location: Location { backend: BackendKind::parse(&backend)?, container, name },
         created_at: created_at as u64,
     })
 }
 
-const RECORD_COLUMNS: &str =
-    "org, sha256, size, content_type, backend, container, name, created_at";
+const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at";
 
 #[async_trait]
 impl BlobStore for SqliteDb {
@@ -173,11 +147,7 @@ impl BlobStore for SqliteDb {
         let (c, n) = (container.to_string(), name.to_string());
         self.with_conn(move |conn| {
             let size: Option<i64> = conn
-                .query_row(
-                    "SELECT size FROM blobs WHERE container = ?1 AND name = ?2",
-                    params![c, n],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT size FROM blobs WHERE container = ?1 AND name = ?2", params![c, n], |r| r.get(0))
                 .optional()?;
             Ok(size.map(|s| s as u64))
         })
@@ -196,20 +166,15 @@ impl BlobStore for SqliteDb {
             // blob serialise and the second sees the first's row.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let exists: bool = tx
-                .query_row(
-                    "SELECT 1 FROM blobs WHERE container = ?1 AND name = ?2",
-                    params![c, n],
-                    |_| Ok(true),
-                )
+                .query_row("SELECT 1 FROM blobs WHERE container = ?1 AND name = ?2", params![c, n], |_| Ok(true))
                 .optional()?
                 .unwrap_or(false);
             if exists {
                 return Ok(());
             }
             {
-                let mut insert = tx.prepare(
-                    "INSERT INTO blob_chunks (container, name, seq, data) VALUES (?1, ?2, ?3, ?4)",
-                )?;
+                let mut insert =
+                    tx.prepare("INSERT INTO blob_chunks (container, name, seq, data) VALUES (?1, ?2, ?3, ?4)")?;
                 let mut row = Vec::with_capacity(ROW_CHUNK);
                 let mut seq = 0i64;
                 content.read_verified(|chunk| {
@@ -240,9 +205,7 @@ impl BlobStore for SqliteDb {
     async fn get(&self, container: &str, name: &str) -> Result<ByteStream> {
         let (c, n) = (container.to_string(), name.to_string());
         if self.head(&c, &n).await?.is_none() {
-            return Err(Error::NotFound(format!(
-                "no blob {n} in database container {c}"
-            )));
+            return Err(Error::NotFound(format!("no blob {n} in database container {c}")));
         }
         // A blocking task reads chunk by chunk into a small channel: memory
         // stays bounded by the channel's depth, whatever the blob's size.
@@ -251,9 +214,8 @@ impl BlobStore for SqliteDb {
         tokio::task::spawn_blocking(move || {
             let read = (|| -> Result<()> {
                 let conn = db.connect()?;
-                let mut stmt = conn.prepare(
-                    "SELECT data FROM blob_chunks WHERE container = ?1 AND name = ?2 ORDER BY seq",
-                )?;
+                let mut stmt =
+                    conn.prepare("SELECT data FROM blob_chunks WHERE container = ?1 AND name = ?2 ORDER BY seq")?;
                 let mut rows = stmt.query(params![c, n])?;
                 while let Some(row) = rows.next()? {
                     let data: Vec<u8> = row.get(0)?;
@@ -267,42 +229,23 @@ impl BlobStore for SqliteDb {
                 let _ = tx.blocking_send(Err(e));
             }
         });
-        Ok(Box::pin(futures_util::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
-        )))
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
     }
 
     async fn delete(&self, container: &str, name: &str) -> Result<()> {
         let (c, n) = (container.to_string(), name.to_string());
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "DELETE FROM blob_chunks WHERE container = ?1 AND name = ?2",
-                params![c, n],
-            )?;
-            tx.execute(
-                "DELETE FROM blobs WHERE container = ?1 AND name = ?2",
-                params![c, n],
-            )?;
+            tx.execute("DELETE FROM blob_chunks WHERE container = ?1 AND name = ?2", params![c, n])?;
+            tx.execute("DELETE FROM blobs WHERE container = ?1 AND name = ?2", params![c, n])?;
             tx.commit()?;
             Ok(())
         })
         .await
     }
 
-    async fn list(
-        &self,
-        container: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<BlobEntry>> {
-        let (c, p, a) = (
-            container.to_string(),
-            prefix.to_string(),
-            after.unwrap_or("").to_string(),
-        );
+    async fn list(&self, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobEntry>> {
+        let (c, p, a) = (container.to_string(), prefix.to_string(), after.unwrap_or("").to_string());
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT name, size FROM blobs WHERE container = ?1 AND substr(name, 1, length(?2)) = ?2 AND name > ?3
@@ -376,17 +319,10 @@ impl Catalog for SqliteDb {
                 .optional()?;
             let Some(raw) = raw else { return Ok(None) };
             let record = to_record(raw)?;
-            tx.execute(
-                "DELETE FROM objects WHERE org = ?1 AND sha256 = ?2",
-                params![o, s],
-            )?;
+            tx.execute("DELETE FROM objects WHERE org = ?1 AND sha256 = ?2", params![o, s])?;
             let remaining: i64 = tx.query_row(
                 "SELECT count(*) FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3",
-                params![
-                    record.location.backend.as_str(),
-                    record.location.container,
-                    record.location.name
-                ],
+                params![record.location.backend.as_str(), record.location.container, record.location.name],
                 |r| r.get(0),
             )?;
             tx.commit()?;
@@ -396,10 +332,7 @@ impl Catalog for SqliteDb {
     }
 
     async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>> {
-        let (o, a) = (
-            org.to_string(),
-            after.map(|d| d.to_string()).unwrap_or_default(),
-        );
+        let (o, a) = (org.to_string(), after.map(|d| d.to_string()).unwrap_or_default());
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {RECORD_COLUMNS} FROM objects WHERE org = ?1 AND sha256 > ?2 ORDER BY sha256 LIMIT ?3"
@@ -413,8 +346,8 @@ impl Catalog for SqliteDb {
     async fn owners(&self, location: &Location) -> Result<Vec<String>> {
         let l = location.clone();
         self.with_conn(move |conn| {
-            let mut stmt =
-                conn.prepare("SELECT org FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3 ORDER BY org")?;
+            let mut stmt = conn
+                .prepare("SELECT org FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3 ORDER BY org")?;
             let orgs = stmt.query_map(params![l.backend.as_str(), l.container, l.name], |r| r.get(0))?;
             Ok(orgs.collect::<rusqlite::Result<Vec<String>>>()?)
         })

@@ -21,19 +21,11 @@ pub fn backend_from_wit(b: types::Backend) -> BackendKind {
 }
 
 pub fn location_from_wit(l: types::Location) -> Location {
-    Location {
-        backend: backend_from_wit(l.backend),
-        container: l.container,
-        name: l.object_name,
-    }
+    Location { backend: backend_from_wit(l.backend), container: l.container, name: l.object_name }
 }
 
 pub fn location_to_wit(l: &Location) -> types::Location {
-    types::Location {
-        backend: backend_to_wit(l.backend),
-        container: l.container.clone(),
-        object_name: l.name.clone(),
-    }
+    types::Location { backend: backend_to_wit(l.backend), container: l.container.clone(), object_name: l.name.clone() }
 }
 
 pub fn object_info(r: &Record) -> types::ObjectInfo {
@@ -50,7 +42,18 @@ pub fn object_info(r: &Record) -> types::ObjectInfo {
 /// What the guest sees of a host error. Backend details that might carry
 /// credentials or internal addresses are reduced to their message.
 pub fn error_to_wit(e: &Error) -> types::Error {
-    let m = e.to_string();
+    // The case says the kind; the message need not repeat it.
+    let m = match e {
+        Error::InvalidName(m)
+        | Error::InvalidInput(m)
+        | Error::Config(m)
+        | Error::Denied(m)
+        | Error::NotFound(m)
+        | Error::Conflict(m)
+        | Error::Integrity(m) => m.clone(),
+        Error::Backend { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
     match e {
         Error::InvalidName(_) | Error::InvalidInput(_) => types::Error::InvalidName(m),
         Error::Config(_) => types::Error::InvalidConfig(m),
@@ -66,10 +69,7 @@ pub fn error_to_wit(e: &Error) -> types::Error {
 /// A policy's error as the host reports it. The guest's message is kept,
 /// bounded in length, and said to come from the policy.
 pub fn error_from_wit(e: types::Error) -> Error {
-    let bounded = |m: String| -> String {
-        let m: String = m.chars().take(2000).collect();
-        m.strip_prefix("denied: ").map(str::to_string).unwrap_or(m)
-    };
+    let bounded = |m: String| -> String { m.chars().take(2000).collect() };
     match e {
         types::Error::InvalidName(m) => Error::InvalidName(bounded(m)),
         types::Error::InvalidConfig(m) => Error::Config(bounded(m)),
@@ -77,11 +77,7 @@ pub fn error_from_wit(e: types::Error) -> Error {
         types::Error::NotFound(m) => Error::NotFound(bounded(m)),
         types::Error::Conflict(m) => Error::Conflict(bounded(m)),
         types::Error::Integrity(m) => Error::Integrity(bounded(m)),
-        types::Error::Unavailable(m) => Error::Backend {
-            message: bounded(m),
-            retryable: true,
-            source: None,
-        },
+        types::Error::Unavailable(m) => Error::Backend { message: bounded(m), retryable: true, source: None },
         types::Error::Internal(m) => Error::Policy(bounded(m)),
     }
 }

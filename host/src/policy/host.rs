@@ -50,9 +50,7 @@ pub struct CallState {
 
 impl std::fmt::Debug for CallState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallState")
-            .field("org", &self.org)
-            .finish_non_exhaustive()
+        f.debug_struct("CallState").field("org", &self.org).finish_non_exhaustive()
     }
 }
 
@@ -86,9 +84,7 @@ impl CallState {
     }
 
     fn org(&self) -> Result<&str> {
-        self.org
-            .as_deref()
-            .ok_or_else(|| Error::Policy("store operations are only available during put".into()))
+        self.org.as_deref().ok_or_else(|| Error::Policy("store operations are only available during put".into()))
     }
 
     /// Count a store operation against the per-call budget, so a guest
@@ -110,9 +106,7 @@ impl CallState {
         let org = self.org()?;
         let owners = self.services.catalog.owners(at).await?;
         if !owners.is_empty() && !owners.iter().any(|o| o == org) {
-            return Err(Error::Denied(format!(
-                "{at} belongs to another organisation"
-            )));
+            return Err(Error::Denied(format!("{at} belongs to another organisation")));
         }
         Ok(())
     }
@@ -132,12 +126,7 @@ impl CallState {
         self.spend_host_call()?;
         let at = convert::location_from_wit(at);
         self.check_boundary(&at).await?;
-        let size = self
-            .services
-            .backends
-            .get(at.backend)?
-            .head(&at.container, &at.name)
-            .await?;
+        let size = self.services.backends.get(at.backend)?.head(&at.container, &at.name).await?;
         if size.is_some() && size == self.put_size {
             self.verified.insert(at);
         }
@@ -148,28 +137,15 @@ impl CallState {
         self.spend_host_call()?;
         self.org()?;
         let kind = convert::backend_from_wit(backend);
-        self.services
-            .backends
-            .get(kind)?
-            .ensure_container(&container)
-            .await
+        self.services.backends.get(kind)?.ensure_container(&container).await
     }
 
     async fn write(&mut self, at: types::Location, body: &Resource<ContentHandle>) -> Result<()> {
         self.spend_host_call()?;
         let at = convert::location_from_wit(at);
         self.check_boundary(&at).await?;
-        let content = self
-            .table
-            .get(body)
-            .map_err(|e| Error::Policy(format!("bad content handle: {e}")))?
-            .0
-            .clone();
-        self.services
-            .backends
-            .get(at.backend)?
-            .put(&at.container, &at.name, &content)
-            .await?;
+        let content = self.table.get(body).map_err(|e| Error::Policy(format!("bad content handle: {e}")))?.0.clone();
+        self.services.backends.get(at.backend)?.put(&at.container, &at.name, &content).await?;
         self.verified.insert(at);
         Ok(())
     }
@@ -177,20 +153,14 @@ impl CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
 impl types::Host for CallState {}
 
 impl store::HostContent for CallState {
-    async fn describe(
-        &mut self,
-        this: Resource<ContentHandle>,
-    ) -> wasmtime::Result<types::ContentInfo> {
+    async fn describe(&mut self, this: Resource<ContentHandle>) -> wasmtime::Result<types::ContentInfo> {
         let c = &self.table.get(&this)?.0;
         Ok(types::ContentInfo {
             sha256: c.sha256().to_string(),
@@ -199,11 +169,7 @@ impl store::HostContent for CallState {
         })
     }
 
-    async fn peek(
-        &mut self,
-        this: Resource<ContentHandle>,
-        max_len: u32,
-    ) -> wasmtime::Result<Vec<u8>> {
+    async fn peek(&mut self, this: Resource<ContentHandle>, max_len: u32) -> wasmtime::Result<Vec<u8>> {
         let content = self.table.get(&this)?.0.clone();
         let peeked = tokio::task::spawn_blocking(move || content.peek(max_len as usize)).await??;
         Ok(peeked)
@@ -219,31 +185,15 @@ impl store::HostContent for CallState {
 
 impl store::Host for CallState {
     async fn backends(&mut self) -> wasmtime::Result<Vec<types::Backend>> {
-        Ok(self
-            .services
-            .backends
-            .kinds()
-            .into_iter()
-            .map(convert::backend_to_wit)
-            .collect())
+        Ok(self.services.backends.kinds().into_iter().map(convert::backend_to_wit).collect())
     }
 
-    async fn lookup(
-        &mut self,
-        sha256: String,
-    ) -> wasmtime::Result<Result<Option<types::ObjectInfo>, types::Error>> {
-        Ok(CallState::lookup(self, sha256)
-            .await
-            .map_err(|e| convert::error_to_wit(&e)))
+    async fn lookup(&mut self, sha256: String) -> wasmtime::Result<Result<Option<types::ObjectInfo>, types::Error>> {
+        Ok(CallState::lookup(self, sha256).await.map_err(|e| convert::error_to_wit(&e)))
     }
 
-    async fn head(
-        &mut self,
-        at: types::Location,
-    ) -> wasmtime::Result<Result<Option<u64>, types::Error>> {
-        Ok(CallState::head(self, at)
-            .await
-            .map_err(|e| convert::error_to_wit(&e)))
+    async fn head(&mut self, at: types::Location) -> wasmtime::Result<Result<Option<u64>, types::Error>> {
+        Ok(CallState::head(self, at).await.map_err(|e| convert::error_to_wit(&e)))
     }
 
     async fn ensure_container(
@@ -251,9 +201,7 @@ impl store::Host for CallState {
         backend: types::Backend,
         container: String,
     ) -> wasmtime::Result<Result<(), types::Error>> {
-        Ok(CallState::ensure_container(self, backend, container)
-            .await
-            .map_err(|e| convert::error_to_wit(&e)))
+        Ok(CallState::ensure_container(self, backend, container).await.map_err(|e| convert::error_to_wit(&e)))
     }
 
     async fn write(
@@ -261,9 +209,7 @@ impl store::Host for CallState {
         at: types::Location,
         body: Resource<ContentHandle>,
     ) -> wasmtime::Result<Result<(), types::Error>> {
-        Ok(CallState::write(self, at, &body)
-            .await
-            .map_err(|e| convert::error_to_wit(&e)))
+        Ok(CallState::write(self, at, &body).await.map_err(|e| convert::error_to_wit(&e)))
     }
 }
 

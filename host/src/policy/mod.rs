@@ -25,8 +25,7 @@ use crate::error::{Error, Result};
 pub const CONTRACT: &str = "coffer:storage/policy@0.1.0";
 
 /// The built-in default policy component.
-pub static DEFAULT_POLICY: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/coffer_policy_default.wasm"));
+pub static DEFAULT_POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/coffer_policy_default.wasm"));
 
 /// An operation on a stored object that the policy authorises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,12 +71,8 @@ fn compile(bytes: &[u8]) -> Result<Component> {
                 .into(),
         ));
     }
-    let component = Component::new(engine(), bytes).map_err(|e| {
-        Error::Policy(format!(
-            "not a valid WebAssembly component: {}",
-            first_line(&e)
-        ))
-    })?;
+    let component = Component::new(engine(), bytes)
+        .map_err(|e| Error::Policy(format!("not a valid WebAssembly component: {}", first_line(&e))))?;
     if let Ok(mut m) = cache.lock() {
         m.insert(key, component.clone());
     }
@@ -85,20 +80,12 @@ fn compile(bytes: &[u8]) -> Result<Component> {
 }
 
 fn first_line(e: &wasmtime::Error) -> String {
-    format!("{e:#}")
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    format!("{e:#}").lines().next().unwrap_or_default().to_string()
 }
 
 /// The interfaces a component exports, for error messages.
 fn exported_names(component: &Component) -> Vec<String> {
-    component
-        .component_type()
-        .exports(engine())
-        .map(|(name, _)| name.to_string())
-        .collect()
+    component.component_type().exports(engine()).map(|(name, _)| name.to_string()).collect()
 }
 
 /// A loaded, checked policy component, ready to instantiate.
@@ -110,9 +97,7 @@ pub struct Policy {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Policy").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -146,16 +131,12 @@ impl Policy {
                     "{name} implements {found}, but this host speaks {CONTRACT}: rebuild the policy against \
                      this host's wit/ (contract versions must match)"
                 )),
-                None => Error::Policy(format!(
-                    "{name} does not implement {CONTRACT}; it exports [{}]",
-                    exports.join(", ")
-                )),
+                None => {
+                    Error::Policy(format!("{name} does not implement {CONTRACT}; it exports [{}]", exports.join(", ")))
+                }
             }
         })?;
-        Ok(Policy {
-            pre,
-            name: name.into(),
-        })
+        Ok(Policy { pre, name: name.into() })
     }
 
     /// The built-in default policy.
@@ -173,19 +154,10 @@ impl Policy {
         services: &Arc<HostServices>,
         org: Option<&str>,
     ) -> Result<(Store<CallState>, PolicyComponent)> {
-        let mut store = Store::new(
-            engine(),
-            CallState::new(services.clone(), org.map(str::to_string)),
-        );
+        let mut store = Store::new(engine(), CallState::new(services.clone(), org.map(str::to_string)));
         store.limiter(|s| s.limiter());
-        store
-            .set_fuel(services.config.limits.fuel)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| self.trap(e, &services.config))?;
+        store.set_fuel(services.config.limits.fuel).map_err(|e| Error::Internal(e.to_string()))?;
+        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| self.trap(e, &services.config))?;
         Ok((store, instance))
     }
 
@@ -208,41 +180,27 @@ impl Policy {
                 config.limits.memory
             ));
         }
-        Error::Policy(format!(
-            "{name} trapped: {}",
-            text.lines().next().unwrap_or_default()
-        ))
+        Error::Policy(format!("{name} trapped: {}", text.lines().next().unwrap_or_default()))
     }
 
     /// Ask the policy to validate the configuration.
     pub async fn check_config(&self, services: &Arc<HostServices>) -> Result<()> {
         let (mut store, instance) = self.instantiate(services, None).await?;
-        let result = instance
-            .coffer_storage_policy()
-            .call_check_config(&mut store)
-            .await;
+        let result = instance.coffer_storage_policy().call_check_config(&mut store).await;
         self.finish(result, &services.config)
     }
 
     /// The container (bucket) the policy gives `org`.
     pub async fn container_name(&self, services: &Arc<HostServices>, org: &str) -> Result<String> {
         let (mut store, instance) = self.instantiate(services, Some(org)).await?;
-        let result = instance
-            .coffer_storage_policy()
-            .call_container_name(&mut store, org)
-            .await;
+        let result = instance.coffer_storage_policy().call_container_name(&mut store, org).await;
         self.finish(result, &services.config)
     }
 
     /// Let the policy place (and, through the store imports, write)
     /// `content` for `org`. The host accepts the outcome only for a
     /// location it saw hold the content during this call.
-    pub async fn put(
-        &self,
-        services: &Arc<HostServices>,
-        org: &str,
-        content: &Content,
-    ) -> Result<PutOutcome> {
+    pub async fn put(&self, services: &Arc<HostServices>, org: &str, content: &Content) -> Result<PutOutcome> {
         let (mut store, instance) = self.instantiate(services, Some(org)).await?;
         store.data_mut().put_size = Some(content.size());
         let handle = store
@@ -250,10 +208,7 @@ impl Policy {
             .table()
             .push(ContentHandle(content.clone()))
             .map_err(|e| Error::Internal(format!("content handle: {e}")))?;
-        let result = instance
-            .coffer_storage_policy()
-            .call_put(&mut store, org, handle)
-            .await;
+        let result = instance.coffer_storage_policy().call_put(&mut store, org, handle).await;
         let outcome: types::PutOutcome = self.finish(result, &services.config)?;
         let location = convert::location_from_wit(outcome.location);
         if !store.data().verified.contains(&location) {
@@ -262,10 +217,7 @@ impl Policy {
                 self.name
             )));
         }
-        Ok(PutOutcome {
-            location,
-            deduplicated: outcome.deduplicated,
-        })
+        Ok(PutOutcome { location, deduplicated: outcome.deduplicated })
     }
 
     /// Ask whether `org` may perform `op` on `record`.
@@ -284,10 +236,7 @@ impl Policy {
             Operation::Delete => types::Operation::Delete,
         };
         let info = convert::object_info(record);
-        let result = instance
-            .coffer_storage_policy()
-            .call_authorize(&mut store, org, op, &info)
-            .await;
+        let result = instance.coffer_storage_policy().call_authorize(&mut store, org, op, &info).await;
         self.finish(result, &services.config)
     }
 

@@ -1,0 +1,218 @@
+//! S3 against a real server that verifies SigV4 signatures.
+
+use std::time::Duration;
+
+use coffer::{Coffer, Content, Digest, Error};
+
+use crate::support::{data, objects_on_server, s3_coffer, s3_config, unique_bucket};
+
+#[tokio::test]
+async fn single_bucket_round_trip_with_keys_under_the_organisation() {
+    let bucket = unique_bucket("single");
+    let t = s3_coffer(&bucket).await;
+    let bytes = data(1_000_000, 11);
+    let info = t.coffer.put("acme", Content::from_bytes(bytes.clone(), Some("text/csv")).unwrap()).await.unwrap();
+    assert_eq!(info.backend, coffer::backend::BackendKind::S3);
+    assert_eq!(info.bucket.as_deref(), Some(bucket.as_str()));
+    assert_eq!(info.key, format!("acme/{}", info.sha256));
+    assert!(t.coffer.get_bytes("acme", &info.sha256).await.unwrap() == bytes);
+    assert_eq!(objects_on_server(&bucket), vec![info.key.clone()]);
+}
+
+#[tokio::test]
+async fn bucket_per_org_creates_prefix_plus_org() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("{}-", unique_bucket("cyn"));
+    let coffer = Coffer::open(s3_config(dir.path(), None, Some(&prefix))).await.unwrap();
+    let a = coffer.put("org", Content::from_bytes("one", None).unwrap()).await.unwrap();
+    let b = coffer.put("org2", Content::from_bytes("two", None).unwrap()).await.unwrap();
+    assert_eq!(a.bucket, Some(format!("{prefix}org")));
+    assert_eq!(b.bucket, Some(format!("{prefix}org2")));
+    assert_eq!(objects_on_server(&format!("{prefix}org")), vec![a.sha256.to_string()]);
+    assert_eq!(coffer.get_bytes("org2", &b.sha256).await.unwrap(), "two");
+    // An organisation that makes no valid bucket is refused before any I/O.
+    let err = coffer.put("Org_Upper", Content::from_bytes("x", None).unwrap()).await.unwrap_err();
+    assert!(matches!(&err, Error::InvalidName(m) if m.contains("Org_Upper")), "{err}");
+}
+
+#[tokio::test]
+async fn repeated_puts_leave_one_object_on_the_server() {
+    let bucket = unique_bucket("dedup");
+    let t = s3_coffer(&bucket).await;
+    let bytes = data(200_000, 12);
+    let mut infos = Vec::new();
+    for _ in 0..3 {
+        infos.push(t.coffer.put("acme", Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap());
+    }
+    assert_eq!(infos.iter().map(|i| i.deduplicated).collect::<Vec<_>>(), [Some(false), Some(true), Some(true)]);
+    assert_eq!(objects_on_server(&bucket).len(), 1);
+    // A second Coffer with an empty catalog finds the object by HEAD and uploads nothing.
+    let other = tempfile::tempdir().unwrap();
+    let fresh = Coffer::open(s3_config(other.path(), Some(&bucket), None)).await.unwrap();
+    let again = fresh.put("acme", Content::from_bytes(bytes, None).unwrap()).await.unwrap();
+    assert_eq!(again.deduplicated, Some(true));
+    assert_eq!(objects_on_server(&bucket).len(), 1);
+}
+
+#[tokio::test]
+async fn keys_that_need_percent_encoding_are_signed_and_sent_once() {
+    let bucket = unique_bucket("encoding");
+    let t = s3_coffer(&bucket).await;
+    for org in ["Acme Corp", "ünï+cødé=&?", "a%20b", "tilde~star*"] {
+        let info = t.coffer.put(org, Content::from_bytes(org.as_bytes().to_vec(), None).unwrap()).await.unwrap();
+        assert_eq!(info.key, format!("{org}/{}", info.sha256));
+        assert_eq!(t.coffer.get_bytes(org, &info.sha256).await.unwrap(), org.as_bytes());
+        assert_eq!(t.coffer.list(org, None, 10).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = s3_config(dir.path(), Some(&unique_bucket("wrong-secret")), None);
+    config.s3.secret_access_key = Some("not-the-secret".into());
+    let coffer = Coffer::open(config).await.unwrap();
+    let err = coffer.put("acme", Content::from_bytes("x", None).unwrap()).await.unwrap_err();
+    assert!(err.to_string().contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+    assert!(coffer.list("acme", None, 10).await.unwrap().is_empty(), "no record for a failed upload");
+}
+
+#[tokio::test]
+async fn large_files_go_up_in_parts_and_come_back_whole() {
+    let bucket = unique_bucket("multipart");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = s3_config(dir.path(), Some(&bucket), None);
+    config.s3.multipart_threshold = Some(6 << 20);
+    config.s3.part_size = Some(5 << 20);
+    let coffer = Coffer::open(config).await.unwrap();
+    let path = dir.path().join("big.bin");
+    let bytes = data(13 * 1024 * 1024 + 5, 13);
+    std::fs::write(&path, &bytes).unwrap();
+    let info = coffer.put_path("acme", &path, None).await.unwrap();
+    assert_eq!(objects_on_server(&bucket), vec![info.key.clone()]);
+    let out = dir.path().join("back.bin");
+    coffer.get_to_path("acme", &info.sha256.to_string(), &out).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == bytes);
+}
+
+#[tokio::test]
+async fn a_file_changed_during_a_multipart_upload_is_aborted_and_not_recorded() {
+    let bucket = unique_bucket("abort");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = s3_config(dir.path(), Some(&bucket), None);
+    config.s3.multipart_threshold = Some(6 << 20);
+    config.s3.part_size = Some(5 << 20);
+    let coffer = Coffer::open(config).await.unwrap();
+    let path = dir.path().join("big.bin");
+    std::fs::write(&path, data(11 << 20, 14)).unwrap();
+    let content = Content::from_path(&path, None).await.unwrap();
+    std::fs::write(&path, data(11 << 20, 15)).unwrap();
+    let err = coffer.put("acme", content).await.unwrap_err();
+    assert!(matches!(err, Error::Integrity(_)), "{err}");
+    assert!(objects_on_server(&bucket).is_empty());
+    assert!(coffer.list("acme", None, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_presigned_link_downloads_without_credentials() {
+    let bucket = unique_bucket("link");
+    let t = s3_coffer(&bucket).await;
+    let bytes = data(50_000, 16);
+    let info = t.coffer.put("acme", Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap();
+    let sha = info.sha256.to_string();
+    let url = t.coffer.link("acme", &sha, Some(Duration::from_secs(300)), Some("scan report.bin")).await.unwrap();
+    assert!(url.starts_with(&crate::s3_server::server().endpoint()), "built from the configured endpoint: {url}");
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let disposition = resp.headers().get("content-disposition").map(|v| v.to_str().unwrap().to_string());
+    assert!(disposition.as_deref().is_some_and(|d| d.contains("scan report.bin")), "{disposition:?}");
+    assert!(resp.bytes().await.unwrap() == bytes);
+    // Tampering with the signed URL is refused by the server.
+    let tampered = url.replace("X-Amz-Expires=300", "X-Amz-Expires=301");
+    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403);
+    // Another organisation gets no link.
+    assert!(matches!(
+        t.coffer.link("globex", &sha, Some(Duration::from_secs(60)), None).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_tampered_object_is_detected_on_read() {
+    let bucket = unique_bucket("tamper");
+    let t = s3_coffer(&bucket).await;
+    let info = t.coffer.put("acme", Content::from_bytes(data(10_000, 17), None).unwrap()).await.unwrap();
+    let file = crate::s3_server::server().root.join(&bucket).join(&info.key);
+    let mut stored = std::fs::read(&file).unwrap();
+    stored[5000] ^= 1;
+    std::fs::write(&file, stored).unwrap();
+    let err = t.coffer.get_bytes("acme", &info.sha256).await.unwrap_err();
+    assert!(matches!(err, Error::Integrity(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_object_is_not_found_not_empty_and_not_a_500() {
+    let bucket = unique_bucket("missing");
+    let t = s3_coffer(&bucket).await;
+    let info = t.coffer.put("acme", Content::from_bytes("soon gone", None).unwrap()).await.unwrap();
+    std::fs::remove_file(crate::s3_server::server().root.join(&bucket).join(&info.key)).unwrap();
+    let err = t.coffer.get_bytes("acme", &info.sha256).await.unwrap_err();
+    assert!(matches!(err, Error::Integrity(_)), "recorded but missing: {err}");
+    let absent = Digest::of(b"never stored").to_string();
+    assert!(matches!(t.coffer.get("acme", &absent).await, Err(Error::NotFound(_))));
+}
+
+#[tokio::test]
+async fn a_server_that_is_down_is_a_clear_retryable_error_and_nothing_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = s3_config(dir.path(), Some("down"), None);
+    config.s3.endpoint_url = Some(format!("http://127.0.0.1:{port}"));
+    let coffer = Coffer::open(config).await.unwrap();
+    let err = coffer.put("acme", Content::from_bytes("x", None).unwrap()).await.unwrap_err();
+    assert_eq!(err.kind(), coffer::ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("AWS_ENDPOINT_URL"), "{err}");
+    assert!(coffer.list("acme", None, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn creating_buckets_can_be_switched_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = unique_bucket("nocreate");
+    let mut config = s3_config(dir.path(), Some(&bucket), None);
+    config.s3.create_buckets = Some(false);
+    let coffer = Coffer::open(config).await.unwrap();
+    let err = coffer.put("acme", Content::from_bytes("x", None).unwrap()).await.unwrap_err();
+    assert!(matches!(&err, Error::Config(m) if m.contains("COFFER_CREATE_BUCKETS")), "{err}");
+    assert!(!crate::s3_server::server().root.join(&bucket).exists());
+}
+
+#[tokio::test]
+async fn links_are_refused_for_objects_in_the_database() {
+    let t = crate::support::sqlite_coffer(&[]).await;
+    let info = t.coffer.put("acme", Content::from_bytes("x", None).unwrap()).await.unwrap();
+    let err = t.coffer.link("acme", &info.sha256.to_string(), Some(Duration::from_secs(60)), None).await.unwrap_err();
+    assert!(err.to_string().contains("direct links need S3"), "{err}");
+}
+
+#[tokio::test]
+async fn objects_stay_readable_after_switching_from_the_database_to_s3_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = unique_bucket("switch");
+    let db_only = Coffer::open(crate::support::sqlite_config(dir.path(), &[])).await.unwrap();
+    let old = db_only.put("acme", Content::from_bytes("from the database days", None).unwrap()).await.unwrap();
+    drop(db_only);
+    let s3 = Coffer::open(s3_config(dir.path(), Some(&bucket), None)).await.unwrap();
+    assert_eq!(s3.get_bytes("acme", &old.sha256).await.unwrap(), "from the database days");
+    let new = s3.put("acme", Content::from_bytes("from the S3 days", None).unwrap()).await.unwrap();
+    assert_eq!(new.backend, coffer::backend::BackendKind::S3);
+    // Content already in the database is not uploaded again.
+    let again = s3.put("acme", Content::from_bytes("from the database days", None).unwrap()).await.unwrap();
+    assert_eq!(again.backend, coffer::backend::BackendKind::Database);
+    drop(s3);
+    let back = Coffer::open(crate::support::sqlite_config(dir.path(), &[])).await.unwrap();
+    assert_eq!(back.get_bytes("acme", &old.sha256).await.unwrap(), "from the database days");
+    let err = back.get_bytes("acme", &new.sha256).await.unwrap_err();
+    assert!(matches!(&err, Error::Config(m) if m.contains("S3 is not configured")), "{err}");
+}
