@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use sha2::{Digest as _, Sha256};
+use sha2::Digest as _;
+pub use sha2::Sha256;
 
 use crate::error::{Error, Result};
 
@@ -238,21 +239,59 @@ impl Content {
         }
     }
 
-    /// `len` bytes from `offset` (fewer at the end), for a multipart
-    /// upload's part. Blocking: call it off the async runtime.
-    pub fn read_range(&self, offset: u64, len: usize) -> Result<Bytes> {
-        if let Source::Memory(b) = &self.0.source {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
-            return Ok(b.slice(start..start.saturating_add(len).min(b.len())));
+    /// Hash the `len` bytes from `offset` (fewer at the end), feeding them
+    /// to `whole` as well; return the part's hex SHA-256 and its length.
+    /// For multipart uploads: the part is hashed here and streamed by
+    /// [`Content::stream_range`], so no part is ever held in memory.
+    /// Blocking: call it off the async runtime.
+    pub fn hash_range(&self, offset: u64, len: u64, whole: &mut Sha256) -> Result<(String, u64)> {
+        let reader: Box<dyn Read + Send> = match (&self.0.source, self.path()) {
+            (Source::Memory(b), _) => {
+                let mut cursor = std::io::Cursor::new(b.clone());
+                cursor.set_position(offset);
+                Box::new(cursor)
+            }
+            (_, Some(path)) => {
+                let mut file = std::fs::File::open(path).map_err(|e| open_error(path, e))?;
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))
+                    .map_err(|e| Error::io("reading content", e))?;
+                Box::new(file)
+            }
+            (_, None) => unreachable!("only memory content has no path"),
+        };
+        let mut part = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut reader = reader.take(len);
+        let mut read = 0u64;
+        loop {
+            let n = read_full(&mut reader, &mut buf).map_err(|e| Error::io("reading content", e))?;
+            if n == 0 {
+                break;
+            }
+            part.update(&buf[..n]);
+            whole.update(&buf[..n]);
+            read += n as u64;
         }
-        let path = self.path().expect("only memory content has no path");
-        let mut reader = std::fs::File::open(path).map_err(|e| open_error(path, e))?;
-        std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(offset))
-            .map_err(|e| Error::io("reading content", e))?;
-        let mut buf = vec![0u8; len];
-        let n = read_full(&mut reader, &mut buf).map_err(|e| Error::io("reading content", e))?;
-        buf.truncate(n);
-        Ok(Bytes::from(buf))
+        Ok((hex::encode(part.finalize()), read))
+    }
+
+    /// The `len` bytes from `offset` as a stream, for one part of an upload.
+    pub async fn stream_range(&self, offset: u64, len: u64) -> Result<ByteStream> {
+        match (&self.0.source, self.path()) {
+            (Source::Memory(b), _) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+                let end = start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)).min(b.len());
+                Ok(Box::pin(futures_util::stream::iter([Ok(b.slice(start..end))])))
+            }
+            (_, Some(p)) => {
+                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                let mut file = tokio::fs::File::open(p).await.map_err(|e| open_error(p, e))?;
+                file.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| Error::io("reading content", e))?;
+                let chunks = tokio_util::io::ReaderStream::with_capacity(file.take(len), CHUNK);
+                Ok(Box::pin(chunks.map(|r| r.map_err(|e| Error::io("reading content", e)))))
+            }
+            (_, None) => unreachable!("only memory content has no path"),
+        }
     }
 
     /// Read the bytes in [`CHUNK`]s, handing each to `sink`, and fail with
@@ -324,49 +363,50 @@ fn hash_reader(mut reader: impl Read, mut copy: impl Write) -> std::io::Result<(
     Ok((Digest::from_hasher(hasher), size))
 }
 
-/// Pass `stream` through, hashing it; if it ends with bytes other than
-/// `expected` (`size` bytes), the last item is an integrity error. A caller
-/// that must never expose wrong bytes writes to a temporary place and
-/// commits only after the stream ended cleanly (as `Coffer::get_to_path`
-/// does).
+/// Pass `stream` through, hashing it. The chunk that completes the
+/// expected `size` is held back until the digest is checked: on a mismatch
+/// (or more or fewer bytes than `size`) an integrity error takes its place,
+/// so the full wrong content is never handed on. A caller that must never
+/// expose even partial content writes to a temporary place and commits
+/// only after the stream ended cleanly (as `Coffer::get_to_path` does).
 pub fn verify_stream(stream: ByteStream, expected: Digest, size: u64, what: String) -> ByteStream {
-    struct State {
-        inner: ByteStream,
-        hasher: Option<Sha256>,
-        seen: u64,
-    }
-    let state = State { inner: stream, hasher: Some(Sha256::new()), seen: 0 };
-    Box::pin(futures_util::stream::unfold(state, move |mut st| {
+    let state = (stream, Sha256::new(), 0u64, false);
+    Box::pin(futures_util::stream::unfold(state, move |(mut inner, mut hasher, mut seen, done)| {
         let what = what.clone();
         async move {
-            let hasher = st.hasher.as_mut()?;
-            match st.inner.next().await {
+            if done {
+                return None;
+            }
+            let integrity = |detail: String| Error::Integrity(format!("{what}: {detail}"));
+            match inner.next().await {
                 Some(Ok(chunk)) => {
                     hasher.update(&chunk);
-                    st.seen += chunk.len() as u64;
-                    if st.seen > size {
-                        st.hasher = None;
-                        let e = Error::Integrity(format!("{what}: more than the recorded {size} bytes came back"));
-                        return Some((Err(e), st));
+                    seen += chunk.len() as u64;
+                    if seen > size {
+                        let e = integrity(format!("more than the expected {size} bytes"));
+                        return Some((Err(e), (inner, hasher, seen, true)));
                     }
-                    Some((Ok(chunk), st))
-                }
-                Some(Err(e)) => {
-                    st.hasher = None;
-                    Some((Err(e), st))
-                }
-                None => {
-                    let got = Digest::from_hasher(st.hasher.take()?);
-                    if got == expected && st.seen == size {
-                        None
-                    } else {
-                        let e = Error::Integrity(format!(
-                            "{what}: stored bytes do not match their digest (read {} bytes with SHA-256 {got}, expected {size} bytes with {expected})",
-                            st.seen
-                        ));
-                        Some((Err(e), st))
+                    if seen == size {
+                        let got = Digest::from_hasher(std::mem::take(&mut hasher));
+                        if got != expected {
+                            let e = integrity(format!(
+                                "the bytes do not match their digest (SHA-256 {got}, expected {expected})"
+                            ));
+                            return Some((Err(e), (inner, hasher, seen, true)));
+                        }
                     }
+                    Some((Ok(chunk), (inner, hasher, seen, false)))
                 }
+                Some(Err(e)) => Some((Err(e), (inner, hasher, seen, true))),
+                None if seen < size => {
+                    let e = integrity(format!("only {seen} of the expected {size} bytes"));
+                    Some((Err(e), (inner, hasher, seen, true)))
+                }
+                None if size == 0 && Digest::from_hasher(std::mem::take(&mut hasher)) != expected => {
+                    let e = integrity(format!("empty, but expected SHA-256 {expected}"));
+                    Some((Err(e), (inner, hasher, seen, true)))
+                }
+                None => None,
             }
         }
     }))

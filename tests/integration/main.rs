@@ -3,7 +3,9 @@
 
 mod cli;
 mod config;
+mod conformance;
 mod database;
+mod memory;
 mod s3;
 mod s3_server;
 mod support;

@@ -103,3 +103,12 @@ pub fn objects_on_server(bucket: &str) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Lowercase hex SHA-256 of a file, read in pieces.
+pub fn sha256_file(path: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut f = std::fs::File::open(path).unwrap();
+    std::io::copy(&mut f, &mut hasher).unwrap();
+    hex::encode(hasher.finalize())
+}

@@ -83,8 +83,16 @@ pub fn parse_error(op: &Op<'_>, status: StatusCode, body: &str) -> Error {
 }
 
 /// Map a transport failure (connect, timeout, reset) to an error; these
-/// are retryable.
+/// are retryable. A request body that broke off because its bytes failed
+/// their digest check is an integrity error, not retried.
 pub fn transport_error(op: &Op<'_>, e: reqwest::Error) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(Error::Integrity(m)) = s.downcast_ref::<Error>() {
+            return Error::Integrity(format!("{op}: {m}"));
+        }
+        source = s.source();
+    }
     let what = if e.is_connect() {
         "cannot connect to S3 (check AWS_ENDPOINT_URL)"
     } else if e.is_timeout() {

@@ -26,7 +26,7 @@ use self::error::{Op, S3ErrorBody, parse_error, transport_error};
 use self::sign::{EMPTY_SHA256, Signer, encode, encode_key};
 use super::{BackendKind, BlobEntry, BlobStore};
 use crate::config::S3Settings;
-use crate::content::{ByteStream, Content};
+use crate::content::{ByteStream, Content, verify_stream};
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 
@@ -72,6 +72,13 @@ enum Payload<'a> {
     Empty,
     Bytes(Bytes, String),
     Content(&'a Content),
+    /// `len` bytes from `offset` of the content, with their hex SHA-256.
+    Range {
+        content: &'a Content,
+        offset: u64,
+        len: u64,
+        sha256: String,
+    },
 }
 
 impl Payload<'_> {
@@ -80,6 +87,7 @@ impl Payload<'_> {
             Payload::Empty => EMPTY_SHA256.to_string(),
             Payload::Bytes(_, sha) => sha.clone(),
             Payload::Content(c) => c.sha256().to_string(),
+            Payload::Range { sha256, .. } => sha256.clone(),
         }
     }
 
@@ -87,7 +95,20 @@ impl Payload<'_> {
         Ok(match self {
             Payload::Empty => (reqwest::Body::from(Bytes::new()), 0),
             Payload::Bytes(b, _) => (reqwest::Body::from(b.clone()), b.len() as u64),
-            Payload::Content(c) => (reqwest::Body::wrap_stream(c.stream().await?), c.size()),
+            // Bytes read from a file are checked against the digest they
+            // are signed with as they go out: if the file changed since it
+            // was hashed, the upload breaks off with an integrity error,
+            // whatever the server would have said.
+            Payload::Content(c) => {
+                let what = "the input changed after it was hashed".to_string();
+                let stream = verify_stream(c.stream().await?, c.sha256(), c.size(), what);
+                (reqwest::Body::wrap_stream(stream), c.size())
+            }
+            Payload::Range { content, offset, len, sha256 } => {
+                let what = "the input changed after it was hashed".to_string();
+                let stream = verify_stream(content.stream_range(*offset, *len).await?, sha256.parse()?, *len, what);
+                (reqwest::Body::wrap_stream(stream), *len)
+            }
         })
     }
 }
@@ -299,9 +320,10 @@ impl S3Store {
         }
     }
 
-    /// Upload the parts: read in order (hashing the whole as it goes, so
-    /// content changed since it was hashed is caught before completion),
-    /// at most [`PART_CONCURRENCY`] in flight.
+    /// Upload the parts: each is hashed in order (the whole re-hashed on
+    /// the way, so content changed since it was hashed is caught before
+    /// completion), then streamed from the content, at most
+    /// [`PART_CONCURRENCY`] in flight. No part is held in memory.
     async fn upload_parts(
         &self,
         bucket: &str,
@@ -317,24 +339,23 @@ impl S3Store {
         let mut number = 0u32;
         loop {
             number += 1;
-            let (c, len) = (content.clone(), self.part_size as usize);
+            let (c, len) = (content.clone(), self.part_size);
             let mut hasher = whole.take().expect("hasher present between parts");
-            let (part, part_sha, hasher) = tokio::task::spawn_blocking(move || {
-                let part = c.read_range(offset, len)?;
-                hasher.update(&part);
-                let sha = sha256_hex(&part);
-                Ok::<_, Error>((part, sha, hasher))
+            let (sha256, read, hasher) = tokio::task::spawn_blocking(move || {
+                let (sha, read) = c.hash_range(offset, len, &mut hasher)?;
+                Ok::<_, Error>((sha, read, hasher))
             })
             .await??;
             whole = Some(hasher);
+            let payload = Payload::Range { content, offset, len: read, sha256 };
             // A file that shrank since it was hashed ends early; the digest
             // check below reports it.
-            let last = part.len() < self.part_size as usize;
-            offset += part.len() as u64;
+            let last = read < self.part_size;
+            offset += read;
             let part_url = format!("{url}?partNumber={number}&uploadId={upload_id}");
             in_flight.push(async move {
                 let op = Op { name: "UploadPart", bucket, key: Some(key) };
-                let resp = self.send(&op, Method::PUT, &part_url, &[], Payload::Bytes(part, part_sha), &[]).await?;
+                let resp = self.send(&op, Method::PUT, &part_url, &[], payload, &[]).await?;
                 let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
                 Ok::<_, Error>((number, etag))
             });
