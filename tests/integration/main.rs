@@ -6,6 +6,7 @@ mod config;
 mod conformance;
 mod database;
 mod memory;
+mod naming;
 mod s3;
 mod s3_server;
 mod support;

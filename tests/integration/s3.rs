@@ -216,3 +216,43 @@ async fn objects_stay_readable_after_switching_from_the_database_to_s3_and_back(
     let err = back.get_bytes("acme", &new.sha256).await.unwrap_err();
     assert!(matches!(&err, Error::Config(m) if m.contains("S3 is not configured")), "{err}");
 }
+
+/// What boto3 (the client OpenKAT uses) reads back of an object Coffer
+/// wrote: printed as JSON by a small script.
+const BOTO3_READ: &str = r#"
+import base64, hashlib, json, sys
+import boto3
+from botocore.config import Config
+endpoint, key_id, secret, bucket, key = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret,
+                  region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+obj = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+body = obj["Body"].read()
+print(json.dumps({"sha256": hashlib.sha256(body).hexdigest(), "size": len(body),
+                  "content_type": obj["ContentType"], "checksum": obj.get("ChecksumSHA256")}))
+"#;
+
+#[tokio::test]
+async fn boto3_reads_what_coffer_wrote() {
+    let bucket = unique_bucket("boto3");
+    let t = s3_coffer(&bucket).await;
+    let bytes = data(300_000, 18);
+    let info = t.coffer.put("acme", Content::from_bytes(bytes.clone(), Some("text/csv")).unwrap()).await.unwrap();
+    let server = crate::s3_server::server();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", BOTO3_READ, &server.endpoint(), crate::s3_server::ACCESS_KEY, crate::s3_server::SECRET_KEY])
+        .args([&bucket, &info.key]);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "boto3 failed (install it with `pip install boto3`; .ci/run does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sha256"], info.sha256.to_string());
+    assert_eq!(v["size"], bytes.len());
+    assert_eq!(v["content_type"], "text/csv");
+    use base64::Engine as _;
+    let want = base64::engine::general_purpose::STANDARD.encode(info.sha256.as_bytes());
+    assert_eq!(v["checksum"], want.as_str(), "the SHA-256 checksum travels with the object");
+}
