@@ -51,7 +51,13 @@ async fn every_aws_rule_is_enforced_by_the_compiled_policy() {
     }
     // Reserved prefixes and the short-name rule need an empty prefix.
     let bare = per_org("", false).await;
-    for (org, words) in [("xn--abc", "reserved prefix"), ("sthree-x", "reserved prefix"), ("amzn-s3-demo-x", "reserved prefix"), ("ab", "at least 3"), ("192.168.5.4", "IP address")] {
+    for (org, words) in [
+        ("xn--abc", "reserved prefix"),
+        ("sthree-x", "reserved prefix"),
+        ("amzn-s3-demo-x", "reserved prefix"),
+        ("ab", "at least 3"),
+        ("192.168.5.4", "IP address"),
+    ] {
         let err = bare.container_name(org).await.unwrap_err();
         assert!(matches!(&err, Error::InvalidName(m) if m.contains(words)), "{org}: {err}");
     }
@@ -65,10 +71,15 @@ async fn mapping_gives_valid_deterministic_distinct_names() {
     let coffer = per_org("cyn-", true).await;
     let again = per_org("cyn-", true).await;
     let mut seen = std::collections::HashMap::new();
-    for org in ["org", "Org", "ORG", "my_org", "my-org", "My Org", "ünïcode", "日本語", &"L".repeat(100), "x--ol-s3"] {
+    for org in ["org", "Org", "ORG", "my_org", "my-org", "My Org", "ünïcode", "日本語", &"L".repeat(100), "x--ol-s3"]
+    {
         let (_, name) = coffer.container_name(org).await.unwrap();
         assert_eq!(again.container_name(org).await.unwrap().1, name, "deterministic for {org}");
-        assert!((3..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'), "{name}");
+        assert!(
+            (3..=63).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'),
+            "{name}"
+        );
         if let Some(other) = seen.insert(name.clone(), org.to_string()) {
             panic!("{other:?} and {org:?} both map to {name}");
         }
