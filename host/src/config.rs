@@ -422,6 +422,15 @@ mod tests {
     }
 
     #[test]
+    fn no_setting_name_reaches_the_credentials() {
+        let c =
+            from(&[("AWS_ACCESS_KEY_ID", "AKID"), ("AWS_SECRET_ACCESS_KEY", "hunter2"), ("S3_BUCKET", "b")]).unwrap();
+        for name in ["AWS_SECRET_ACCESS_KEY", "aws-secret-access-key", "secret_access_key", "s3", "access_key_id"] {
+            assert_eq!(c.setting(Some("acme"), name), None, "{name}");
+        }
+    }
+
+    #[test]
     fn secrets_are_not_printed() {
         let c = from(&[("AWS_SECRET_ACCESS_KEY", "hunter2")]).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));

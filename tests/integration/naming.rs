@@ -102,35 +102,30 @@ async fn bad_bucket_settings_are_refused_at_start_up_naming_the_variable() {
     }
 }
 
+/// `coffer bucket-name --org ORG` with per-organisation buckets and an
+/// endpoint where nothing listens: bucket-name must not try to reach it.
+fn bucket_name(dir: &std::path::Path, org: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .current_dir(dir)
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("BUCKET_PER_ORG", "true")
+        .env("S3_BUCKET_PREFIX", "cyn-")
+        .args(["bucket-name", "--org", org])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn bucket_name_on_the_command_line_needs_no_server() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("AWS_ACCESS_KEY_ID", "k")
-        .env("AWS_SECRET_ACCESS_KEY", "s")
-        // Nothing listens here: bucket-name must not try.
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        .env("BUCKET_PER_ORG", "true")
-        .env("S3_BUCKET_PREFIX", "cyn-")
-        .args(["bucket-name", "--org", "org"])
-        .output()
-        .unwrap();
+    let out = bucket_name(dir.path(), "org");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["bucket"], "cyn-org");
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("AWS_ACCESS_KEY_ID", "k")
-        .env("AWS_SECRET_ACCESS_KEY", "s")
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        .env("BUCKET_PER_ORG", "true")
-        .env("S3_BUCKET_PREFIX", "cyn-")
-        .args(["bucket-name", "--org", "My_Org"])
-        .output()
-        .unwrap();
+    let refused = bucket_name(dir.path(), "My_Org");
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("name-mapping"));
 }

@@ -77,14 +77,19 @@ async fn a_wrong_secret_is_refused_with_a_hint() {
     assert!(coffer.list("acme", None, 10).await.unwrap().is_empty(), "no record for a failed upload");
 }
 
+/// Coffer on `bucket` with multipart above 6 MiB, in 5 MiB parts.
+async fn multipart_coffer(dir: &std::path::Path, bucket: &str) -> Coffer {
+    let mut config = s3_config(dir, Some(bucket), None);
+    config.s3.multipart_threshold = Some(6 << 20);
+    config.s3.part_size = Some(5 << 20);
+    Coffer::open(config).await.unwrap()
+}
+
 #[tokio::test]
 async fn large_files_go_up_in_parts_and_come_back_whole() {
     let bucket = unique_bucket("multipart");
     let dir = tempfile::tempdir().unwrap();
-    let mut config = s3_config(dir.path(), Some(&bucket), None);
-    config.s3.multipart_threshold = Some(6 << 20);
-    config.s3.part_size = Some(5 << 20);
-    let coffer = Coffer::open(config).await.unwrap();
+    let coffer = multipart_coffer(dir.path(), &bucket).await;
     let path = dir.path().join("big.bin");
     let bytes = data(13 * 1024 * 1024 + 5, 13);
     std::fs::write(&path, &bytes).unwrap();
@@ -99,10 +104,7 @@ async fn large_files_go_up_in_parts_and_come_back_whole() {
 async fn a_file_changed_during_a_multipart_upload_is_aborted_and_not_recorded() {
     let bucket = unique_bucket("abort");
     let dir = tempfile::tempdir().unwrap();
-    let mut config = s3_config(dir.path(), Some(&bucket), None);
-    config.s3.multipart_threshold = Some(6 << 20);
-    config.s3.part_size = Some(5 << 20);
-    let coffer = Coffer::open(config).await.unwrap();
+    let coffer = multipart_coffer(dir.path(), &bucket).await;
     let path = dir.path().join("big.bin");
     std::fs::write(&path, data(11 << 20, 14)).unwrap();
     let content = Content::from_path(&path, None).await.unwrap();
@@ -255,4 +257,47 @@ async fn boto3_reads_what_coffer_wrote() {
     use base64::Engine as _;
     let want = base64::engine::general_purpose::STANDARD.encode(info.sha256.as_bytes());
     assert_eq!(v["checksum"], want.as_str(), "the SHA-256 checksum travels with the object");
+}
+
+/// A server that answers every request with HTTP 500, counting them.
+fn failing_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicU32::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        // Bounded: at most 50 connections, then the thread ends.
+        for stream in listener.incoming().take(50) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 8192];
+            let _ = stream.read(&mut buf);
+            seen.fetch_add(1, Ordering::SeqCst);
+            let body = "<Error><Code>InternalError</Code><Message>boom</Message></Error>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+#[tokio::test]
+async fn a_server_answering_500_is_retried_a_bounded_number_of_times_then_reported() {
+    let (endpoint, count) = failing_server();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = s3_config(dir.path(), Some("flaky"), None);
+    config.s3.endpoint_url = Some(endpoint);
+    let coffer = Coffer::open(config).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = coffer.put("acme", Content::from_bytes("x", None).unwrap()).await.unwrap_err();
+    assert_eq!(err.kind(), coffer::ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("gave up after 4 attempts"), "{err}");
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 4, "one operation, four attempts, then stop");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(coffer.list("acme", None, 10).await.unwrap().is_empty(), "nothing recorded");
 }

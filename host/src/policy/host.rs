@@ -84,7 +84,9 @@ impl CallState {
     }
 
     fn org(&self) -> Result<&str> {
-        self.org.as_deref().ok_or_else(|| Error::Policy("store operations are only available during put".into()))
+        self.org
+            .as_deref()
+            .ok_or_else(|| Error::Policy("store operations act for an organisation; check-config has none".into()))
     }
 
     /// Count a store operation against the per-call budget, so a guest

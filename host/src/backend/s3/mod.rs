@@ -178,12 +178,6 @@ impl S3Store {
         })
     }
 
-    /// Use another retry policy (tests use short delays).
-    pub fn with_retry(mut self, retry: RetryPolicy) -> S3Store {
-        self.retry = retry;
-        self
-    }
-
     /// The URL of a bucket or an object, with `query` (already encoded)
     /// appended. The key is encoded here, once.
     pub fn url(&self, bucket: &str, key: Option<&str>, query: &str) -> String {
@@ -401,11 +395,6 @@ impl S3Store {
     /// The plain URL of an object, for operators who made the bucket public.
     pub fn public_url(&self, bucket: &str, key: &str) -> String {
         self.url(bucket, Some(key), "")
-    }
-
-    /// The signing region.
-    pub fn region(&self) -> &str {
-        &self.region
     }
 }
 
