@@ -9,4 +9,5 @@ mod memory;
 mod naming;
 mod s3;
 mod s3_server;
+mod sandbox;
 mod support;

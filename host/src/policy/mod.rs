@@ -27,6 +27,11 @@ pub const CONTRACT: &str = "coffer:storage/policy@0.1.0";
 /// The built-in default policy component.
 pub static DEFAULT_POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/coffer_policy_default.wasm"));
 
+/// Where host/build.rs put the components the test suite attacks the
+/// sandbox with (`tests/guests/`). Not part of the API.
+#[doc(hidden)]
+pub const TEST_GUESTS_DIR: &str = env!("COFFER_TEST_GUESTS");
+
 /// An operation on a stored object that the policy authorises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
