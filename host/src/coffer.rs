@@ -18,6 +18,7 @@ use crate::config::{Config, DatabaseUrl};
 use crate::content::{ByteStream, Content, Digest, verify_stream};
 use crate::error::{Error, Result};
 use crate::policy::host::HostServices;
+use crate::policy::set::{PolicySet, Slot};
 use crate::policy::{Operation, Policy};
 
 /// Longest organisation identifier, in bytes.
@@ -93,7 +94,7 @@ pub fn validate_org(org: &str) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Coffer {
     services: Arc<HostServices>,
-    policy: Policy,
+    policies: Arc<PolicySet>,
 }
 
 impl Coffer {
@@ -102,16 +103,6 @@ impl Coffer {
     /// error surfaces here, not at the first write.
     pub async fn open(config: Config) -> Result<Coffer> {
         config.validate()?;
-        let policy = match &config.policy {
-            Some(path) => {
-                let bytes = tokio::fs::read(path).await.map_err(|e| {
-                    Error::Config(format!("cannot read policy component {} (COFFER_POLICY): {e}", path.display()))
-                })?;
-                Policy::from_bytes(&bytes, &path.display().to_string())
-                    .map_err(|e| Error::Config(format!("COFFER_POLICY: {e}")))?
-            }
-            None => Policy::default_policy()?,
-        };
         let DatabaseUrl::Sqlite(path) = config.database()?;
         let db = SqliteDb::open(&path).await?;
         let s3: Option<Arc<dyn BlobStore>> =
@@ -121,8 +112,45 @@ impl Coffer {
             catalog: Arc::new(db.clone()),
             backends: Backends { database: Arc::new(db), s3 },
         });
-        policy.check_config(&services).await?;
-        Ok(Coffer { services, policy })
+        let policies = Arc::new(PolicySet::load(&services).await?);
+        Ok(Coffer { services, policies })
+    }
+
+    /// The policy for `org` as of now; a call keeps it to the end.
+    fn policy(&self, org: &str) -> Policy {
+        self.policies.for_org(Some(org))
+    }
+
+    /// Swap in the policy component `bytes` for `org` (or, with `None`,
+    /// for every organisation without its own). Calls in flight finish on
+    /// the old policy; if the new one fails to load or to accept the
+    /// configuration, it is refused and the old one stays.
+    pub async fn replace_policy(&self, org: Option<&str>, bytes: Vec<u8>, name: &str) -> Result<()> {
+        let slot = match org {
+            Some(o) => {
+                validate_org(o)?;
+                Slot::Tenant(o.to_string())
+            }
+            None => Slot::Default,
+        };
+        self.policies.replace(&self.services, slot, bytes, name).await
+    }
+
+    /// Reload the configured policy files that changed on disk; returns
+    /// how many were swapped in, or the first error (the other files are
+    /// still reloaded, and each failed one keeps its old policy).
+    pub async fn reload_policies(&self) -> Result<usize> {
+        let (replaced, errors) = self.policies.reload_changed(&self.services).await;
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(replaced.len()),
+        }
+    }
+
+    /// Watch the configured policy files, swapping in changed ones, every
+    /// `every`, until the returned task is aborted (for long-running hosts).
+    pub fn watch_policies(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        self.policies.watch(self.services.clone(), every)
     }
 
     /// The configuration in force.
@@ -134,7 +162,7 @@ impl Coffer {
     /// content already stored for `org` is not uploaded again.
     pub async fn put(&self, org: &str, content: Content) -> Result<ObjectInfo> {
         validate_org(org)?;
-        let outcome = self.policy.put(&self.services, org, &content).await?;
+        let outcome = self.policy(org).put(&self.services, org, &content).await?;
         let record = Record {
             org: org.to_string(),
             sha256: content.sha256(),
@@ -167,7 +195,7 @@ impl Coffer {
             .lookup(org, &digest)
             .await?
             .ok_or_else(|| Error::NotFound(format!("organisation {org:?} has no object {digest}")))?;
-        self.policy.authorize(&self.services, org, op, &record).await?;
+        self.policy(org).authorize(&self.services, org, op, &record).await?;
         Ok(record)
     }
 
@@ -275,7 +303,7 @@ impl Coffer {
     /// any backend; an error says why the organisation cannot have one.
     pub async fn container_name(&self, org: &str) -> Result<(BackendKind, String)> {
         validate_org(org)?;
-        let name = self.policy.container_name(&self.services, org).await?;
+        let name = self.policy(org).container_name(&self.services, org).await?;
         Ok((self.services.backends.kinds()[0], name))
     }
 }

@@ -19,6 +19,7 @@
 //! | `COFFER_ALLOW_DELETE` | whether `rm` is allowed | `true` |
 //! | `COFFER_POLICY_FUEL` | guest instructions per policy call | 500000000 |
 //! | `COFFER_POLICY_MEMORY` | guest memory per policy call, bytes | 67108864 |
+//! | `COFFER_CACHE_DIR` | compiled policy components (`none`: no cache) | `~/.cache/coffer` |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -145,6 +146,9 @@ pub struct Config {
     /// Per-organisation overrides of `settings`.
     pub tenants: BTreeMap<String, BTreeMap<String, String>>,
     pub limits: PolicyLimits,
+    /// Where compiled policy components are cached; `none` turns the cache
+    /// off. Default `$XDG_CACHE_HOME/coffer` or `~/.cache/coffer`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Environment variables that map onto policy settings.
@@ -200,6 +204,9 @@ impl Config {
         if let Some(p) = var("COFFER_POLICY") {
             config.policy = Some(PathBuf::from(p));
         }
+        if let Some(p) = var("COFFER_CACHE_DIR") {
+            config.cache_dir = Some(PathBuf::from(p));
+        }
         let s3 = &mut config.s3;
         set(&mut s3.access_key_id, "AWS_ACCESS_KEY_ID");
         set(&mut s3.secret_access_key, "AWS_SECRET_ACCESS_KEY");
@@ -241,6 +248,15 @@ impl Config {
             config.limits.memory = parse_num("COFFER_POLICY_MEMORY", &v)?;
         }
         Ok(config)
+    }
+
+    /// The directory for compiled policy components, if caching is on.
+    pub fn compiled_cache_dir(&self) -> Option<PathBuf> {
+        match &self.cache_dir {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => Some(p.clone()),
+            None => crate::policy::engine::default_cache_dir(),
+        }
     }
 
     /// The database location.

@@ -5,16 +5,19 @@
 
 mod bindings;
 mod convert;
+pub mod engine;
 pub(crate) mod host;
+pub mod set;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 
+use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Store};
 
 use self::bindings::coffer::storage::types;
 use self::bindings::{PolicyComponent, PolicyComponentPre};
+use self::engine::{PolicyEngine, first_line};
 use self::host::{CallState, ContentHandle, HostServices};
 use crate::backend::Location;
 use crate::catalog::Record;
@@ -48,56 +51,13 @@ pub struct PutOutcome {
     pub deduplicated: bool,
 }
 
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true);
-        // Fuel counts only the guest's own instructions, not time spent in
-        // host I/O, so a slow upload never makes a policy "time out".
-        config.consume_fuel(true);
-        config.max_wasm_stack(512 << 10);
-        Engine::new(&config).expect("the policy engine configuration is valid")
-    })
-}
-
-/// Compile `bytes`, once per process for the same bytes.
-fn compile(bytes: &[u8]) -> Result<Component> {
-    static COMPILED: OnceLock<Mutex<HashMap<Digest, Component>>> = OnceLock::new();
-    let cache = COMPILED.get_or_init(Default::default);
-    let key = Digest::of(bytes);
-    if let Some(c) = cache.lock().ok().and_then(|m| m.get(&key).cloned()) {
-        return Ok(c);
-    }
-    if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
-        return Err(Error::Policy(
-            "this is a core WebAssembly module, not a component: build the policy for wasm32-wasip2 \
-             (or wrap it with `wasm-tools component new`)"
-                .into(),
-        ));
-    }
-    let component = Component::new(engine(), bytes)
-        .map_err(|e| Error::Policy(format!("not a valid WebAssembly component: {}", first_line(&e))))?;
-    if let Ok(mut m) = cache.lock() {
-        m.insert(key, component.clone());
-    }
-    Ok(component)
-}
-
-fn first_line(e: &wasmtime::Error) -> String {
-    format!("{e:#}").lines().next().unwrap_or_default().to_string()
-}
-
-/// The interfaces a component exports, for error messages.
-fn exported_names(component: &Component) -> Vec<String> {
-    component.component_type().exports(engine()).map(|(name, _)| name.to_string()).collect()
-}
-
 /// A loaded, checked policy component, ready to instantiate.
 #[derive(Clone)]
 pub struct Policy {
     pre: PolicyComponentPre<CallState>,
+    engine: Arc<PolicyEngine>,
     name: Arc<str>,
+    digest: Digest,
 }
 
 impl std::fmt::Debug for Policy {
@@ -106,15 +66,23 @@ impl std::fmt::Debug for Policy {
     }
 }
 
+/// The interfaces a component exports, for messages.
+fn exported_names(engine: &PolicyEngine, component: &Component) -> Vec<String> {
+    component.component_type().exports(&engine.engine).map(|(name, _)| name.to_string()).collect()
+}
+
 impl Policy {
     /// Load a policy component from its bytes, checking that it implements
     /// this host's contract and imports nothing the host does not give.
-    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Policy> {
-        let component = compile(bytes).map_err(|e| match e {
+    /// `memory` is the per-call memory limit; `cache_dir` holds compiled
+    /// components across restarts.
+    pub fn from_bytes(bytes: &[u8], name: &str, memory: usize, cache_dir: Option<&Path>) -> Result<Policy> {
+        let engine = PolicyEngine::shared(memory);
+        let component = engine.compile(bytes, cache_dir).map_err(|e| match e {
             Error::Policy(m) => Error::Policy(format!("{name}: {m}")),
             other => other,
         })?;
-        let mut linker: Linker<CallState> = Linker::new(engine());
+        let mut linker: Linker<CallState> = Linker::new(&engine.engine);
         // WASI with an empty context: std guests import it even when they
         // do no I/O, and it grants no files, network, environment or stdio.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -129,7 +97,7 @@ impl Policy {
             ))
         })?;
         let pre = PolicyComponentPre::new(instance_pre).map_err(|_| {
-            let exports = exported_names(&component);
+            let exports = exported_names(&engine, &component);
             let other_version = exports.iter().find(|n| n.starts_with("coffer:storage/policy@"));
             match other_version {
                 Some(found) => Error::Policy(format!(
@@ -141,12 +109,12 @@ impl Policy {
                 }
             }
         })?;
-        Ok(Policy { pre, name: name.into() })
+        Ok(Policy { pre, engine, name: name.into(), digest: Digest::of(bytes) })
     }
 
     /// The built-in default policy.
-    pub fn default_policy() -> Result<Policy> {
-        Policy::from_bytes(DEFAULT_POLICY, "the built-in policy")
+    pub fn default_policy(memory: usize, cache_dir: Option<&Path>) -> Result<Policy> {
+        Policy::from_bytes(DEFAULT_POLICY, "the built-in policy", memory, cache_dir)
     }
 
     /// A short name for messages.
@@ -154,12 +122,27 @@ impl Policy {
         &self.name
     }
 
+    /// The SHA-256 of the component.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn pooling(&self) -> bool {
+        self.engine.pooling
+    }
+
+    /// The interfaces the component exports.
+    pub fn exports(&self) -> Vec<String> {
+        exported_names(&self.engine, self.pre.instance_pre().component())
+    }
+
     async fn instantiate(
         &self,
         services: &Arc<HostServices>,
         org: Option<&str>,
     ) -> Result<(Store<CallState>, PolicyComponent)> {
-        let mut store = Store::new(engine(), CallState::new(services.clone(), org.map(str::to_string)));
+        let mut store = Store::new(&self.engine.engine, CallState::new(services.clone(), org.map(str::to_string)));
         store.limiter(|s| s.limiter());
         store.set_fuel(services.config.limits.fuel).map_err(|e| Error::Internal(e.to_string()))?;
         let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| self.trap(e, &services.config))?;
