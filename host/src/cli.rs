@@ -84,6 +84,16 @@ pub enum Command {
         #[arg(long)]
         org: String,
     },
+    /// Work with policy components.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a component against the contract, print what it exports, and
+    /// run it through a self-test on a scratch database.
+    Check { file: PathBuf },
 }
 
 /// The exit code for each kind of failure.
@@ -145,8 +155,19 @@ fn init_logging() {
 }
 
 async fn execute(command: Command) -> Result<()> {
+    if let Command::Policy(PolicyCommand::Check { file }) = &command {
+        // Only limits and the cache come from the environment: the check
+        // runs on a scratch database with no S3.
+        let report = crate::policy::check::check(file, &Config::from_env()?).await?;
+        print_json(&report)?;
+        return match report.steps.iter().find(|s| !s.ok) {
+            None => Ok(()),
+            Some(failed) => Err(Error::Policy(format!("self-test step {:?} failed: {}", failed.name, failed.detail))),
+        };
+    }
     let coffer = Coffer::open(Config::from_env()?).await?;
     match command {
+        Command::Policy(_) => unreachable!("handled above"),
         Command::Put { org, file, content_type } => {
             let content = if file.as_os_str() == "-" {
                 Content::from_reader(std::io::stdin(), content_type.as_deref(), None).await?

@@ -112,3 +112,30 @@ pub fn sha256_file(path: &std::path::Path) -> String {
     std::io::copy(&mut f, &mut hasher).unwrap();
     hex::encode(hasher.finalize())
 }
+
+/// The Python tiering policy (`policies/tiering-py`), built with
+/// componentize-py into the test's scratch target directory once per
+/// process, and compiled once (warming the host's in-process cache, so
+/// each test's Coffer does not compile its 18 MB again).
+pub fn tiering_policy() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+            let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiering.wasm");
+            let status = std::process::Command::new("componentize-py")
+                .current_dir(&root)
+                .args(["-d", "wit", "-w", "policy-component", "componentize", "app", "-p", "policies/tiering-py", "-o"])
+                .arg(&out)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("componentize-py builds the Python policy: pip install componentize-py==0.25.1 (.ci/run does)");
+            assert!(status.success(), "componentize-py failed to build policies/tiering-py");
+            let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("policy-cache");
+            let bytes = std::fs::read(&out).unwrap();
+            let memory = coffer::config::PolicyLimits::default().memory;
+            coffer::policy::Policy::from_bytes(&bytes, "tiering", memory, Some(&cache)).unwrap();
+            out
+        })
+        .clone()
+}

@@ -51,14 +51,14 @@ fn config(memory: usize, pooling: bool) -> wasmtime::Config {
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * 4)
-            .total_memories(POOL_INSTANCES * 2)
-            .total_tables(POOL_INSTANCES * 4)
-            .max_memories_per_component(4)
-            .max_tables_per_component(16)
+            .total_core_instances(POOL_INSTANCES * 16)
+            .total_memories(POOL_INSTANCES * 4)
+            .total_tables(POOL_INSTANCES * 16)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64)
             .max_memory_size(memory)
-            .max_core_instance_size(1 << 20)
-            .max_component_instance_size(1 << 20);
+            .max_core_instance_size(4 << 20)
+            .max_component_instance_size(4 << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config

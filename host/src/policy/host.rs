@@ -63,9 +63,12 @@ impl CallState {
             wasi: WasiCtx::builder().build(),
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(limits.memory)
-                .instances(4)
-                .tables(16)
-                .memories(4)
+                // Generous enough for language runtimes (componentize-py
+                // components hold a dozen core instances); memory is what
+                // is really bounded.
+                .instances(64)
+                .tables(64)
+                .memories(16)
                 .trap_on_grow_failure(true)
                 .build(),
             host_calls_left: limits.host_calls,

@@ -4,6 +4,7 @@
 //! each call bounded in fuel, memory and store operations.
 
 mod bindings;
+pub mod check;
 mod convert;
 pub mod engine;
 pub(crate) mod host;
