@@ -69,22 +69,26 @@ impl exports::coffer::storage::policy::Guest for DefaultPolicy {
             return Ok(PutOutcome { location: existing.location, deduplicated: true });
         }
         let location = location_for(&rules, &org, &info.sha256)?;
-        match dedup::existing(store::head(&location)?, info.size) {
-            Existing::Same => {
-                return Ok(PutOutcome { location, deduplicated: true });
+        // Large content: look before uploading, so a copy already on the
+        // backend (stored by another host, or before the catalog) is not
+        // uploaded again. Small content goes straight to a conditional
+        // write, which never overwrites and says whether it wrote.
+        if info.size >= rules.dedup_probe_min_size {
+            match dedup::existing(store::head(&location)?, info.size) {
+                Existing::Same => return Ok(PutOutcome { location, deduplicated: true }),
+                Existing::Different { stored_size } => {
+                    return Err(Error::Conflict(format!(
+                        "{}/{} already holds {stored_size} bytes, not this content's {}; stored objects are never overwritten",
+                        location.container, location.object_name, info.size
+                    )));
+                }
+                Existing::Absent => {}
             }
-            Existing::Different { stored_size } => {
-                return Err(Error::Conflict(format!(
-                    "{}/{} already holds {stored_size} bytes, not this content's {}; stored objects are never overwritten",
-                    location.container, location.object_name, info.size
-                )));
-            }
-            Existing::Absent => {}
         }
         store::ensure_container(location.backend, &location.container)?;
-        store::write(&location, body)?;
-        host::log(Level::Debug, &format!("stored {} for {org}", info.sha256));
-        Ok(PutOutcome { location, deduplicated: false })
+        let written = store::write(&location, body)?;
+        host::log(Level::Debug, &format!("stored {} for {org} (written: {written})", info.sha256));
+        Ok(PutOutcome { location, deduplicated: !written })
     }
 
     fn authorize(_org: String, op: Operation, _object: ObjectInfo) -> Result<(), Error> {

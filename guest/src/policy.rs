@@ -13,7 +13,14 @@ pub mod keys {
     pub const MAX_SIZE: &str = "max-size";
     pub const ALLOWED_CONTENT_TYPES: &str = "allowed-content-types";
     pub const ALLOW_DELETE: &str = "allow-delete";
+    pub const DEDUP_PROBE_MIN_SIZE: &str = "dedup-probe-min-size";
 }
+
+/// Content at least this large is looked for on the backend before it is
+/// uploaded (one small request that can save a large upload). Smaller
+/// content is sent straight away with a precondition: the backend keeps
+/// what it has, and a look first would cost more than it could save.
+pub const DEFAULT_DEDUP_PROBE_MIN_SIZE: u64 = 8 << 20;
 
 /// A refusal, before it is turned into the contract's error variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +46,7 @@ pub struct Rules {
     pub max_size: Option<u64>,
     pub allowed_content_types: Vec<String>,
     pub allow_delete: bool,
+    pub dedup_probe_min_size: u64,
 }
 
 fn parse_bool(name: &str, value: Option<String>, default: bool) -> Result<bool, Refusal> {
@@ -47,6 +55,16 @@ fn parse_bool(name: &str, value: Option<String>, default: bool) -> Result<bool, 
         Some(v) if v.eq_ignore_ascii_case("true") || v == "1" || v.eq_ignore_ascii_case("yes") => Ok(true),
         Some(v) if v.eq_ignore_ascii_case("false") || v == "0" || v.eq_ignore_ascii_case("no") => Ok(false),
         Some(v) => Err(Refusal::InvalidConfig(format!("{name} must be true or false, not {v:?}"))),
+    }
+}
+
+fn parse_bytes(name: &str, value: Option<String>) -> Result<Option<u64>, Refusal> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| Refusal::InvalidConfig(format!("{name} must be a number of bytes, not {v:?}"))),
     }
 }
 
@@ -79,12 +97,9 @@ impl Rules {
             }
             (false, None, _) => None,
         };
-        let max_size = match setting(keys::MAX_SIZE).as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                Refusal::InvalidConfig(format!("{} must be a number of bytes, not {v:?}", keys::MAX_SIZE))
-            })?),
-        };
+        let max_size = parse_bytes(keys::MAX_SIZE, setting(keys::MAX_SIZE))?;
+        let dedup_probe_min_size = parse_bytes(keys::DEDUP_PROBE_MIN_SIZE, setting(keys::DEDUP_PROBE_MIN_SIZE))?
+            .unwrap_or(DEFAULT_DEDUP_PROBE_MIN_SIZE);
         let allowed_content_types = setting(keys::ALLOWED_CONTENT_TYPES)
             .unwrap_or_default()
             .split(',')
@@ -92,7 +107,7 @@ impl Rules {
             .filter(|t| !t.is_empty())
             .collect();
         let allow_delete = parse_bool(keys::ALLOW_DELETE, setting(keys::ALLOW_DELETE), true)?;
-        Ok(Rules { bucket_mode, max_size, allowed_content_types, allow_delete })
+        Ok(Rules { bucket_mode, max_size, allowed_content_types, allow_delete, dedup_probe_min_size })
     }
 
     /// The bucket for `org`, or why there is none. `None` without S3.
@@ -219,6 +234,13 @@ mod tests {
         assert!(matches!(r.check_content(1, "image/png"), Err(Refusal::Denied(m)) if m.contains("image/png")));
         let open = rules(&[]).unwrap();
         assert_eq!(open.check_content(u64::MAX, "anything/at-all"), Ok(()));
+    }
+
+    #[test]
+    fn the_probe_threshold_has_a_default_and_can_be_set() {
+        assert_eq!(rules(&[]).unwrap().dedup_probe_min_size, DEFAULT_DEDUP_PROBE_MIN_SIZE);
+        assert_eq!(rules(&[(keys::DEDUP_PROBE_MIN_SIZE, "0")]).unwrap().dedup_probe_min_size, 0);
+        assert!(rules(&[(keys::DEDUP_PROBE_MIN_SIZE, "big")]).is_err());
     }
 
     #[test]

@@ -111,8 +111,8 @@ class Policy(exports.Policy):
         if size is not None:
             raise Err(types.Error_Conflict(f"{at.container}/{at.object_name} holds {size} bytes, not {info.size}"))
         store.ensure_container(at.backend, at.container)
-        store.write(at, body)
-        return types.PutOutcome(location=at, deduplicated=False)
+        written = store.write(at, body)
+        return types.PutOutcome(location=at, deduplicated=not written)
 
     def authorize(self, org, op, object):
         if op == types.Operation.DELETE:

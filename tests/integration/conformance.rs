@@ -33,14 +33,18 @@ async fn conformance(store: &dyn BlobStore, container: &str) {
     let cases = [("p/a", Vec::new()), ("p/b", b"x".to_vec()), ("p/c", big.clone()), ("q/d", b"other prefix".to_vec())];
     for (name, bytes) in &cases {
         let content = Content::from_bytes(bytes.clone(), None).unwrap();
-        store.put(container, name, &content).await.unwrap();
+        assert!(store.put(container, name, &content).await.unwrap(), "{name}: written");
         assert_eq!(store.head(container, name).await.unwrap(), Some(bytes.len() as u64), "{name}");
         assert!(read_all(store, container, name).await.unwrap() == *bytes, "{name}");
     }
 
-    // Idempotent: a second put of the same blob changes nothing.
+    // Never overwritten: a second put of the same blob writes nothing and
+    // says so; other bytes under the same name are a conflict.
     let content = Content::from_bytes(big.clone(), None).unwrap();
-    store.put(container, "p/c", &content).await.unwrap();
+    assert!(!store.put(container, "p/c", &content).await.unwrap());
+    assert!(read_all(store, container, "p/c").await.unwrap() == big);
+    let other = Content::from_bytes(b"other bytes".to_vec(), None).unwrap();
+    assert!(matches!(store.put(container, "p/c", &other).await, Err(Error::Conflict(_))));
     assert!(read_all(store, container, "p/c").await.unwrap() == big);
 
     // Listing: by prefix, in name order, after a name, limited.

@@ -48,6 +48,8 @@ pub fn server() -> &'static S3Server {
                     let http = ConnBuilder::new(TokioExecutor::new());
                     loop {
                         let Ok((socket, _)) = listener.accept().await else { continue };
+                        // Without it, small responses wait on delayed ACKs (40 ms each).
+                        let _ = socket.set_nodelay(true);
                         let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
                         tokio::spawn(async move {
                             let _ = conn.await;

@@ -88,8 +88,10 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     async fn ensure_container(&self, container: &str) -> Result<()>;
 
     /// Store `content` under `name`, verifying its digest on the way.
-    /// Idempotent: when the blob exists already, nothing is written.
-    async fn put(&self, container: &str, name: &str, content: &Content) -> Result<()>;
+    /// Never overwrites: when a blob with this content's size is already
+    /// there, nothing is written and the answer is `false` (a blob of
+    /// another size there is a [`Error::Conflict`]); `true` when written.
+    async fn put(&self, container: &str, name: &str, content: &Content) -> Result<bool>;
 
     /// Stream the blob; [`Error::NotFound`] when it does not exist.
     async fn get(&self, container: &str, name: &str) -> Result<ByteStream>;

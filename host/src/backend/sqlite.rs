@@ -159,18 +159,24 @@ impl BlobStore for SqliteDb {
         Ok(())
     }
 
-    async fn put(&self, container: &str, name: &str, content: &Content) -> Result<()> {
+    async fn put(&self, container: &str, name: &str, content: &Content) -> Result<bool> {
         let (c, n, content) = (container.to_string(), name.to_string(), content.clone());
         self.with_conn(move |conn| {
             // IMMEDIATE: take the write lock now, so two writers of the same
             // blob serialise and the second sees the first's row.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let exists: bool = tx
-                .query_row("SELECT 1 FROM blobs WHERE container = ?1 AND name = ?2", params![c, n], |_| Ok(true))
-                .optional()?
-                .unwrap_or(false);
-            if exists {
-                return Ok(());
+            let existing: Option<i64> = tx
+                .query_row("SELECT size FROM blobs WHERE container = ?1 AND name = ?2", params![c, n], |r| r.get(0))
+                .optional()?;
+            match existing {
+                Some(size) if size as u64 == content.size() => return Ok(false),
+                Some(size) => {
+                    return Err(Error::Conflict(format!(
+                        "database blob {c}/{n} holds {size} bytes, not this content's {}; it is never overwritten",
+                        content.size()
+                    )));
+                }
+                None => {}
             }
             {
                 let mut insert =
@@ -197,7 +203,7 @@ impl BlobStore for SqliteDb {
             // Dropping the transaction on any error above rolls it back:
             // no partial blob is ever visible.
             tx.commit()?;
-            Ok(())
+            Ok(true)
         })
         .await
     }

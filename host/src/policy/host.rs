@@ -145,14 +145,14 @@ impl CallState {
         self.services.backends.get(kind)?.ensure_container(&container).await
     }
 
-    async fn write(&mut self, at: types::Location, body: &Resource<ContentHandle>) -> Result<()> {
+    async fn write(&mut self, at: types::Location, body: &Resource<ContentHandle>) -> Result<bool> {
         self.spend_host_call()?;
         let at = convert::location_from_wit(at);
         self.check_boundary(&at).await?;
         let content = self.table.get(body).map_err(|e| Error::Policy(format!("bad content handle: {e}")))?.0.clone();
-        self.services.backends.get(at.backend)?.put(&at.container, &at.name, &content).await?;
+        let written = self.services.backends.get(at.backend)?.put(&at.container, &at.name, &content).await?;
         self.verified.insert(at);
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -213,7 +213,7 @@ impl store::Host for CallState {
         &mut self,
         at: types::Location,
         body: Resource<ContentHandle>,
-    ) -> wasmtime::Result<Result<(), types::Error>> {
+    ) -> wasmtime::Result<Result<bool, types::Error>> {
         Ok(CallState::write(self, at, &body).await.map_err(|e| convert::error_to_wit(&e)))
     }
 }

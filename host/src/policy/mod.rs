@@ -229,6 +229,42 @@ impl Policy {
         self.finish(result, &services.config)
     }
 
+    /// Time `n` `authorize` decisions: each on a fresh instance (what Coffer
+    /// does), or all on one reused instance. For the benchmarks.
+    #[doc(hidden)]
+    pub async fn time_decisions(
+        &self,
+        services: &Arc<HostServices>,
+        record: &Record,
+        n: usize,
+        reuse: bool,
+    ) -> Result<Vec<std::time::Duration>> {
+        let info = convert::object_info(record);
+        let mut times = Vec::with_capacity(n);
+        let mut warm = if reuse { Some(self.instantiate(services, Some(&record.org)).await?) } else { None };
+        for _ in 0..n {
+            let start = std::time::Instant::now();
+            let result = match warm.as_mut() {
+                Some((store, instance)) => {
+                    instance
+                        .coffer_storage_policy()
+                        .call_authorize(store, &record.org, types::Operation::Get, &info)
+                        .await
+                }
+                None => {
+                    let (mut store, instance) = self.instantiate(services, Some(&record.org)).await?;
+                    instance
+                        .coffer_storage_policy()
+                        .call_authorize(&mut store, &record.org, types::Operation::Get, &info)
+                        .await
+                }
+            };
+            self.finish(result, &services.config)?;
+            times.push(start.elapsed());
+        }
+        Ok(times)
+    }
+
     fn finish<T>(
         &self,
         result: wasmtime::Result<std::result::Result<T, types::Error>>,

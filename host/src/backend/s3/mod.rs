@@ -231,23 +231,35 @@ impl S3Store {
             .await
     }
 
-    async fn put_single(&self, bucket: &str, key: &str, content: &Content) -> Result<()> {
+    async fn put_single(&self, bucket: &str, key: &str, content: &Content) -> Result<bool> {
         let op = Op { name: "PutObject", bucket, key: Some(key) };
         let checksum = base64::engine::general_purpose::STANDARD.encode(content.sha256().as_bytes());
         let headers = [
             ("content-type", content.content_type()),
             ("x-amz-checksum-sha256", checksum.as_str()),
-            // Two concurrent puts of the same content cannot race: the
-            // second is told the object exists (412), which is success.
+            // Never overwrite: if the object exists, the server answers
+            // 412 and keeps it. This also settles concurrent puts.
             ("if-none-match", "*"),
         ];
         let url = self.url(bucket, Some(key), "");
-        self.send(&op, Method::PUT, &url, &headers, Payload::Content(content), &[StatusCode::PRECONDITION_FAILED])
+        let resp = self
+            .send(&op, Method::PUT, &url, &headers, Payload::Content(content), &[StatusCode::PRECONDITION_FAILED])
             .await?;
-        Ok(())
+        if resp.status() != StatusCode::PRECONDITION_FAILED {
+            return Ok(true);
+        }
+        // Something is there already. Content-addressed keys make it this
+        // content, unless someone else put other bytes under the name.
+        match self.head(bucket, key).await? {
+            Some(size) if size == content.size() => Ok(false),
+            other => Err(Error::Conflict(format!(
+                "{op}: the object there holds {other:?} bytes, not this content's {}; it is never overwritten",
+                content.size()
+            ))),
+        }
     }
 
-    async fn put_multipart(&self, bucket: &str, key: &str, content: &Content) -> Result<()> {
+    async fn put_multipart(&self, bucket: &str, key: &str, content: &Content) -> Result<bool> {
         let url = self.url(bucket, Some(key), "");
         let op = Op { name: "CreateMultipartUpload", bucket, key: Some(key) };
         let created = self
@@ -300,7 +312,7 @@ impl S3Store {
                     Err(e) => Some(e),
                 };
                 match failed {
-                    None => Ok(()),
+                    None => Ok(true),
                     Some(e) => {
                         self.abort(bucket, key, &upload_id).await;
                         Err(e)
@@ -487,11 +499,19 @@ impl BlobStore for S3Store {
         Ok(())
     }
 
-    async fn put(&self, bucket: &str, key: &str, content: &Content) -> Result<()> {
+    async fn put(&self, bucket: &str, key: &str, content: &Content) -> Result<bool> {
         if content.size() > self.multipart_threshold || content.size() > MAX_SINGLE_PUT {
-            // Multipart has no if-none-match everywhere: look first.
-            if self.head(bucket, key).await? == Some(content.size()) {
-                return Ok(());
+            // Completing a multipart upload has no precondition everywhere:
+            // look first (one small request against a large upload).
+            match self.head(bucket, key).await? {
+                Some(size) if size == content.size() => return Ok(false),
+                Some(size) => {
+                    return Err(Error::Conflict(format!(
+                        "s3://{bucket}/{key} holds {size} bytes, not this content's {}; it is never overwritten",
+                        content.size()
+                    )));
+                }
+                None => {}
             }
             self.put_multipart(bucket, key, content).await
         } else {

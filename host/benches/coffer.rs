@@ -1,0 +1,423 @@
+//! Coffer's benchmarks, side by side in one run. Nothing here asserts a
+//! time; the numbers go into BENCHMARKS.md.
+//!
+//! ```sh
+//! cargo bench --bench coffer            # the full run (a few minutes)
+//! cargo bench --bench coffer -- --quick # smoke run (CI)
+//! ```
+//!
+//! Compared, on the same in-process S3 server (s3s-fs on 127.0.0.1, with
+//! SigV4 verification), same data, interleaved rounds:
+//! - guest overhead: a policy decision on a warm instance and on a fresh one;
+//! - put/get through Coffer, the same signed requests made directly with
+//!   Coffer's S3 client and no guest or catalog ("direct"), and boto3;
+//! - a large file through the `coffer` binary: throughput, peak RSS, and
+//!   SHA-256 alone as the ceiling;
+//! - a duplicate put against a first put;
+//! - small objects on SQLite.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coffer::backend::BlobStore;
+use coffer::backend::s3::S3Store;
+use coffer::{Coffer, Config, Content};
+use futures_util::StreamExt;
+
+const KEY: &str = "bench-key";
+const SECRET: &str = "bench-secret-0123456789";
+
+struct Plan {
+    quick: bool,
+    rounds: usize,
+    decisions: usize,
+    sizes: Vec<(usize, usize)>,
+    large: u64,
+    sqlite_objects: usize,
+}
+
+fn plan(quick: bool) -> Plan {
+    if quick {
+        Plan {
+            quick,
+            rounds: 1,
+            decisions: 200,
+            sizes: vec![(4 << 10, 20), (1 << 20, 4)],
+            large: 64 << 20,
+            sqlite_objects: 50,
+        }
+    } else {
+        Plan {
+            quick,
+            rounds: 3,
+            decisions: 5000,
+            sizes: vec![(4 << 10, 300), (1 << 20, 60), (64 << 20, 3)],
+            large: 1 << 30,
+            sqlite_objects: 1000,
+        }
+    }
+}
+
+/// Distinct bytes for object `i` of a run (content-addressed: every put must be new).
+fn payload(len: usize, tag: u64) -> Vec<u8> {
+    let mut x = tag.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn spread(v: &[f64]) -> String {
+    let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+    format!("{lo:.1}–{hi:.1}")
+}
+
+/// The S3 server: s3s-fs over a temporary folder, on its own thread.
+fn start_s3(root: PathBuf) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mut b = s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(&root).unwrap());
+            b.set_auth(s3s::auth::SimpleAuth::from_single(KEY, SECRET));
+            let service = b.build();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { continue };
+                let _ = socket.set_nodelay(true);
+                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+fn s3_config(dir: &Path, endpoint: &str, bucket: &str) -> Config {
+    let mut c = Config {
+        database_url: Some(format!("sqlite:{}", dir.join("bench.db").display())),
+        cache_dir: Some(dir.join("cache")),
+        ..Config::default()
+    };
+    c.s3.access_key_id = Some(KEY.into());
+    c.s3.secret_access_key = Some(SECRET.into());
+    c.s3.endpoint_url = Some(endpoint.into());
+    c.s3.bucket = Some(bucket.into());
+    c
+}
+
+const BOTO3: &str = r#"
+import json, sys, time
+import boto3
+from botocore.config import Config
+endpoint, key, secret, bucket, size, count, tag = sys.argv[1:8]
+size, count = int(size), int(count)
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                  region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+try:
+    s3.create_bucket(Bucket=bucket)
+except Exception:
+    pass
+bodies = [(tag + str(i)).encode() * (size // len(tag + str(i)) + 1) for i in range(count)]
+bodies = [b[:size] for b in bodies]
+t = time.perf_counter()
+for i, b in enumerate(bodies):
+    s3.put_object(Bucket=bucket, Key=f"{tag}/{i}", Body=b)
+put = time.perf_counter() - t
+t = time.perf_counter()
+for i in range(count):
+    s3.get_object(Bucket=bucket, Key=f"{tag}/{i}")["Body"].read()
+get = time.perf_counter() - t
+print(json.dumps({"put": put, "get": get}))
+"#;
+
+fn boto3(endpoint: &str, bucket: &str, size: usize, count: usize, tag: &str) -> Option<(f64, f64)> {
+    let out = Command::new("python3")
+        .args(["-c", BOTO3, endpoint, KEY, SECRET, bucket, &size.to_string(), &count.to_string(), tag])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("boto3 run failed (pip install boto3): {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some((v["put"].as_f64()?, v["get"].as_f64()?))
+}
+
+#[derive(Default)]
+struct Samples {
+    put: Vec<f64>,
+    get: Vec<f64>,
+}
+
+async fn guest_overhead(plan: &Plan, dir: &Path) {
+    let config = Config {
+        database_url: Some(format!("sqlite:{}", dir.join("guest.db").display())),
+        cache_dir: Some(dir.join("cache")),
+        ..Config::default()
+    };
+    let coffer = Coffer::open(config).await.unwrap();
+    let info = coffer.put("acme", Content::from_bytes("decide on me", None).unwrap()).await.unwrap();
+    let sha = info.sha256.to_string();
+    println!("\n## Guest overhead: one policy decision (authorize a get), µs\n");
+    println!("| instance | median | p99 | calls |");
+    println!("|---|---:|---:|---:|");
+    for (label, reuse) in [("warm (reused)", true), ("fresh per call (what Coffer does)", false)] {
+        let times = coffer.time_policy_decisions("acme", &sha, plan.decisions, reuse).await.unwrap();
+        let mut us: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+        println!("| {label} | {:.2} | {:.2} | {} |", median(&mut us), percentile(&mut us, 0.99), us.len());
+    }
+}
+
+async fn throughput(plan: &Plan, dir: &Path, endpoint: &str) {
+    let bucket = "bench";
+    let coffer = Coffer::open(s3_config(dir, endpoint, bucket)).await.unwrap();
+    let config = s3_config(dir, endpoint, bucket);
+    let direct = Arc::new(S3Store::new(&config.s3).unwrap());
+    direct.ensure_container(bucket).await.unwrap();
+    direct.ensure_container("bench-boto3").await.unwrap();
+    println!("\n## Put and get against the same S3 server (medians over {} rounds; spread in brackets)\n", plan.rounds);
+    println!("| size | objects | way | put obj/s | put MB/s | get obj/s | get MB/s |");
+    println!("|---|---:|---|---:|---:|---:|---:|");
+    let mut tag = 0u64;
+    let mut ratios = Vec::new();
+    for &(size, count) in &plan.sizes {
+        let (mut c, mut d, mut b) = (Samples::default(), Samples::default(), Samples::default());
+        for round in 0..plan.rounds {
+            // Coffer: hash, policy, signed upload, catalog; get verifies.
+            tag += 1;
+            let bodies: Vec<Vec<u8>> = (0..count).map(|i| payload(size, tag * 1_000_000 + i as u64)).collect();
+            let t = Instant::now();
+            let mut shas = Vec::new();
+            for body in &bodies {
+                shas.push(coffer.put("acme", Content::from_bytes(body.clone(), None).unwrap()).await.unwrap().sha256);
+            }
+            c.put.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            for sha in &shas {
+                coffer.get_bytes("acme", sha).await.unwrap();
+            }
+            c.get.push(t.elapsed().as_secs_f64());
+
+            // Direct: the same signed requests, no guest, no catalog.
+            tag += 1;
+            let bodies: Vec<Vec<u8>> = (0..count).map(|i| payload(size, tag * 1_000_000 + i as u64)).collect();
+            let t = Instant::now();
+            let mut keys = Vec::new();
+            for body in &bodies {
+                let content = Content::from_bytes(body.clone(), None).unwrap();
+                let key = format!("direct/{}", content.sha256());
+                direct.put(bucket, &key, &content).await.unwrap();
+                keys.push(key);
+            }
+            d.put.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            for key in &keys {
+                let mut s = direct.get(bucket, key).await.unwrap();
+                while let Some(chunk) = s.next().await {
+                    chunk.unwrap();
+                }
+            }
+            d.get.push(t.elapsed().as_secs_f64());
+
+            // boto3, what OpenKAT uses today.
+            if let Some((p, g)) = boto3(endpoint, "bench-boto3", size, count, &format!("r{round}s{size}t{tag}")) {
+                b.put.push(p);
+                b.get.push(g);
+            }
+        }
+        let mb = (size * count) as f64 / 1e6;
+        let row = |way: &str, s: &mut Samples| -> Option<(f64, f64)> {
+            if s.put.is_empty() {
+                println!("| {} | {count} | {way} | – | – | – | – |", human(size));
+                return None;
+            }
+            let put_rates: Vec<f64> = s.put.iter().map(|t| count as f64 / t).collect();
+            let get_rates: Vec<f64> = s.get.iter().map(|t| count as f64 / t).collect();
+            let (p, g) = (median(&mut put_rates.clone()), median(&mut get_rates.clone()));
+            println!(
+                "| {} | {count} | {way} | {p:.1} ({}) | {:.1} | {g:.1} ({}) | {:.1} |",
+                human(size),
+                spread(&put_rates),
+                p * mb / count as f64,
+                spread(&get_rates),
+                g * mb / count as f64
+            );
+            Some((p, g))
+        };
+        let cr = row("coffer", &mut c);
+        let dr = row("direct", &mut d);
+        let br = row("boto3", &mut b);
+        ratios.push((size, cr, dr, br));
+    }
+    println!("\n| size | coffer/direct put | coffer/direct get | coffer/boto3 put | coffer/boto3 get |");
+    println!("|---|---:|---:|---:|---:|");
+    for (size, c, d, b) in ratios {
+        let r = |a: Option<(f64, f64)>, b: Option<(f64, f64)>, get: bool| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}", if get { a.1 / b.1 } else { a.0 / b.0 }),
+            _ => "–".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            human(size),
+            r(c, d, false),
+            r(c, d, true),
+            r(c, b, false),
+            r(c, b, true)
+        );
+    }
+
+    println!("\n## Duplicates: putting content that is already stored (1 MiB), ms\n");
+    let mut first = Vec::new();
+    let mut dup = Vec::new();
+    for i in 0..if plan.quick { 3 } else { 20 } {
+        let body = payload(1 << 20, 9_000_000 + i);
+        let t = Instant::now();
+        coffer.put("acme", Content::from_bytes(body.clone(), None).unwrap()).await.unwrap();
+        first.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let again = coffer.put("acme", Content::from_bytes(body, None).unwrap()).await.unwrap();
+        dup.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(again.deduplicated, Some(true));
+    }
+    let (f, d) = (median(&mut first), median(&mut dup));
+    println!(
+        "| put | median ms |\n|---|---:|\n| first | {f:.2} |\n| duplicate | {d:.2} |\n| duplicate/first | {:.3} |",
+        d / f
+    );
+}
+
+fn human(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 => format!("{} MiB", s >> 20),
+        s => format!("{} KiB", s >> 10),
+    }
+}
+
+/// Run the binary, sampling its peak RSS (KiB); returns (seconds, KiB).
+fn run_measured(cmd: &mut Command) -> (f64, u64) {
+    let t = Instant::now();
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (t.elapsed().as_secs_f64(), peak)
+}
+
+fn large_file(plan: &Plan, dir: &Path, endpoint: &str) {
+    let file = dir.join("large.bin");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let block = payload(8 << 20, 77);
+        let mut written = 0;
+        while written < plan.large {
+            f.write_all(&block[..(block.len() as u64).min(plan.large - written) as usize]).unwrap();
+            // Vary each block so parts differ.
+            f.write_all(&written.to_le_bytes()).unwrap();
+            written += block.len() as u64 + 8;
+        }
+    }
+    let size = std::fs::metadata(&file).unwrap().len();
+    let t = Instant::now();
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    std::io::copy(&mut std::fs::File::open(&file).unwrap(), &mut hasher).unwrap();
+    let sha = hex::encode(sha2::Digest::finalize(hasher));
+    let hash_s = t.elapsed().as_secs_f64();
+    let coffer = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
+        cmd.current_dir(dir)
+            .env_clear()
+            .env("AWS_ACCESS_KEY_ID", KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("S3_BUCKET", "bench-large")
+            .env("COFFER_CACHE_DIR", dir.join("cache"))
+            .env("COFFER_DATABASE_URL", format!("sqlite:{}", dir.join("large.db").display()))
+            .args(args);
+        cmd
+    };
+    let (put_s, put_kib) = run_measured(&mut coffer(&["put", "--org", "acme", file.to_str().unwrap()]));
+    let (get_s, get_kib) =
+        run_measured(&mut coffer(&["get", "--org", "acme", &sha, "-o", dir.join("back.bin").to_str().unwrap()]));
+    let mb = size as f64 / 1e6;
+    println!("\n## A {} file through the `coffer` binary\n", human(size as usize));
+    println!("| step | seconds | MB/s | peak RSS |\n|---|---:|---:|---:|");
+    println!("| SHA-256 alone (ceiling) | {hash_s:.2} | {:.0} | – |", mb / hash_s);
+    println!("| coffer put | {put_s:.2} | {:.0} | {:.1} MiB |", mb / put_s, put_kib as f64 / 1024.0);
+    println!("| coffer get -o | {get_s:.2} | {:.0} | {:.1} MiB |", mb / get_s, get_kib as f64 / 1024.0);
+    let _ = std::fs::remove_file(dir.join("back.bin"));
+    let _ = std::fs::remove_file(&file);
+}
+
+async fn sqlite(plan: &Plan, dir: &Path) {
+    let config = Config {
+        database_url: Some(format!("sqlite:{}", dir.join("small.db").display())),
+        cache_dir: Some(dir.join("cache")),
+        ..Config::default()
+    };
+    let coffer = Coffer::open(config).await.unwrap();
+    let bodies: Vec<Vec<u8>> = (0..plan.sqlite_objects).map(|i| payload(4 << 10, 5_000_000 + i as u64)).collect();
+    let t = Instant::now();
+    let mut shas = Vec::new();
+    for b in &bodies {
+        shas.push(coffer.put("acme", Content::from_bytes(b.clone(), None).unwrap()).await.unwrap().sha256);
+    }
+    let put = plan.sqlite_objects as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for s in &shas {
+        coffer.get_bytes("acme", s).await.unwrap();
+    }
+    let get = plan.sqlite_objects as f64 / t.elapsed().as_secs_f64();
+    println!("\n## Database fallback: 4 KiB objects on SQLite\n");
+    println!("| objects | puts/s | gets/s |\n|---:|---:|---:|\n| {} | {put:.0} | {get:.0} |", plan.sqlite_objects);
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let plan = plan(quick);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("s3")).unwrap();
+    let endpoint = start_s3(dir.path().join("s3"));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    println!("# Coffer benchmarks{}", if quick { " (quick smoke run)" } else { "" });
+    rt.block_on(guest_overhead(&plan, dir.path()));
+    rt.block_on(throughput(&plan, dir.path(), &endpoint));
+    large_file(&plan, dir.path(), &endpoint);
+    rt.block_on(sqlite(&plan, dir.path()));
+}
