@@ -113,6 +113,24 @@ async fn a_policy_cannot_write_read_or_claim_another_organisations_objects() {
 }
 
 #[tokio::test]
+async fn a_policy_asking_for_a_backend_that_is_not_configured_is_refused() {
+    let t = hostile().await;
+    let err = contained(&t, "no-such-backend").await;
+    assert!(matches!(&err, Error::Config(m) if m.contains("S3 is not configured")), "{err}");
+}
+
+#[tokio::test]
+async fn a_policy_cannot_smuggle_paths_into_s3_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::support::s3_config(dir.path(), Some(&crate::support::unique_bucket("smuggle")), None);
+    config.policy = Some(guest("hostile"));
+    let t = TestCoffer { coffer: Coffer::open(config).await.unwrap(), dir };
+    let err = t.coffer.put("bad-names", Content::from_bytes("x", None).unwrap()).await.unwrap_err();
+    assert!(matches!(&err, Error::InvalidName(m) if m.contains("Bad/Bucket")), "{err}");
+    assert!(t.coffer.list("bad-names", None, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_trap_while_authorising_a_read_is_contained() {
     let t = hostile().await;
     let info = t.coffer.put("trap-on-read", Content::from_bytes("x", None).unwrap()).await.unwrap();

@@ -188,3 +188,19 @@ pub fn default_cache_dir() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))
         .map(|d| d.join("coffer"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_falls_back_to_on_demand_when_the_pool_cannot_be_reserved() {
+        // 512 memories of 64 TiB each cannot be reserved on any machine.
+        let engine = PolicyEngine::new(1 << 46);
+        assert!(!engine.pooling);
+        let component = engine.compile(super::super::DEFAULT_POLICY, None).unwrap();
+        assert!(component.component_type().exports(&engine.engine).count() > 0);
+        // The usual limit gets the pool here.
+        assert!(PolicyEngine::new(64 << 20).pooling);
+    }
+}

@@ -133,6 +133,32 @@ struct InitiateMultipartUploadResult {
     upload_id: String,
 }
 
+/// Refuse names that cannot be a bucket or key before they reach a URL.
+/// The policy chooses names, and a policy may be hostile: a bucket with
+/// `/` or a key with `..` segments would otherwise address something else
+/// once the URL is parsed.
+fn check_names(bucket: &str, key: Option<&str>) -> Result<()> {
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if !bucket_ok {
+        return Err(Error::InvalidName(format!(
+            "{bucket:?} is not an S3 bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
+        )));
+    }
+    if let Some(key) = key {
+        let key_ok = !key.is_empty()
+            && key.len() <= 1024
+            && !key.chars().any(char::is_control)
+            && key.split('/').all(|seg| seg != "." && seg != "..");
+        if !key_ok {
+            return Err(Error::InvalidName(format!(
+                "{key:?} is not a usable object key (1 to 1024 bytes, no control characters, no '.' or '..' segments)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -425,6 +451,7 @@ impl BlobStore for S3Store {
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<u64>> {
+        check_names(bucket, Some(key))?;
         let op = Op { name: "HeadObject", bucket, key: Some(key) };
         let url = self.url(bucket, Some(key), "");
         let resp = self.send(&op, Method::HEAD, &url, &[], Payload::Empty, &[StatusCode::NOT_FOUND]).await?;
@@ -440,6 +467,7 @@ impl BlobStore for S3Store {
     }
 
     async fn ensure_container(&self, bucket: &str) -> Result<()> {
+        check_names(bucket, None)?;
         if self.ensured.lock().map(|s| s.contains(bucket)).unwrap_or(false) {
             return Ok(());
         }
@@ -500,6 +528,7 @@ impl BlobStore for S3Store {
     }
 
     async fn put(&self, bucket: &str, key: &str, content: &Content) -> Result<bool> {
+        check_names(bucket, Some(key))?;
         if content.size() > self.multipart_threshold || content.size() > MAX_SINGLE_PUT {
             // Completing a multipart upload has no precondition everywhere:
             // look first (one small request against a large upload).
@@ -520,6 +549,7 @@ impl BlobStore for S3Store {
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<ByteStream> {
+        check_names(bucket, Some(key))?;
         let op = Op { name: "GetObject", bucket, key: Some(key) };
         let url = self.url(bucket, Some(key), "");
         let resp = self.send(&op, Method::GET, &url, &[], Payload::Empty, &[]).await?;
@@ -532,6 +562,7 @@ impl BlobStore for S3Store {
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        check_names(bucket, Some(key))?;
         let op = Op { name: "DeleteObject", bucket, key: Some(key) };
         let url = self.url(bucket, Some(key), "");
         self.send(&op, Method::DELETE, &url, &[], Payload::Empty, &[StatusCode::NOT_FOUND]).await?;
@@ -539,6 +570,7 @@ impl BlobStore for S3Store {
     }
 
     async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobEntry>> {
+        check_names(bucket, None)?;
         let op = Op { name: "ListObjectsV2", bucket, key: None };
         let mut query = format!("list-type=2&max-keys={}&prefix={}", limit.min(1000), encode(prefix));
         if let Some(a) = after {
@@ -555,6 +587,7 @@ impl BlobStore for S3Store {
     }
 
     fn link(&self, bucket: &str, key: &str, expires: Option<Duration>, filename: Option<&str>) -> Result<String> {
+        check_names(bucket, Some(key))?;
         match expires {
             Some(expires) => self.presign_get(bucket, key, expires, filename),
             None => Ok(self.public_url(bucket, key)),
@@ -584,6 +617,22 @@ mod tests {
         assert_eq!(path.url("b", None, "list-type=2"), "http://127.0.0.1:9000/b/?list-type=2");
         let virt = store(true, "https://s3.example.net/base/");
         assert_eq!(virt.url("b", Some("a b"), ""), "https://b.s3.example.net/base/a%20b");
+    }
+
+    #[test]
+    fn names_that_would_address_something_else_are_refused() {
+        for (bucket, key) in [
+            ("a/b", Some("k")),
+            ("UPPER", Some("k")),
+            ("ab", None),
+            ("ok-bucket", Some("../other")),
+            ("ok-bucket", Some("a/./b")),
+            ("ok-bucket", Some("")),
+            ("ok-bucket", Some("nul\0")),
+        ] {
+            assert!(matches!(check_names(bucket, key), Err(Error::InvalidName(_))), "{bucket:?} {key:?}");
+        }
+        check_names("ok-bucket", Some("org name/..x/ä")).unwrap();
     }
 
     #[test]

@@ -75,6 +75,17 @@ impl exports::coffer::storage::policy::Guest for Hostile {
                     store::head(&own("spin-store", &info.sha256))?;
                 }
             }
+            "no-such-backend" => {
+                let at = Location { backend: Backend::S3, container: "bucket".into(), object_name: info.sha256 };
+                store::write(&at, body)?;
+                Ok(PutOutcome { location: at, deduplicated: false })
+            }
+            "bad-names" => {
+                let at = Location { backend: Backend::S3, container: "Bad/Bucket".into(), object_name: "../x".into() };
+                store::ensure_container(Backend::S3, &at.container)?;
+                store::write(&at, body)?;
+                Ok(PutOutcome { location: at, deduplicated: false })
+            }
             "mallory-write" => {
                 let at = own("victim", &info.sha256);
                 store::write(&at, body)?;
