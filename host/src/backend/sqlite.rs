@@ -91,6 +91,24 @@ impl SqliteDb {
         Ok(conn)
     }
 
+    /// A connection from the pool, or a new one.
+    fn checkout(&self) -> Result<Connection> {
+        let pooled = self.pool.lock().map_err(|_| Error::Internal("database pool poisoned".into()))?.pop();
+        match pooled {
+            Some(c) => Ok(c),
+            None => self.connect(),
+        }
+    }
+
+    /// Give a connection back to the pool (or close it if the pool is full).
+    fn checkin(&self, conn: Connection) {
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() < POOL_MAX
+        {
+            pool.push(conn);
+        }
+    }
+
     /// Run `f` with a pooled connection on the blocking pool.
     async fn with_conn<T, F>(&self, f: F) -> Result<T>
     where
@@ -99,17 +117,9 @@ impl SqliteDb {
     {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = db.pool.lock().map_err(|_| Error::Internal("database pool poisoned".into()))?.pop();
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => db.connect()?,
-            };
+            let mut conn = db.checkout()?;
             let out = f(&mut conn);
-            if let Ok(mut pool) = db.pool.lock()
-                && pool.len() < POOL_MAX
-            {
-                pool.push(conn);
-            }
+            db.checkin(conn);
             out
         })
         .await?
@@ -147,7 +157,8 @@ impl BlobStore for SqliteDb {
         let (c, n) = (container.to_string(), name.to_string());
         self.with_conn(move |conn| {
             let size: Option<i64> = conn
-                .query_row("SELECT size FROM blobs WHERE container = ?1 AND name = ?2", params![c, n], |r| r.get(0))
+                .prepare_cached("SELECT size FROM blobs WHERE container = ?1 AND name = ?2")?
+                .query_row(params![c, n], |r| r.get(0))
                 .optional()?;
             Ok(size.map(|s| s as u64))
         })
@@ -218,19 +229,23 @@ impl BlobStore for SqliteDb {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
-            let read = (|| -> Result<()> {
-                let conn = db.connect()?;
-                let mut stmt =
-                    conn.prepare("SELECT data FROM blob_chunks WHERE container = ?1 AND name = ?2 ORDER BY seq")?;
-                let mut rows = stmt.query(params![c, n])?;
-                while let Some(row) = rows.next()? {
-                    let data: Vec<u8> = row.get(0)?;
-                    if tx.blocking_send(Ok(Bytes::from(data))).is_err() {
-                        return Ok(()); // the reader went away
+            let read = db.checkout().and_then(|conn| {
+                let streamed = (|| -> Result<()> {
+                    let mut stmt = conn.prepare_cached(
+                        "SELECT data FROM blob_chunks WHERE container = ?1 AND name = ?2 ORDER BY seq",
+                    )?;
+                    let mut rows = stmt.query(params![c, n])?;
+                    while let Some(row) = rows.next()? {
+                        let data: Vec<u8> = row.get(0)?;
+                        if tx.blocking_send(Ok(Bytes::from(data))).is_err() {
+                            return Ok(()); // the reader went away
+                        }
                     }
-                }
-                Ok(())
-            })();
+                    Ok(())
+                })();
+                db.checkin(conn);
+                streamed
+            });
             if let Err(e) = read {
                 let _ = tx.blocking_send(Err(e));
             }
@@ -272,11 +287,8 @@ impl Catalog for SqliteDb {
         let (o, s) = (org.to_string(), sha256.to_string());
         self.with_conn(move |conn| {
             let raw = conn
-                .query_row(
-                    &format!("SELECT {RECORD_COLUMNS} FROM objects WHERE org = ?1 AND sha256 = ?2"),
-                    params![o, s],
-                    record_from_row,
-                )
+                .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM objects WHERE org = ?1 AND sha256 = ?2"))?
+                .query_row(params![o, s], record_from_row)
                 .optional()?;
             raw.map(to_record).transpose()
         })
@@ -286,27 +298,23 @@ impl Catalog for SqliteDb {
     async fn insert(&self, record: &Record) -> Result<Record> {
         let r = record.clone();
         self.with_conn(move |conn| {
-            conn.execute(
-                &format!(
-                    "INSERT INTO objects ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (org, sha256) DO NOTHING"
-                ),
-                params![
-                    r.org,
-                    r.sha256.to_string(),
-                    r.size as i64,
-                    r.content_type,
-                    r.location.backend.as_str(),
-                    r.location.container,
-                    r.location.name,
-                    r.created_at as i64
-                ],
-            )?;
-            let raw = conn.query_row(
-                &format!("SELECT {RECORD_COLUMNS} FROM objects WHERE org = ?1 AND sha256 = ?2"),
-                params![r.org, r.sha256.to_string()],
-                record_from_row,
-            )?;
+            conn.prepare_cached(&format!(
+                "INSERT INTO objects ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (org, sha256) DO NOTHING"
+            ))?
+            .execute(params![
+                r.org,
+                r.sha256.to_string(),
+                r.size as i64,
+                r.content_type,
+                r.location.backend.as_str(),
+                r.location.container,
+                r.location.name,
+                r.created_at as i64
+            ])?;
+            let raw = conn
+                .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM objects WHERE org = ?1 AND sha256 = ?2"))?
+                .query_row(params![r.org, r.sha256.to_string()], record_from_row)?;
             to_record(raw)
         })
         .await
@@ -352,8 +360,9 @@ impl Catalog for SqliteDb {
     async fn owners(&self, location: &Location) -> Result<Vec<String>> {
         let l = location.clone();
         self.with_conn(move |conn| {
-            let mut stmt = conn
-                .prepare("SELECT org FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3 ORDER BY org")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT org FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3 ORDER BY org",
+            )?;
             let orgs = stmt.query_map(params![l.backend.as_str(), l.container, l.name], |r| r.get(0))?;
             Ok(orgs.collect::<rusqlite::Result<Vec<String>>>()?)
         })
