@@ -242,7 +242,9 @@ impl Coffer {
         let tmp = tempfile::NamedTempFile::new_in(dir)
             .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
         let (file, tmp_path) = tmp.into_parts();
-        let mut file = tokio::fs::File::from_std(file);
+        // Network chunks are small; batching them keeps the blocking-pool
+        // round trips of tokio's file writes few.
+        let mut file = tokio::io::BufWriter::with_capacity(crate::content::CHUNK * 4, tokio::fs::File::from_std(file));
         while let Some(chunk) = stream.next().await {
             tokio::io::AsyncWriteExt::write_all(&mut file, &chunk?)
                 .await

@@ -185,6 +185,11 @@ impl Content {
         Ok(Content(Arc::new(ContentInner { source: Source::Spooled(path), sha256, size, content_type })))
     }
 
+    /// Whether the bytes are held in memory (and so cannot change).
+    pub fn in_memory(&self) -> bool {
+        matches!(self.0.source, Source::Memory(_))
+    }
+
     /// The SHA-256 of the bytes.
     pub fn sha256(&self) -> Digest {
         self.0.sha256

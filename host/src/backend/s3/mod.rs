@@ -98,7 +98,9 @@ impl Payload<'_> {
             // Bytes read from a file are checked against the digest they
             // are signed with as they go out: if the file changed since it
             // was hashed, the upload breaks off with an integrity error,
-            // whatever the server would have said.
+            // whatever the server would have said. Bytes in memory cannot
+            // change, so they are not hashed twice.
+            Payload::Content(c) if c.in_memory() => (reqwest::Body::wrap_stream(c.stream().await?), c.size()),
             Payload::Content(c) => {
                 let what = "the input changed after it was hashed".to_string();
                 let stream = verify_stream(c.stream().await?, c.sha256(), c.size(), what);
