@@ -361,12 +361,29 @@ fn human(size: usize) -> String {
     }
 }
 
-/// Run the binary, sampling its peak RSS (KiB); returns (seconds, KiB).
-fn run_measured(cmd: &mut Command) -> (f64, u64) {
+/// CPU seconds (user + system) from a `/proc/PID/stat` line.
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// This process's CPU seconds so far (the in-process S3 server's work is
+/// most of it while the binary runs).
+fn own_cpu() -> f64 {
+    std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| cpu_seconds(&s)).unwrap_or(0.0)
+}
+
+/// Run the binary, sampling its peak RSS and CPU; returns (seconds, peak
+/// KiB, its CPU seconds, this process's CPU seconds meanwhile).
+fn run_measured(cmd: &mut Command) -> (f64, u64, f64, f64) {
     let t = Instant::now();
+    let server_cpu = own_cpu();
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
+    let (status_file, stat_file) = (format!("/proc/{}/status", child.id()), format!("/proc/{}/stat", child.id()));
+    let (mut peak, mut cpu) = (0, 0.0f64);
     loop {
         if let Ok(text) = std::fs::read_to_string(&status_file)
             && let Some(kib) = text
@@ -376,13 +393,16 @@ fn run_measured(cmd: &mut Command) -> (f64, u64) {
         {
             peak = peak.max(kib);
         }
+        if let Some(c) = std::fs::read_to_string(&stat_file).ok().and_then(|s| cpu_seconds(&s)) {
+            cpu = cpu.max(c);
+        }
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success());
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    (t.elapsed().as_secs_f64(), peak)
+    (t.elapsed().as_secs_f64(), peak, cpu, own_cpu() - server_cpu)
 }
 
 fn large_file(plan: &Plan, dir: &Path, endpoint: &str) {
@@ -418,15 +438,24 @@ fn large_file(plan: &Plan, dir: &Path, endpoint: &str) {
             .args(args);
         cmd
     };
-    let (put_s, put_kib) = run_measured(&mut coffer(&["put", "--org", "acme", file.to_str().unwrap()]));
-    let (get_s, get_kib) =
+    let (put_s, put_kib, put_cpu, put_server) =
+        run_measured(&mut coffer(&["put", "--org", "acme", file.to_str().unwrap()]));
+    let (get_s, get_kib, get_cpu, get_server) =
         run_measured(&mut coffer(&["get", "--org", "acme", &sha, "-o", dir.join("back.bin").to_str().unwrap()]));
     let mb = size as f64 / 1e6;
     println!("\n## A {} file through the `coffer` binary\n", human(size as usize));
-    println!("| step | seconds | MB/s | peak RSS |\n|---|---:|---:|---:|");
-    println!("| SHA-256 alone (ceiling) | {hash_s:.2} | {:.0} | – |", mb / hash_s);
-    println!("| coffer put | {put_s:.2} | {:.0} | {:.1} MiB |", mb / put_s, put_kib as f64 / 1024.0);
-    println!("| coffer get -o | {get_s:.2} | {:.0} | {:.1} MiB |", mb / get_s, get_kib as f64 / 1024.0);
+    println!("| step | seconds | MB/s | peak RSS | coffer CPU s | S3 server CPU s |\n|---|---:|---:|---:|---:|---:|");
+    println!("| SHA-256 alone (ceiling) | {hash_s:.2} | {:.0} | – | {hash_s:.2} | – |", mb / hash_s);
+    println!(
+        "| coffer put | {put_s:.2} | {:.0} | {:.1} MiB | {put_cpu:.2} | {put_server:.2} |",
+        mb / put_s,
+        put_kib as f64 / 1024.0
+    );
+    println!(
+        "| coffer get -o | {get_s:.2} | {:.0} | {:.1} MiB | {get_cpu:.2} | {get_server:.2} |",
+        mb / get_s,
+        get_kib as f64 / 1024.0
+    );
     let _ = std::fs::remove_file(dir.join("back.bin"));
     let _ = std::fs::remove_file(&file);
 }
