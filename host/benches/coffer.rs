@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench coffer            # the full run (a few minutes)
 //! cargo bench --bench coffer -- --quick # smoke run (CI)
+//! cargo bench --bench coffer -- --large-only # the large file alone, for profiling
 //! ```
 //!
 //! Compared, on the same in-process S3 server (s3s-fs on 127.0.0.1, with
@@ -491,6 +492,11 @@ fn main() {
     let endpoint = start_s3(dir.path().join("s3"));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!("# Coffer benchmarks{}", if quick { " (quick smoke run)" } else { "" });
+    if std::env::args().any(|a| a == "--large-only") {
+        // For profiling the large-file path alone (perf record follows the binary).
+        large_file(&plan, dir.path(), &endpoint);
+        return;
+    }
     rt.block_on(guest_overhead(&plan, dir.path()));
     rt.block_on(throughput(&plan, dir.path(), &endpoint));
     large_file(&plan, dir.path(), &endpoint);
