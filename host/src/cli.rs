@@ -132,7 +132,11 @@ fn print_json(value: &impl Serialize) -> Result<()> {
 /// code for their kind.
 pub fn run(cli: Cli) -> ExitCode {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One command, one request at a time: a single-threaded runtime spares
+    // every streamed chunk a cross-thread wake-up (it cut the CPU of a
+    // large `get` threefold; see BENCHMARKS.md). Hashing and file I/O still
+    // run on the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("coffer: error: cannot start the async runtime: {e}");
