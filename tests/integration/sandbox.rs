@@ -70,9 +70,9 @@ async fn a_huge_error_message_is_cut_to_size() {
 
 #[tokio::test]
 async fn the_guest_sees_no_files_environment_or_network() {
-    // Credentials in the host's configuration must not be visible either.
+    // The host holds S3 credentials here; none of them may show.
     let dir = tempfile::tempdir().unwrap();
-    let mut config = sqlite_config(dir.path(), &[]);
+    let mut config = crate::support::s3_config(dir.path(), Some("escape"), None);
     config.policy = Some(guest("hostile"));
     let t = TestCoffer { coffer: Coffer::open(config).await.unwrap(), dir };
     let err = contained(&t, "escape").await;
