@@ -24,6 +24,8 @@ pub struct Report {
     pub sha256: String,
     pub contract: &'static str,
     pub exports: Vec<String>,
+    /// Whether instances come from the pooling allocator on this machine.
+    pub pooling: bool,
     pub steps: Vec<Step>,
 }
 
@@ -106,6 +108,7 @@ pub async fn check(path: &Path, base: &Config) -> Result<Report> {
         sha256: policy.digest().to_string(),
         contract: CONTRACT,
         exports: policy.exports(),
+        pooling: policy.pooling(),
         steps,
     })
 }

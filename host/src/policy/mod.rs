@@ -1,7 +1,8 @@
-//! Running policy components: one process-wide engine, components compiled
-//! once and instantiated fresh for every call (a clean, isolated instance
-//! per operation; see the README for the measurements behind the choice),
-//! each call bounded in fuel, memory and store operations.
+//! Running policy components: engines shared by the process (`engine.rs`),
+//! components compiled once and instantiated fresh for every call (a
+//! clean, isolated instance per operation; see BENCHMARKS.md for the
+//! measurements behind the choice), each call bounded in fuel, memory and
+//! store operations; the policies in force in `set.rs`.
 
 mod bindings;
 pub mod check;
