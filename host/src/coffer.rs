@@ -301,13 +301,21 @@ impl Coffer {
         self.services.backends.get(*backend)?.link(container, name, expires, filename)
     }
 
-    /// Time `n` policy decisions (`authorize` for a get of `org`'s object
-    /// `sha256`), on fresh instances or one reused instance. For the
-    /// benchmarks; not a stable API.
+    /// Time `n` policy decisions for `org`'s object `sha256` (`put`: the
+    /// placement decision; otherwise `authorize` for a get), on fresh
+    /// instances or one reused instance. For the benchmarks; not a stable
+    /// API.
     #[doc(hidden)]
-    pub async fn time_policy_decisions(&self, org: &str, sha256: &str, n: usize, reuse: bool) -> Result<Vec<Duration>> {
+    pub async fn time_policy_decisions(
+        &self,
+        org: &str,
+        sha256: &str,
+        n: usize,
+        reuse: bool,
+        put: bool,
+    ) -> Result<Vec<Duration>> {
         let record = self.record(org, sha256, Operation::Stat).await?;
-        self.policy(org).time_decisions(&self.services, &record, n, reuse).await
+        self.policy(org).time_decisions(&self.services, &record, n, reuse, put).await
     }
 
     /// The container (S3 bucket) the policy gives `org`, without contacting

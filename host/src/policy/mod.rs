@@ -230,8 +230,11 @@ impl Policy {
         self.finish(result, &services.config)
     }
 
-    /// Time `n` `authorize` decisions: each on a fresh instance (what Coffer
-    /// does), or all on one reused instance. For the benchmarks.
+    /// Time `n` policy decisions: `authorize` for a get of `record`, or
+    /// (`put`) the placement decision of a put, `container-name` (what the
+    /// default policy computes before it writes). Each on a fresh instance
+    /// (what Coffer does), or all on one reused instance. For the
+    /// benchmarks.
     #[doc(hidden)]
     pub async fn time_decisions(
         &self,
@@ -239,28 +242,27 @@ impl Policy {
         record: &Record,
         n: usize,
         reuse: bool,
+        put: bool,
     ) -> Result<Vec<std::time::Duration>> {
         let info = convert::object_info(record);
+        let org = record.org.as_str();
         let mut times = Vec::with_capacity(n);
-        let mut warm = if reuse { Some(self.instantiate(services, Some(&record.org)).await?) } else { None };
+        let mut warm = if reuse { Some(self.instantiate(services, Some(org)).await?) } else { None };
         for _ in 0..n {
             let start = std::time::Instant::now();
-            let result = match warm.as_mut() {
-                Some((store, instance)) => {
-                    instance
-                        .coffer_storage_policy()
-                        .call_authorize(store, &record.org, types::Operation::Get, &info)
-                        .await
-                }
-                None => {
-                    let (mut store, instance) = self.instantiate(services, Some(&record.org)).await?;
-                    instance
-                        .coffer_storage_policy()
-                        .call_authorize(&mut store, &record.org, types::Operation::Get, &info)
-                        .await
-                }
-            };
-            self.finish(result, &services.config)?;
+            let mut fresh = None;
+            if warm.is_none() {
+                fresh = Some(self.instantiate(services, Some(org)).await?);
+            }
+            let (store, instance) = warm.as_mut().or(fresh.as_mut()).expect("an instance");
+            let policy = instance.coffer_storage_policy();
+            if put {
+                let result = policy.call_container_name(&mut *store, org).await;
+                self.finish(result, &services.config)?;
+            } else {
+                let result = policy.call_authorize(&mut *store, org, types::Operation::Get, &info).await;
+                self.finish(result, &services.config)?;
+            }
             times.push(start.elapsed());
         }
         Ok(times)
