@@ -278,12 +278,9 @@ impl S3Store {
         }
         // Something is there already. Content-addressed keys make it this
         // content, unless someone else put other bytes under the name.
-        match self.head(bucket, key).await? {
-            Some(size) if size == content.size() => Ok(false),
-            other => Err(Error::Conflict(format!(
-                "{op}: the object there holds {other:?} bytes, not this content's {}; it is never overwritten",
-                content.size()
-            ))),
+        match self.existing(bucket, key, content).await? {
+            Some(written) => Ok(written),
+            None => Err(Error::Conflict(format!("{op}: the object vanished after the server said it exists"))),
         }
     }
 
@@ -300,12 +297,7 @@ impl S3Store {
                 &[],
             )
             .await?;
-        let text = created.text().await.map_err(|e| transport_error(&op, e))?;
-        let upload: InitiateMultipartUploadResult = quick_xml::de::from_str(&text).map_err(|e| Error::Backend {
-            message: format!("{op}: unreadable answer: {e}"),
-            retryable: false,
-            source: None,
-        })?;
+        let upload: InitiateMultipartUploadResult = Self::xml(&op, created).await?;
         let upload_id = encode(&upload.upload_id);
         match self.upload_parts(bucket, key, &upload_id, content).await {
             Ok(parts) => {
@@ -424,6 +416,30 @@ impl S3Store {
         }
     }
 
+    /// What is stored under `key` already: `None` when nothing is,
+    /// `Some(false)` (nothing written) when it is this content's size, and
+    /// a conflict when it is something else, which is never overwritten.
+    async fn existing(&self, bucket: &str, key: &str, content: &Content) -> Result<Option<bool>> {
+        match self.head(bucket, key).await? {
+            None => Ok(None),
+            Some(size) if size == content.size() => Ok(Some(false)),
+            Some(size) => Err(Error::Conflict(format!(
+                "s3://{bucket}/{key} holds {size} bytes, not this content's {}; it is never overwritten",
+                content.size()
+            ))),
+        }
+    }
+
+    /// Read an XML answer into `T`.
+    async fn xml<T: serde::de::DeserializeOwned>(op: &Op<'_>, resp: reqwest::Response) -> Result<T> {
+        let text = resp.text().await.map_err(|e| transport_error(op, e))?;
+        quick_xml::de::from_str(&text).map_err(|e| Error::Backend {
+            message: format!("{op}: unreadable answer: {e}"),
+            retryable: false,
+            source: None,
+        })
+    }
+
     /// A presigned GET link, valid for `expires`, with a download file name.
     pub fn presign_get(&self, bucket: &str, key: &str, expires: Duration, filename: Option<&str>) -> Result<String> {
         let query = filename
@@ -534,17 +550,10 @@ impl BlobStore for S3Store {
         if content.size() > self.multipart_threshold || content.size() > MAX_SINGLE_PUT {
             // Completing a multipart upload has no precondition everywhere:
             // look first (one small request against a large upload).
-            match self.head(bucket, key).await? {
-                Some(size) if size == content.size() => return Ok(false),
-                Some(size) => {
-                    return Err(Error::Conflict(format!(
-                        "s3://{bucket}/{key} holds {size} bytes, not this content's {}; it is never overwritten",
-                        content.size()
-                    )));
-                }
-                None => {}
+            match self.existing(bucket, key, content).await? {
+                Some(written) => Ok(written),
+                None => self.put_multipart(bucket, key, content).await,
             }
-            self.put_multipart(bucket, key, content).await
         } else {
             self.put_single(bucket, key, content).await
         }
@@ -579,12 +588,7 @@ impl BlobStore for S3Store {
             query.push_str(&format!("&start-after={}", encode(a)));
         }
         let resp = self.send(&op, Method::GET, &self.url(bucket, None, &query), &[], Payload::Empty, &[]).await?;
-        let text = resp.text().await.map_err(|e| transport_error(&op, e))?;
-        let parsed: ListBucketResult = quick_xml::de::from_str(&text).map_err(|e| Error::Backend {
-            message: format!("{op}: unreadable answer: {e}"),
-            retryable: false,
-            source: None,
-        })?;
+        let parsed: ListBucketResult = Self::xml(&op, resp).await?;
         Ok(parsed.contents.into_iter().map(|e| BlobEntry { name: e.key, size: e.size }).collect())
     }
 
