@@ -115,11 +115,6 @@ impl Error {
         matches!(self, Error::Backend { retryable: true, .. })
     }
 
-    /// A backend failure that retrying will not fix.
-    pub fn backend(message: impl Into<String>, source: impl Into<BoxError>) -> Error {
-        Error::Backend { message: message.into(), retryable: false, source: Some(source.into()) }
-    }
-
     /// A local I/O failure, with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io { context: context.into(), source }

@@ -74,11 +74,6 @@ impl SqliteDb {
         Ok(db)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn connect(&self) -> Result<Connection> {
         let conn = Connection::open(&self.path).map_err(|e| Error::Backend {
             message: format!("cannot open the SQLite database {}: {e}", self.path.display()),

@@ -119,11 +119,6 @@ impl Policy {
         Policy::from_bytes(DEFAULT_POLICY, "the built-in policy", memory, cache_dir)
     }
 
-    /// A short name for messages.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The SHA-256 of the component.
     pub fn digest(&self) -> Digest {
         self.digest
