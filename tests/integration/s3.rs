@@ -301,3 +301,51 @@ async fn a_server_answering_500_is_retried_a_bounded_number_of_times_then_report
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(coffer.list("acme", None, 10).await.unwrap().is_empty(), "nothing recorded");
 }
+
+#[tokio::test]
+async fn a_public_link_is_the_plain_url_on_the_configured_endpoint() {
+    let bucket = unique_bucket("public");
+    let t = s3_coffer(&bucket).await;
+    let info = t.coffer.put("acme org", Content::from_bytes("public", None).unwrap()).await.unwrap();
+    let url = t.coffer.link("acme org", &info.sha256.to_string(), None, None).await.unwrap();
+    let server = crate::s3_server::server();
+    assert_eq!(url, format!("{}/{bucket}/acme%20org/{}", server.endpoint(), info.sha256));
+    // The test bucket is not public: the server wants a signature.
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 403);
+}
+
+#[test]
+fn coffer_link_prints_a_url_that_downloads_and_refuses_bad_expiry() {
+    let server = crate::s3_server::server();
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = unique_bucket("cli-link");
+    let coffer = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .current_dir(dir.path())
+            .env_clear()
+            .env("AWS_ACCESS_KEY_ID", crate::s3_server::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", crate::s3_server::SECRET_KEY)
+            .env("AWS_ENDPOINT_URL", server.endpoint())
+            .env("S3_BUCKET", &bucket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    std::fs::write(dir.path().join("f.txt"), "linked").unwrap();
+    let put: serde_json::Value = serde_json::from_slice(&coffer(&["put", "--org", "acme", "f.txt"]).stdout).unwrap();
+    let sha = put["sha256"].as_str().unwrap().to_string();
+    let out = coffer(&["link", "--org", "acme", &sha, "--expires", "120", "--filename", "f.txt"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["url"].as_str().unwrap().to_string();
+    let body = std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { reqwest::get(&url).await.unwrap().text().await.unwrap() })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(body, "linked");
+    let bad = coffer(&["link", "--org", "acme", &sha, "--expires", "999999999"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("7 days"));
+}
