@@ -38,6 +38,10 @@ pub enum Existing {
 }
 
 /// Compare what `head` found at the content's location with the content.
+/// The host answers a put's `head` with a size only after confirming the
+/// object's SHA-256 is the content's (and with a `conflict` error for
+/// anything else), so a matching size here means the same content; a
+/// different size is kept as a refusal for hosts that answer otherwise.
 pub fn existing(head_size: Option<u64>, size: u64) -> Existing {
     match head_size {
         None => Existing::Absent,

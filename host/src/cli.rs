@@ -5,9 +5,10 @@
 //! raw bytes for `get`; errors are one line on stderr, and the exit code
 //! says which kind of failure it was ([`exit_code`]).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
@@ -84,9 +85,37 @@ pub enum Command {
         #[arg(long)]
         org: String,
     },
+    /// Reclaim what crashes and failures left behind: abandoned
+    /// reservations, unfinished deletions, incomplete uploads, and bytes no
+    /// record refers to. Prints a JSON summary.
+    Gc {
+        /// Reclaim only what is older than this (`24h`, `30m`, `90s`, `2d`;
+        /// `0s` for everything). Keep it longer than your longest upload.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        older_than: Duration,
+        /// Count what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Work with policy components.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+/// Parse `90`, `90s`, `30m`, `24h` or `2d`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 24h or 2d"))?;
+    let secs = match unit {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    };
+    secs.map(Duration::from_secs).ok_or_else(|| format!("{s:?} is not a duration like 90s, 30m, 24h or 2d"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,12 +172,76 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(execute(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            done = execute(cli.command) => Ok(done),
+            signal = shutdown_signal() => {
+                // `execute` was dropped: its guards queued their clean-up
+                // (abort the multipart upload, release the reservation).
+                // Let it finish, within bounds, before the process goes.
+                let cleaned = crate::cleanup::cleanups().wait(Duration::from_secs(30)).await;
+                Err((signal, cleaned))
+            }
+        }
+    });
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("coffer: error: {e}");
             ExitCode::from(exit_code(e.kind()))
         }
+        Err((signal, cleaned)) => {
+            let name = if signal == 15 { "SIGTERM" } else { "SIGINT" };
+            let tail = if cleaned { "cleaned up" } else { "clean-up did not finish; run coffer gc" };
+            eprintln!("coffer: interrupted by {name}: the operation was cancelled and {tail}");
+            ExitCode::from(128 + signal)
+        }
+    }
+}
+
+/// The first SIGINT or SIGTERM, as its number; never, if signals cannot
+/// be watched.
+async fn shutdown_signal() -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => 2,
+            _ = term.recv() => 15,
+        },
+        _ => std::future::pending().await,
+    }
+}
+
+/// A progress bar on standard error, shown only on a terminal.
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new() -> Bar {
+        let bar = if std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::new(0)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} ({per_sec}, {elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Bar(bar)
+    }
+}
+
+impl crate::gc::Progress for Bar {
+    fn stage(&self, name: &str, items: Option<u64>) {
+        self.0.reset();
+        self.0.set_message(name.to_string());
+        match items {
+            Some(n) => self.0.set_length(n),
+            None => self.0.unset_length(),
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
     }
 }
 
@@ -212,6 +305,20 @@ async fn execute(command: Command) -> Result<()> {
             print_json(&serde_json::json!({ "url": url }))
         }
         Command::Rm { org, sha256 } => print_json(&coffer.delete(&org, &sha256).await?),
+        Command::Gc { older_than, dry_run } => {
+            let bar = Bar::new();
+            let report = coffer.gc(&crate::gc::GcOptions { older_than, dry_run }, &bar).await?;
+            bar.0.finish_and_clear();
+            print_json(&report)?;
+            match report.error_count {
+                0 => Ok(()),
+                n => Err(Error::Backend {
+                    message: format!("gc finished with {n} errors (listed in the summary); run it again later"),
+                    retryable: true,
+                    source: None,
+                }),
+            }
+        }
         Command::BucketName { org } => {
             let (backend, container) = coffer.container_name(&org).await?;
             #[derive(Serialize)]
@@ -224,6 +331,23 @@ async fn execute(command: Command) -> Result<()> {
             }
             let bucket = (backend == crate::backend::BackendKind::S3).then_some(container.as_str());
             print_json(&Answer { org: &org, backend, container: &container, bucket })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "h", "1w", "-1s", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::backend::s3::S3Store;
 use crate::backend::sqlite::SqliteDb;
 use crate::backend::{BackendKind, Backends, BlobStore, Location};
-use crate::catalog::Record;
+use crate::catalog::lifecycle::{Lifecycle, Reservation};
+use crate::catalog::{Catalog, Committed, Record};
 use crate::config::{Config, DatabaseUrl};
 use crate::content::{ByteStream, Content, Digest, verify_stream};
 use crate::error::{Error, Result};
@@ -23,6 +24,10 @@ use crate::policy::{Operation, Policy};
 
 /// Longest organisation identifier, in bytes.
 pub const MAX_ORG_LEN: usize = 128;
+
+/// Times a put starts again when the reservation or record it relied on
+/// was taken away under it (reaped by `coffer gc`, deleted concurrently).
+const PUT_ATTEMPTS: u32 = 3;
 
 /// A stored object, as callers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,13 +112,26 @@ impl Coffer {
         let db = SqliteDb::open(&path).await?;
         let s3: Option<Arc<dyn BlobStore>> =
             if config.s3.any() { Some(Arc::new(S3Store::new(&config.s3)?)) } else { None };
-        let services = Arc::new(HostServices {
-            config,
-            catalog: Arc::new(db.clone()),
-            backends: Backends { database: Arc::new(db), s3 },
-        });
+        Coffer::from_parts(config, Arc::new(db.clone()), Backends { database: Arc::new(db), s3 }).await
+    }
+
+    /// Open Coffer on a catalog and stores the caller built (to wrap them,
+    /// or to use stores of its own); `config` supplies the policy and its
+    /// settings. [`Coffer::open`] builds them from the configuration.
+    pub async fn from_parts(config: Config, catalog: Arc<dyn Catalog>, backends: Backends) -> Result<Coffer> {
+        config.validate()?;
+        let lifecycle = Lifecycle::new(catalog.clone(), backends.clone(), config.delete_timeout());
+        let services = Arc::new(HostServices { config, catalog, backends, lifecycle });
         let policies = Arc::new(PolicySet::load(&services).await?);
         Ok(Coffer { services, policies })
+    }
+
+    /// Wait, at most `within`, for clean-up that cancelled operations left
+    /// running in the background (releasing reservations, aborting
+    /// multipart uploads). A process that cancels work should call this
+    /// before it exits; true when everything finished.
+    pub async fn quiesce(&self, within: Duration) -> bool {
+        crate::cleanup::cleanups().wait(within).await
     }
 
     /// The policy for `org` as of now; a call keeps it to the end.
@@ -160,23 +178,67 @@ impl Coffer {
 
     /// Store `content` for `org`. The policy decides where; identical
     /// content already stored for `org` is not uploaded again.
+    ///
+    /// The policy's call reserves every location before it looks or
+    /// writes there; the record is then committed from the reservation in
+    /// one transaction. If the reservation (or, for content de-duplicated
+    /// against the organisation's own record, that record) was taken away
+    /// meanwhile, nothing is recorded and the put starts again.
     pub async fn put(&self, org: &str, content: Content) -> Result<ObjectInfo> {
         validate_org(org)?;
-        let outcome = self.policy(org).put(&self.services, org, &content).await?;
-        let record = Record {
-            org: org.to_string(),
-            sha256: content.sha256(),
-            size: content.size(),
-            content_type: content.content_type().to_string(),
-            location: outcome.location,
-            created_at: crate::now_secs(),
-        };
-        // Recorded only now that the bytes are stored. If the organisation
-        // already had a record (a concurrent put of the same content), that
-        // one stands and is returned.
-        let stored = self.services.catalog.insert(&record).await?;
-        let deduplicated = outcome.deduplicated || stored != record;
-        Ok(ObjectInfo::from_record(stored, Some(deduplicated)))
+        for attempt in 1..=PUT_ATTEMPTS {
+            let (outcome, mut reservations) = self.policy(org).put(&self.services, org, &content).await?;
+            let record = Record {
+                org: org.to_string(),
+                sha256: content.sha256(),
+                size: content.size(),
+                content_type: content.content_type().to_string(),
+                location: outcome.location.clone(),
+                created_at: crate::now_secs(),
+            };
+            let chosen = reservations
+                .iter()
+                .position(|r| r.location() == &outcome.location)
+                .map(|i| reservations.swap_remove(i));
+            // Whatever else the call reserved (places it looked) is not needed.
+            Reservation::release_all(reservations).await;
+            let committed = match self.services.lifecycle.commit(&record, chosen.as_ref()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    Reservation::release_all(chosen.into_iter().collect()).await;
+                    return Err(e);
+                }
+            };
+            match committed {
+                Committed::Inserted(stored) => {
+                    if let Some(r) = chosen {
+                        r.settle();
+                    }
+                    return Ok(ObjectInfo::from_record(stored, Some(outcome.deduplicated)));
+                }
+                // A concurrent put of the same content by the same
+                // organisation recorded it first: that record stands.
+                Committed::Existing(stored) => {
+                    Reservation::release_all(chosen.into_iter().collect()).await;
+                    return Ok(ObjectInfo::from_record(stored, Some(true)));
+                }
+                Committed::Lost => {
+                    if let Some(r) = chosen {
+                        r.settle();
+                    }
+                    tracing::info!(org, sha256 = %record.sha256, attempt, "what the put relied on was deleted meanwhile; starting again");
+                }
+            }
+        }
+        Err(Error::Backend {
+            message: format!(
+                "storing {} for {org:?}: the location kept being deleted or reclaimed while it was stored \
+                 ({PUT_ATTEMPTS} attempts); nothing was recorded, try again",
+                content.sha256()
+            ),
+            retryable: true,
+            source: None,
+        })
     }
 
     /// Store the file at `path` for `org`.
@@ -210,13 +272,23 @@ impl Coffer {
     pub async fn get(&self, org: &str, sha256: &str) -> Result<(ObjectInfo, ByteStream)> {
         let record = self.record(org, sha256, Operation::Get).await?;
         let store = self.services.backends.get(record.location.backend)?;
-        let stream = store.get(&record.location.container, &record.location.name).await.map_err(|e| match e {
-            // The catalog says it is there; the backend lost it.
-            Error::NotFound(m) => {
-                Error::Integrity(format!("{} is recorded but missing from its backend: {m}", record.location))
+        let stream = match store.get(&record.location.container, &record.location.name).await {
+            Ok(s) => s,
+            Err(Error::NotFound(m)) => {
+                // Deleted between the lookup and the read? Then it is simply
+                // gone. Still recorded? Then the backend lost it.
+                return Err(match self.services.catalog.lookup(org, &record.sha256).await? {
+                    None => Error::NotFound(format!(
+                        "organisation {org:?} has no object {} (it was just deleted)",
+                        record.sha256
+                    )),
+                    Some(_) => {
+                        Error::Integrity(format!("{} is recorded but missing from its backend: {m}", record.location))
+                    }
+                });
             }
-            other => other,
-        })?;
+            Err(other) => return Err(other),
+        };
         let what = format!("{} ({})", record.sha256, record.location);
         let stream = verify_stream(stream, record.sha256, record.size, what);
         Ok((ObjectInfo::from_record(record, None), stream))
@@ -233,28 +305,41 @@ impl Coffer {
     }
 
     /// Write `org`'s object `sha256` to `path`. The bytes go to a temporary
-    /// file beside it, renamed into place only once they are verified, so
-    /// `path` never holds wrong or partial content.
+    /// file beside it, synced to disk and renamed into place only once
+    /// they are verified, so `path` never holds wrong or partial content.
+    /// The file gets the mode a newly created file would (the umask
+    /// applies), not the private mode of temporary files.
     pub async fn get_to_path(&self, org: &str, sha256: &str, path: impl AsRef<Path>) -> Result<ObjectInfo> {
         let path = path.as_ref();
         let (info, mut stream) = self.get(org, sha256).await?;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = tempfile::NamedTempFile::new_in(dir)
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".coffer-get-");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder
+            .tempfile_in(dir)
             .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
         let (file, tmp_path) = tmp.into_parts();
         // Network chunks are small; batching them keeps the blocking-pool
         // round trips of tokio's file writes few.
         let mut file = tokio::io::BufWriter::with_capacity(crate::content::CHUNK * 4, tokio::fs::File::from_std(file));
+        let writing = |e| Error::io(format!("writing {}", path.display()), e);
         while let Some(chunk) = stream.next().await {
-            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk?)
-                .await
-                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk?).await.map_err(writing)?;
         }
-        tokio::io::AsyncWriteExt::flush(&mut file)
-            .await
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        drop(file);
+        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(writing)?;
+        // On disk before it takes the name: a crash never leaves `path`
+        // naming an empty or partial file.
+        file.into_inner().sync_all().await.map_err(writing)?;
         tmp_path.persist(path).map_err(|e| Error::io(format!("renaming into {}", path.display()), e.error))?;
+        // And the rename itself survives a crash.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
         Ok(info)
     }
 
@@ -268,19 +353,17 @@ impl Coffer {
     }
 
     /// Delete `org`'s reference to `sha256`, where policy allows; the bytes
-    /// go when no other reference needs them.
+    /// go when no other reference (committed, or a put in progress) needs
+    /// them. If the bytes cannot be deleted now, the record is still gone
+    /// and the error says so; `coffer gc` deletes them later.
     pub async fn delete(&self, org: &str, sha256: &str) -> Result<ObjectInfo> {
         let record = self.record(org, sha256, Operation::Delete).await?;
-        // The record goes first: a failure after it leaves unreferenced
-        // bytes (harmless, found again by the next put of the same content),
-        // never a record pointing at nothing.
-        let Some((removed, remaining)) = self.services.catalog.remove(org, &record.sha256).await? else {
-            return Err(Error::NotFound(format!("organisation {org:?} has no object {}", record.sha256)));
-        };
-        if remaining == 0 {
-            let Location { backend, container, name } = &removed.location;
-            self.services.backends.get(*backend)?.delete(container, name).await?;
-        }
+        let removed = self
+            .services
+            .lifecycle
+            .remove(org, &record.sha256)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("organisation {org:?} has no object {}", record.sha256)))?;
         Ok(ObjectInfo::from_record(removed, None))
     }
 
@@ -299,6 +382,17 @@ impl Coffer {
         let record = self.record(org, sha256, Operation::Link).await?;
         let Location { backend, container, name } = &record.location;
         self.services.backends.get(*backend)?.link(container, name, expires, filename)
+    }
+
+    /// Reclaim what crashes and failures left behind, older than
+    /// `options.older_than`: abandoned reservations, unfinished deletions,
+    /// incomplete uploads, and unreferenced bytes (see [`crate::gc`]).
+    pub async fn gc(
+        &self,
+        options: &crate::gc::GcOptions,
+        progress: &dyn crate::gc::Progress,
+    ) -> Result<crate::gc::GcReport> {
+        crate::gc::run(&self.services, options, progress).await
     }
 
     /// Time `n` policy decisions for `org`'s object `sha256` (`put`: the

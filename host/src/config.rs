@@ -20,6 +20,8 @@
 //! | `COFFER_POLICY_FUEL` | guest instructions per policy call | 500000000 |
 //! | `COFFER_POLICY_MEMORY` | guest memory per policy call, bytes | 67108864 |
 //! | `COFFER_CACHE_DIR` | compiled policy components (`none`: no cache) | `~/.cache/coffer` |
+//! | `COFFER_S3_TIMEOUT` | seconds an S3 request may stay silent before it is retried | 60 |
+//! | `COFFER_DELETE_TIMEOUT` | seconds one deletion of bytes may take; twice this, an unfinished one is taken over | 60 |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,6 +57,12 @@ impl DatabaseUrl {
         if let Some((scheme, _)) = path.split_once("://") {
             return Err(Error::Config(format!("COFFER_DATABASE_URL: unknown scheme {scheme:?}; use sqlite:PATH")));
         }
+        if crate::backend::sqlite::is_in_memory(path) {
+            return Err(Error::Config(format!(
+                "COFFER_DATABASE_URL {url:?} is an in-memory database (:memory:), which every connection sees as a \
+                 different, empty database and which loses everything on exit: give a file, e.g. sqlite:coffer.db"
+            )));
+        }
         Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
     }
 }
@@ -77,8 +85,12 @@ pub struct S3Settings {
     pub create_buckets: Option<bool>,
     /// Objects larger than this go up in parts (default 64 MiB).
     pub multipart_threshold: Option<u64>,
-    /// Size of each part (default 8 MiB, at least 5 MiB).
+    /// Size of each part (default 8 MiB, at least 5 MiB; grown so that no
+    /// object needs more than 10,000 parts).
     pub part_size: Option<u64>,
+    /// Seconds an S3 request may stay silent (no bytes arriving) before it
+    /// fails and is retried (default 60).
+    pub timeout: Option<u64>,
 }
 
 impl fmt::Debug for S3Settings {
@@ -97,6 +109,7 @@ impl fmt::Debug for S3Settings {
             .field("create_buckets", &self.create_buckets)
             .field("multipart_threshold", &self.multipart_threshold)
             .field("part_size", &self.part_size)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -149,7 +162,13 @@ pub struct Config {
     /// Where compiled policy components are cached; `none` turns the cache
     /// off. Default `$XDG_CACHE_HOME/coffer` or `~/.cache/coffer`.
     pub cache_dir: Option<PathBuf>,
+    /// Seconds one deletion of bytes may take (default 60). A deletion
+    /// left unfinished (its process died) is taken over after twice this.
+    pub delete_timeout: Option<u64>,
 }
+
+/// Default for [`Config::delete_timeout`], seconds.
+pub const DEFAULT_DELETE_TIMEOUT: u64 = 60;
 
 /// Environment variables that map onto policy settings.
 const SETTING_VARS: &[(&str, &str)] = &[
@@ -236,6 +255,12 @@ impl Config {
         if let Some(v) = var("COFFER_MULTIPART_PART_SIZE") {
             s3.part_size = Some(parse_num("COFFER_MULTIPART_PART_SIZE", &v)?);
         }
+        if let Some(v) = var("COFFER_S3_TIMEOUT") {
+            s3.timeout = Some(parse_num("COFFER_S3_TIMEOUT", &v)?);
+        }
+        if let Some(v) = var("COFFER_DELETE_TIMEOUT") {
+            config.delete_timeout = Some(parse_num("COFFER_DELETE_TIMEOUT", &v)?);
+        }
         for (name, key) in SETTING_VARS {
             if let Some(v) = var(name) {
                 config.settings.insert(key.to_string(), v);
@@ -259,6 +284,11 @@ impl Config {
         }
     }
 
+    /// How long one deletion of bytes may take.
+    pub fn delete_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.delete_timeout.unwrap_or(DEFAULT_DELETE_TIMEOUT))
+    }
+
     /// The database location.
     pub fn database(&self) -> Result<DatabaseUrl> {
         DatabaseUrl::parse(self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE))
@@ -273,6 +303,9 @@ impl Config {
                 "policy limits too small: COFFER_POLICY_FUEL must be above 0 and COFFER_POLICY_MEMORY at least 1048576"
                     .into(),
             ));
+        }
+        if self.delete_timeout == Some(0) {
+            return Err(Error::Config("COFFER_DELETE_TIMEOUT must be at least 1 second".into()));
         }
         if self.s3.any() {
             self.validate_s3()?;
@@ -322,6 +355,9 @@ impl Config {
                 "COFFER_MULTIPART_PART_SIZE is {part}; S3 needs parts of at least {} bytes",
                 crate::backend::s3::MIN_PART_SIZE
             )));
+        }
+        if s3.timeout == Some(0) {
+            return Err(Error::Config("COFFER_S3_TIMEOUT must be at least 1 second".into()));
         }
         if let Some(t) = s3.multipart_threshold
             && t > crate::backend::s3::MAX_SINGLE_PUT
@@ -374,6 +410,9 @@ mod tests {
         assert_eq!(DatabaseUrl::parse("rel.db").unwrap(), DatabaseUrl::Sqlite("rel.db".into()));
         assert!(DatabaseUrl::parse("mysql://h/db").is_err());
         assert!(matches!(DatabaseUrl::parse("postgres://h/db"), Err(Error::Config(m)) if m.contains("PostgreSQL")));
+        for memory in ["sqlite::memory:", ":memory:", "sqlite:file::memory:?mode=memory"] {
+            assert!(matches!(DatabaseUrl::parse(memory), Err(Error::Config(m)) if m.contains(":memory:")), "{memory}");
+        }
     }
 
     #[test]

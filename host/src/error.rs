@@ -47,6 +47,10 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// The server does not implement what was asked (for example an S3
+    /// server without ListMultipartUploads); retrying will not help.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The policy component is invalid, trapped, ran out of fuel or
     /// memory, or broke the contract.
     #[error("policy component: {0}")]
@@ -104,7 +108,7 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Integrity(_) => ErrorKind::Integrity,
-            Error::Backend { .. } | Error::Io { .. } => ErrorKind::Unavailable,
+            Error::Backend { .. } | Error::Io { .. } | Error::Unsupported(_) => ErrorKind::Unavailable,
             Error::Policy(_) => ErrorKind::Policy,
             Error::Internal(_) => ErrorKind::Internal,
         }

@@ -8,7 +8,11 @@
 //!   verification of bytes read back.
 //! - [`backend`]: the [`BlobStore`](backend::BlobStore) trait and one store per file
 //!   (`sqlite.rs`, `s3/`); routing of a location to its store.
-//! - [`catalog`]: who owns which content, and where its bytes live.
+//! - [`catalog`]: who owns which content, where its bytes live, and the
+//!   lifecycle of locations (reserve, commit, tombstone) that keeps records
+//!   and bytes together under any interleaving.
+//! - [`gc`]: `coffer gc`, which reclaims what crashes and failures left.
+//! - [`cleanup`]: clean-up that outlives a cancelled operation.
 //! - [`policy`]: the wasmtime host for policy components (`wit/storage.wit`).
 //! - [`coffer`]: [`Coffer`], the operations callers use: put, get, stat, list, delete.
 //! - [`cli`]: the `coffer` command line (the binary only parses and calls [`cli::run`]).
@@ -28,11 +32,13 @@
 
 pub mod backend;
 pub mod catalog;
+pub mod cleanup;
 pub mod cli;
 pub mod coffer;
 pub mod config;
 pub mod content;
 pub mod error;
+pub mod gc;
 pub mod policy;
 pub mod retry;
 

@@ -1,10 +1,10 @@
 //! One conformance suite for the `BlobStore` trait, run against every
 //! backend: the embedded SQLite database and S3 (on the real test server).
 
-use coffer::backend::BlobStore;
 use coffer::backend::s3::S3Store;
 use coffer::backend::sqlite::SqliteDb;
-use coffer::{Content, Error};
+use coffer::backend::{BlobMeta, BlobStore};
+use coffer::{Content, Digest, Error};
 use futures_util::StreamExt;
 
 use crate::support::{data, unique_bucket};
@@ -34,7 +34,8 @@ async fn conformance(store: &dyn BlobStore, container: &str) {
     for (name, bytes) in &cases {
         let content = Content::from_bytes(bytes.clone(), None).unwrap();
         assert!(store.put(container, name, &content).await.unwrap(), "{name}: written");
-        assert_eq!(store.head(container, name).await.unwrap(), Some(bytes.len() as u64), "{name}");
+        let meta = BlobMeta { size: bytes.len() as u64, sha256: Some(Digest::of(bytes)) };
+        assert_eq!(store.head(container, name).await.unwrap(), Some(meta), "{name}: size and confirmed digest");
         assert!(read_all(store, container, name).await.unwrap() == *bytes, "{name}");
     }
 
@@ -46,14 +47,28 @@ async fn conformance(store: &dyn BlobStore, container: &str) {
     let other = Content::from_bytes(b"other bytes".to_vec(), None).unwrap();
     assert!(matches!(store.put(container, "p/c", &other).await, Err(Error::Conflict(_))));
     assert!(read_all(store, container, "p/c").await.unwrap() == big);
+    // "Already stored" is decided by digest, never by size: other bytes of
+    // the same size under the name are a conflict too, and stay.
+    let mut same_size = big.clone();
+    same_size[0] ^= 1;
+    let impostor = Content::from_bytes(same_size, None).unwrap();
+    let err = store.put(container, "p/c", &impostor).await.unwrap_err();
+    assert!(matches!(&err, Error::Conflict(m) if m.contains("same size")), "{err}");
+    assert!(read_all(store, container, "p/c").await.unwrap() == big);
 
     // Listing: by prefix, in name order, after a name, limited.
     let names = |v: Vec<coffer::backend::BlobEntry>| v.into_iter().map(|e| e.name).collect::<Vec<_>>();
     assert_eq!(names(store.list(container, "p/", None, 100).await.unwrap()), ["p/a", "p/b", "p/c"]);
     assert_eq!(names(store.list(container, "p/", Some("p/a"), 100).await.unwrap()), ["p/b", "p/c"]);
     assert_eq!(names(store.list(container, "", None, 2).await.unwrap()), ["p/a", "p/b"]);
-    let sizes: Vec<u64> = store.list(container, "p/", None, 100).await.unwrap().iter().map(|e| e.size).collect();
+    let listed = store.list(container, "p/", None, 100).await.unwrap();
+    let sizes: Vec<u64> = listed.iter().map(|e| e.size).collect();
     assert_eq!(sizes, [0, 1, big.len() as u64]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for e in &listed {
+        let modified = e.modified.unwrap_or_else(|| panic!("{}: no time", e.name));
+        assert!(modified.abs_diff(now) < 600, "{}: written at {modified}, now {now}", e.name);
+    }
 
     // Content that changed after it was hashed is refused and leaves nothing.
     let dir = tempfile::tempdir().unwrap();
@@ -64,6 +79,9 @@ async fn conformance(store: &dyn BlobStore, container: &str) {
     let err = store.put(container, "p/changed", &changed).await.unwrap_err();
     assert_eq!(err.kind(), coffer::ErrorKind::Integrity, "{err}");
     assert_eq!(store.head(container, "p/changed").await.unwrap(), None);
+
+    // Nothing left half-uploaded by any of the above.
+    assert!(store.incomplete_uploads(container).await.unwrap().is_empty());
 
     // Delete.
     store.delete(container, "p/b").await.unwrap();
@@ -106,5 +124,5 @@ async fn buckets_outside_us_east_1_are_created_with_their_region() {
     let bucket = unique_bucket("eu");
     store.ensure_container(&bucket).await.unwrap();
     store.put(&bucket, "k", &Content::from_bytes("x", None).unwrap()).await.unwrap();
-    assert_eq!(store.head(&bucket, "k").await.unwrap(), Some(1));
+    assert_eq!(store.head(&bucket, "k").await.unwrap().map(|m| m.size), Some(1));
 }

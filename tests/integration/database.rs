@@ -45,7 +45,7 @@ async fn storing_the_same_file_twice_stores_it_once() {
     assert_eq!(first.created_at, second.created_at, "the first record stands");
     let db = t.raw_db();
     let blobs: i64 = db.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0)).unwrap();
-    let chunk_bytes: i64 = db.query_row("SELECT sum(length(data)) FROM blob_chunks", [], |r| r.get(0)).unwrap();
+    let chunk_bytes: i64 = db.query_row("SELECT sum(length(data)) FROM blob_data", [], |r| r.get(0)).unwrap();
     let records: i64 = db.query_row("SELECT count(*) FROM objects", [], |r| r.get(0)).unwrap();
     assert_eq!((blobs, chunk_bytes, records), (1, 600_000, 1));
 }
@@ -112,9 +112,9 @@ async fn corrupted_stored_bytes_are_an_integrity_error_not_wrong_bytes() {
     let info = t.coffer.put("acme", Content::from_bytes(bytes, None).unwrap()).await.unwrap();
     let db = t.raw_db();
     // Flip one byte of the stored blob.
-    let mut stored: Vec<u8> = db.query_row("SELECT data FROM blob_chunks", [], |r| r.get(0)).unwrap();
+    let mut stored: Vec<u8> = db.query_row("SELECT data FROM blob_data", [], |r| r.get(0)).unwrap();
     stored[1234] ^= 0xff;
-    db.execute("UPDATE blob_chunks SET data = ?1", [stored]).unwrap();
+    db.execute("UPDATE blob_data SET data = ?1", [stored]).unwrap();
     let err = t.coffer.get_bytes("acme", &info.sha256).await.unwrap_err();
     assert!(matches!(err, Error::Integrity(_)), "{err}");
     // get_to_path leaves nothing behind at the destination.
@@ -123,7 +123,7 @@ async fn corrupted_stored_bytes_are_an_integrity_error_not_wrong_bytes() {
     assert!(matches!(err, Error::Integrity(_)), "{err}");
     assert!(!out.exists());
     // Truncation is caught too.
-    db.execute("UPDATE blob_chunks SET data = substr(data, 1, 10)", []).unwrap();
+    db.execute("UPDATE blob_data SET data = substr(data, 1, 10)", []).unwrap();
     assert!(matches!(t.coffer.get_bytes("acme", &info.sha256).await, Err(Error::Integrity(_))));
     // And a blob that vanished from under its record.
     db.execute("DELETE FROM blobs", []).unwrap();
@@ -159,7 +159,7 @@ async fn delete_removes_the_record_and_the_bytes() {
     t.coffer.delete("acme", &info.sha256.to_string()).await.unwrap();
     let db = t.raw_db();
     let (blobs, chunks): (i64, i64) = db
-        .query_row("SELECT (SELECT count(*) FROM blobs), (SELECT count(*) FROM blob_chunks)", [], |r| {
+        .query_row("SELECT (SELECT count(*) FROM blobs), (SELECT count(*) FROM blob_data)", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::content::{ByteStream, Content};
+use crate::content::{ByteStream, Content, Digest};
 use crate::error::{Error, Result};
 
 pub mod s3;
@@ -67,11 +67,64 @@ impl fmt::Display for Location {
     }
 }
 
+/// What a store knows of a blob: its size and, where the store can vouch
+/// for it, its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub size: u64,
+    /// The digest the store confirms: the database's column; on S3 the
+    /// full-object `ChecksumSHA256` the server verified, or the digest
+    /// Coffer wrote as object metadata. `None` when the store can say
+    /// nothing about the bytes.
+    pub sha256: Option<Digest>,
+}
+
+impl BlobMeta {
+    /// Check that this blob, at `at`, holds `content`: the same size and a
+    /// confirmed, equal digest. Anything else is a [`Error::Conflict`]:
+    /// "already stored" is decided by digest, never by size, and stored
+    /// objects are never overwritten.
+    pub fn confirm(&self, at: impl fmt::Display, content: &Content) -> Result<()> {
+        if self.size != content.size() {
+            return Err(Error::Conflict(format!(
+                "{at} holds {} bytes, not this content's {}; stored objects are never overwritten",
+                self.size,
+                content.size()
+            )));
+        }
+        match self.sha256 {
+            Some(d) if d == content.sha256() => Ok(()),
+            Some(d) => Err(Error::Conflict(format!(
+                "{at} holds other content of the same size (SHA-256 {d}, not {}); stored objects are never overwritten",
+                content.sha256()
+            ))),
+            None => Err(Error::Conflict(format!(
+                "{at} holds {} bytes whose SHA-256 cannot be confirmed (the server reports no SHA-256 checksum and \
+                 the object carries no Coffer digest), so it is never taken for this content",
+                self.size
+            ))),
+        }
+    }
+}
+
 /// One object as a [`BlobStore`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobEntry {
     pub name: String,
     pub size: u64,
+    /// When it was written (seconds since the Unix epoch), if known.
+    pub modified: Option<u64>,
+}
+
+/// An upload that was started and neither completed nor aborted: an S3
+/// multipart upload, or a database blob still being staged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IncompleteUpload {
+    pub name: String,
+    pub id: String,
+    /// Its last sign of life (seconds since the Unix epoch): when an S3
+    /// upload was initiated, when a database blob last had a row staged.
+    pub active_at: u64,
 }
 
 /// A store of immutable blobs addressed by container and name. Small on
@@ -81,16 +134,17 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Which kind of store this is.
     fn kind(&self) -> BackendKind;
 
-    /// The size of the blob, or `None` if there is none.
-    async fn head(&self, container: &str, name: &str) -> Result<Option<u64>>;
+    /// The blob's size and confirmed digest, or `None` if there is none.
+    async fn head(&self, container: &str, name: &str) -> Result<Option<BlobMeta>>;
 
     /// Make sure the container exists.
     async fn ensure_container(&self, container: &str) -> Result<()>;
 
     /// Store `content` under `name`, verifying its digest on the way.
-    /// Never overwrites: when a blob with this content's size is already
-    /// there, nothing is written and the answer is `false` (a blob of
-    /// another size there is a [`Error::Conflict`]); `true` when written.
+    /// Never overwrites: when the blob there is confirmed (by digest, see
+    /// [`BlobMeta::confirm`]) to be this content, nothing is written and
+    /// the answer is `false`; anything else there is a
+    /// [`Error::Conflict`]. `true` when written.
     async fn put(&self, container: &str, name: &str, content: &Content) -> Result<bool>;
 
     /// Stream the blob; [`Error::NotFound`] when it does not exist.
@@ -101,6 +155,20 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
     /// Blobs whose names start with `prefix`, in name order, after `after`.
     async fn list(&self, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobEntry>>;
+
+    /// Every container the store holds, where it can tell (the database);
+    /// `None` where it cannot or should not (S3 credentials may see
+    /// buckets that are not Coffer's).
+    async fn containers(&self) -> Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+
+    /// Uploads in `container` that were started and never completed or
+    /// aborted.
+    async fn incomplete_uploads(&self, container: &str) -> Result<Vec<IncompleteUpload>>;
+
+    /// Abort an incomplete upload, freeing what it holds.
+    async fn abort_upload(&self, container: &str, upload: &IncompleteUpload) -> Result<()>;
 
     /// A direct download link: presigned, valid for `expires` and naming
     /// the download `filename`; or, with `expires` `None`, the plain URL of

@@ -61,7 +61,7 @@ pub fn error_to_wit(e: &Error) -> types::Error {
         Error::NotFound(_) => types::Error::NotFound(m),
         Error::Conflict(_) => types::Error::Conflict(m),
         Error::Integrity(_) => types::Error::Integrity(m),
-        Error::Backend { .. } | Error::Io { .. } => types::Error::Unavailable(m),
+        Error::Backend { .. } | Error::Io { .. } | Error::Unsupported(_) => types::Error::Unavailable(m),
         Error::Policy(_) | Error::Internal(_) => types::Error::Internal(m),
     }
 }

@@ -13,16 +13,19 @@ use super::bindings::coffer::storage::{host, store, types};
 use super::convert;
 use crate::backend::{Backends, Location};
 use crate::catalog::Catalog;
+use crate::catalog::lifecycle::{Lifecycle, Reservation, may_have_written};
 use crate::config::Config;
 use crate::content::Content;
 use crate::error::{Error, Result};
 
-/// What every call shares: configuration, catalog, backends.
+/// What every call shares: configuration, catalog, backends, and the
+/// lifecycle of locations built on them.
 #[derive(Debug)]
 pub struct HostServices {
     pub config: Config,
     pub catalog: Arc<dyn Catalog>,
     pub backends: Backends,
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// The content resource as the guest holds it.
@@ -44,8 +47,12 @@ pub struct CallState {
     /// the content being put. The host accepts a put outcome only for one
     /// of these.
     pub(super) verified: HashSet<Location>,
-    /// Size of the content being put, to judge what `head` finds.
-    pub(super) put_size: Option<u64>,
+    /// The content being put, during a put.
+    pub(super) put_content: Option<Content>,
+    /// The locations this put reserved (before looking or writing there),
+    /// so no delete can take their bytes until the put commits or
+    /// releases them.
+    pub(super) reservations: Vec<Reservation>,
 }
 
 impl std::fmt::Debug for CallState {
@@ -74,7 +81,8 @@ impl CallState {
             host_calls_left: limits.host_calls,
             services,
             verified: HashSet::new(),
-            put_size: None,
+            put_content: None,
+            reservations: Vec::new(),
         }
     }
 
@@ -127,15 +135,39 @@ impl CallState {
         Ok(record.map(|r| convert::object_info(&r)))
     }
 
+    /// The index of this put's reservation of `at`, reserving it first if
+    /// needed (waiting while the location's bytes are being deleted).
+    async fn reservation_for(&mut self, at: &Location, content: &Content) -> Result<usize> {
+        if let Some(i) = self.reservations.iter().position(|r| r.location() == at) {
+            return Ok(i);
+        }
+        let org = self.org()?.to_string();
+        let r = self.services.lifecycle.reserve(&org, content.sha256(), content.size(), at).await?;
+        self.reservations.push(r);
+        Ok(self.reservations.len() - 1)
+    }
+
     async fn head(&mut self, at: types::Location) -> Result<Option<u64>> {
         self.spend_host_call()?;
         let at = convert::location_from_wit(at);
         self.check_boundary(&at).await?;
-        let size = self.services.backends.get(at.backend)?.head(&at.container, &at.name).await?;
-        if size.is_some() && size == self.put_size {
-            self.verified.insert(at);
+        let store = self.services.backends.get(at.backend)?.clone();
+        let Some(content) = self.put_content.clone() else {
+            // Outside a put there is nothing to confirm: just the size.
+            return Ok(store.head(&at.container, &at.name).await?.map(|m| m.size));
+        };
+        // Reserved before looking: what is found cannot be deleted before
+        // this put commits or lets go.
+        self.reservation_for(&at, &content).await?;
+        match store.head(&at.container, &at.name).await? {
+            None => Ok(None),
+            Some(meta) => {
+                // Same size is not enough: the digest must be confirmed.
+                meta.confirm(&at, &content)?;
+                self.verified.insert(at);
+                Ok(Some(meta.size))
+            }
         }
-        Ok(size)
     }
 
     async fn ensure_container(&mut self, backend: types::Backend, container: String) -> Result<()> {
@@ -150,7 +182,16 @@ impl CallState {
         let at = convert::location_from_wit(at);
         self.check_boundary(&at).await?;
         let content = self.table.get(body).map_err(|e| Error::Policy(format!("bad content handle: {e}")))?.0.clone();
-        let written = self.services.backends.get(at.backend)?.put(&at.container, &at.name, &content).await?;
+        let store = self.services.backends.get(at.backend)?.clone();
+        let i = self.reservation_for(&at, &content).await?;
+        let reservation = &mut self.reservations[i];
+        let written = reservation.keep_alive(store.put(&at.container, &at.name, &content)).await;
+        match &written {
+            Ok(true) => reservation.mark_written(),
+            Err(e) if may_have_written(e) => reservation.mark_written(),
+            _ => {}
+        }
+        let written = written?;
         self.verified.insert(at);
         Ok(written)
     }

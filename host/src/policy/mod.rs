@@ -23,6 +23,7 @@ use self::engine::{PolicyEngine, first_line};
 use self::host::{CallState, ContentHandle, HostServices};
 use crate::backend::Location;
 use crate::catalog::Record;
+use crate::catalog::lifecycle::Reservation;
 use crate::content::{Content, Digest};
 use crate::error::{Error, Result};
 
@@ -184,25 +185,41 @@ impl Policy {
 
     /// Let the policy place (and, through the store imports, write)
     /// `content` for `org`. The host accepts the outcome only for a
-    /// location it saw hold the content during this call.
-    pub async fn put(&self, services: &Arc<HostServices>, org: &str, content: &Content) -> Result<PutOutcome> {
+    /// location it saw hold the content during this call. Returns the
+    /// reservations the call made (the caller commits the one for the
+    /// outcome's location and releases the rest); on failure they are
+    /// released here.
+    pub async fn put(
+        &self,
+        services: &Arc<HostServices>,
+        org: &str,
+        content: &Content,
+    ) -> Result<(PutOutcome, Vec<Reservation>)> {
         let (mut store, instance) = self.instantiate(services, Some(org)).await?;
-        store.data_mut().put_size = Some(content.size());
+        store.data_mut().put_content = Some(content.clone());
         let handle = store
             .data_mut()
             .table()
             .push(ContentHandle(content.clone()))
             .map_err(|e| Error::Internal(format!("content handle: {e}")))?;
         let result = instance.coffer_storage_policy().call_put(&mut store, org, handle).await;
-        let outcome: types::PutOutcome = self.finish(result, &services.config)?;
+        let reservations = std::mem::take(&mut store.data_mut().reservations);
+        let outcome: types::PutOutcome = match self.finish(result, &services.config) {
+            Ok(o) => o,
+            Err(e) => {
+                Reservation::release_all(reservations).await;
+                return Err(e);
+            }
+        };
         let location = convert::location_from_wit(outcome.location);
         if !store.data().verified.contains(&location) {
+            Reservation::release_all(reservations).await;
             return Err(Error::Policy(format!(
                 "{} reported {location} for the content, but neither wrote it there nor found it there",
                 self.name
             )));
         }
-        Ok(PutOutcome { location, deduplicated: outcome.deduplicated })
+        Ok((PutOutcome { location, deduplicated: outcome.deduplicated }, reservations))
     }
 
     /// Ask whether `org` may perform `op` on `record`.

@@ -76,6 +76,7 @@ pub fn parse_error(op: &Op<'_>, status: StatusCode, body: &str) -> Error {
         }
         (400, "RequestTimeout") => retryable(format!("{op}: S3 timed out waiting for the body ({detail})")),
         (429, _) | (503, _) => retryable(format!("{op}: S3 is throttling or unavailable ({detail})")),
+        (501, _) => Error::Unsupported(format!("{op}: the server does not implement this ({detail})")),
         (500..=599, _) => retryable(format!("{op}: S3 server error ({detail})")),
         (400, _) => Error::InvalidInput(format!("{op}: S3 refused the request ({detail})")),
         _ => Error::Backend { message: format!("{op}: unexpected answer ({detail})"), retryable: false, source: None },
@@ -133,7 +134,7 @@ mod tests {
             (429, "SlowDown", ErrorKind::Unavailable, true),
             (500, "InternalError", ErrorKind::Unavailable, true),
             (503, "SlowDown", ErrorKind::Unavailable, true),
-            (501, "NotImplemented", ErrorKind::Unavailable, true),
+            (501, "NotImplemented", ErrorKind::Unavailable, false),
         ];
         for (status, code, kind, retry) in table {
             let e = classify(*status, code);

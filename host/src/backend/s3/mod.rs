@@ -3,40 +3,53 @@
 //! multipart above a threshold, checksums the server verifies, presigned
 //! links built from the configured endpoint.
 //!
-//! - `sign.rs`: signing and URL encoding (pure, tested with AWS's examples).
+//! - this file: the client, single uploads, and "is this content already
+//!   there?", decided by digest (see [`S3Store::head`]);
+//! - `multipart.rs`: multipart uploads, aborted when they fail or are
+//!   cancelled, with ambiguous completions resolved by a HEAD;
+//! - `listing.rs`: ListObjectsV2 and ListMultipartUploads answers;
+//! - `sign.rs`: signing and URL encoding (pure, tested with AWS's examples);
 //! - `error.rs`: every non-success answer mapped to an error, in one place.
 
 mod error;
+mod listing;
+mod multipart;
 pub mod sign;
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
-use futures_util::stream::FuturesUnordered;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use self::error::{Op, S3ErrorBody, parse_error, transport_error};
 use self::sign::{EMPTY_SHA256, Signer, encode, encode_key};
-use super::{BackendKind, BlobEntry, BlobStore};
+use super::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload};
 use crate::config::S3Settings;
-use crate::content::{ByteStream, Content, verify_stream};
+use crate::content::{ByteStream, Content, Digest, verify_stream};
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 
+pub use self::multipart::{MAX_OBJECT_SIZE, MAX_PARTS, part_size_for};
+
 /// The smallest part S3 accepts (all but the last).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
-/// S3's largest single PUT.
+/// S3's largest part, and largest single PUT.
 pub const MAX_SINGLE_PUT: u64 = 5 << 30;
 /// Parts of one upload in flight at once: with the part size this bounds
 /// the memory a multipart upload holds.
 pub const PART_CONCURRENCY: usize = 4;
+
+/// User metadata Coffer writes on every upload: the lowercase hex SHA-256
+/// of the whole object. Multipart objects have no full-object SHA-256
+/// checksum on S3 (only per part), so this is how a later HEAD confirms
+/// what an object holds. Sent as `x-amz-meta-coffer-sha256`.
+pub const DIGEST_METADATA: &str = "x-amz-meta-coffer-sha256";
 
 /// How the bucket appears in URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +60,8 @@ pub enum Addressing {
     Virtual,
 }
 
-/// S3 as a [`BlobStore`].
-#[derive(Debug)]
+/// S3 as a [`BlobStore`]. Cheap to clone; clones share the connection pool.
+#[derive(Debug, Clone)]
 pub struct S3Store {
     client: reqwest::Client,
     scheme: String,
@@ -64,7 +77,7 @@ pub struct S3Store {
     part_size: u64,
     retry: RetryPolicy,
     /// Buckets already ensured by this process.
-    ensured: Mutex<HashSet<String>>,
+    ensured: Arc<Mutex<HashSet<String>>>,
 }
 
 /// What a request sends as its body; re-created for every attempt.
@@ -113,26 +126,6 @@ impl Payload<'_> {
             }
         })
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ListBucketResult {
-    #[serde(default)]
-    contents: Vec<ListEntry>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ListEntry {
-    key: String,
-    size: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct InitiateMultipartUploadResult {
-    upload_id: String,
 }
 
 /// Refuse names that cannot be a bucket or key before they reach a URL.
@@ -186,7 +179,9 @@ impl S3Store {
         };
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .read_timeout(Duration::from_secs(60))
+            // A request that stays silent this long fails and is retried
+            // (a stalled server, a half-open connection).
+            .read_timeout(Duration::from_secs(s.timeout.unwrap_or(60)))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
@@ -202,7 +197,7 @@ impl S3Store {
             multipart_threshold: s.multipart_threshold.unwrap_or(64 << 20),
             part_size: s.part_size.unwrap_or(8 << 20),
             retry: RetryPolicy::default(),
-            ensured: Mutex::new(HashSet::new()),
+            ensured: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
@@ -232,8 +227,24 @@ impl S3Store {
         payload: Payload<'_>,
         accept: &[StatusCode],
     ) -> Result<reqwest::Response> {
+        self.send_with(&self.retry, op, method, url, headers, payload, accept).await
+    }
+
+    /// [`S3Store::send`] with its own retry policy (one attempt, for
+    /// requests whose failures need a look before they are repeated).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_with(
+        &self,
+        retry: &RetryPolicy,
+        op: &Op<'_>,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        payload: Payload<'_>,
+        accept: &[StatusCode],
+    ) -> Result<reqwest::Response> {
         let payload_sha = payload.sha256();
-        self.retry
+        retry
             .run(op.name, || async {
                 let signed =
                     self.signer.sign_headers(method.as_str(), url, headers, &payload_sha, SystemTime::now())?;
@@ -262,171 +273,46 @@ impl S3Store {
     async fn put_single(&self, bucket: &str, key: &str, content: &Content) -> Result<bool> {
         let op = Op { name: "PutObject", bucket, key: Some(key) };
         let checksum = base64::engine::general_purpose::STANDARD.encode(content.sha256().as_bytes());
+        let digest = content.sha256().to_string();
         let headers = [
             ("content-type", content.content_type()),
+            // The server verifies the bytes against it and keeps it, so a
+            // later HEAD can confirm what the object holds.
             ("x-amz-checksum-sha256", checksum.as_str()),
+            (DIGEST_METADATA, digest.as_str()),
             // Never overwrite: if the object exists, the server answers
             // 412 and keeps it. This also settles concurrent puts.
             ("if-none-match", "*"),
         ];
         let url = self.url(bucket, Some(key), "");
-        let resp = self
-            .send(&op, Method::PUT, &url, &headers, Payload::Content(content), &[StatusCode::PRECONDITION_FAILED])
-            .await?;
-        if resp.status() != StatusCode::PRECONDITION_FAILED {
-            return Ok(true);
-        }
-        // Something is there already. Content-addressed keys make it this
-        // content, unless someone else put other bytes under the name.
-        match self.existing(bucket, key, content).await? {
-            Some(written) => Ok(written),
-            None => Err(Error::Conflict(format!("{op}: the object vanished after the server said it exists"))),
-        }
-    }
-
-    async fn put_multipart(&self, bucket: &str, key: &str, content: &Content) -> Result<bool> {
-        let url = self.url(bucket, Some(key), "");
-        let op = Op { name: "CreateMultipartUpload", bucket, key: Some(key) };
-        let created = self
-            .send(
-                &op,
-                Method::POST,
-                &self.url(bucket, Some(key), "uploads="),
-                &[("content-type", content.content_type())],
-                Payload::Empty,
-                &[],
-            )
-            .await?;
-        let upload: InitiateMultipartUploadResult = Self::xml(&op, created).await?;
-        let upload_id = encode(&upload.upload_id);
-        match self.upload_parts(bucket, key, &upload_id, content).await {
-            Ok(parts) => {
-                let mut xml = String::from("<CompleteMultipartUpload>");
-                for (n, etag) in &parts {
-                    xml.push_str(&format!("<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>"));
-                }
-                xml.push_str("</CompleteMultipartUpload>");
-                let op = Op { name: "CompleteMultipartUpload", bucket, key: Some(key) };
-                let body = Bytes::from(xml);
-                let sha = sha256_hex(&body);
-                let done = self
-                    .send(
-                        &op,
-                        Method::POST,
-                        &format!("{url}?uploadId={upload_id}"),
-                        &[],
-                        Payload::Bytes(body, sha),
-                        &[],
-                    )
-                    .await;
-                // S3 may answer 200 with an <Error> document.
-                let failed = match done {
-                    Ok(resp) => {
-                        let text = resp.text().await.unwrap_or_default();
-                        if text.contains("<Error>") {
-                            Some(parse_error(&op, StatusCode::INTERNAL_SERVER_ERROR, &text))
-                        } else {
-                            None
-                        }
-                    }
-                    Err(e) => Some(e),
-                };
-                match failed {
-                    None => Ok(true),
-                    Some(e) => {
-                        self.abort(bucket, key, &upload_id).await;
-                        Err(e)
-                    }
-                }
+        // A 412 followed by a HEAD that finds nothing means the object was
+        // deleted in between (by something outside Coffer): try once more.
+        for _ in 0..2 {
+            let resp = self
+                .send(&op, Method::PUT, &url, &headers, Payload::Content(content), &[StatusCode::PRECONDITION_FAILED])
+                .await?;
+            if resp.status() != StatusCode::PRECONDITION_FAILED {
+                return Ok(true);
             }
-            Err(e) => {
-                self.abort(bucket, key, &upload_id).await;
-                Err(e)
+            // Something is there already: it counts as this content only
+            // if its digest is confirmed.
+            if let Some(written) = self.confirm_existing(bucket, key, content).await? {
+                return Ok(written);
             }
         }
-    }
-
-    /// Upload the parts: each is hashed in order (the whole re-hashed on
-    /// the way, so content changed since it was hashed is caught before
-    /// completion), then streamed from the content, at most
-    /// [`PART_CONCURRENCY`] in flight. No part is held in memory.
-    async fn upload_parts(
-        &self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-        content: &Content,
-    ) -> Result<Vec<(u32, String)>> {
-        let url = self.url(bucket, Some(key), "");
-        let mut whole = Some(Sha256::new());
-        let mut etags = Vec::new();
-        let mut in_flight = FuturesUnordered::new();
-        let mut offset = 0u64;
-        let mut number = 0u32;
-        loop {
-            number += 1;
-            let (c, len) = (content.clone(), self.part_size);
-            let mut hasher = whole.take().expect("hasher present between parts");
-            let (sha256, read, hasher) = tokio::task::spawn_blocking(move || {
-                let (sha, read) = c.hash_range(offset, len, &mut hasher)?;
-                Ok::<_, Error>((sha, read, hasher))
-            })
-            .await??;
-            whole = Some(hasher);
-            let payload = Payload::Range { content, offset, len: read, sha256 };
-            // A file that shrank since it was hashed ends early; the digest
-            // check below reports it.
-            let last = read < self.part_size;
-            offset += read;
-            let part_url = format!("{url}?partNumber={number}&uploadId={upload_id}");
-            in_flight.push(async move {
-                let op = Op { name: "UploadPart", bucket, key: Some(key) };
-                let resp = self.send(&op, Method::PUT, &part_url, &[], payload, &[]).await?;
-                let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                Ok::<_, Error>((number, etag))
-            });
-            if in_flight.len() >= PART_CONCURRENCY {
-                etags.push(in_flight.next().await.expect("a part is in flight")?);
-            }
-            if last || offset >= content.size() {
-                break;
-            }
-        }
-        while let Some(done) = in_flight.next().await {
-            etags.push(done?);
-        }
-        let got = hex::encode(whole.expect("hasher present").finalize());
-        if got != content.sha256().to_string() || offset != content.size() {
-            return Err(Error::Integrity(format!(
-                "the input changed while it was being uploaded: hashed as {}, read as {got}",
-                content.sha256()
-            )));
-        }
-        etags.sort_by_key(|(n, _)| *n);
-        Ok(etags)
-    }
-
-    /// Abort a multipart upload so no orphan parts are left; a failure here
-    /// is logged, the original error is what the caller sees.
-    async fn abort(&self, bucket: &str, key: &str, upload_id: &str) {
-        let op = Op { name: "AbortMultipartUpload", bucket, key: Some(key) };
-        let url = self.url(bucket, Some(key), &format!("uploadId={upload_id}"));
-        if let Err(e) = self.send(&op, Method::DELETE, &url, &[], Payload::Empty, &[StatusCode::NOT_FOUND]).await {
-            tracing::warn!(bucket, key, error = %e, "could not abort a multipart upload; its parts remain until the bucket's lifecycle rules remove them");
-        }
+        Err(Error::Conflict(format!("{op}: the object keeps vanishing after the server says it exists")))
     }
 
     /// What is stored under `key` already: `None` when nothing is,
-    /// `Some(false)` (nothing written) when it is this content's size, and
-    /// a conflict when it is something else, which is never overwritten.
-    async fn existing(&self, bucket: &str, key: &str, content: &Content) -> Result<Option<bool>> {
+    /// `Some(false)` (nothing written) when it is confirmed to be this
+    /// content, and a conflict otherwise (see [`BlobMeta::confirm`]).
+    async fn confirm_existing(&self, bucket: &str, key: &str, content: &Content) -> Result<Option<bool>> {
         match self.head(bucket, key).await? {
             None => Ok(None),
-            Some(size) if size == content.size() => Ok(Some(false)),
-            Some(size) => Err(Error::Conflict(format!(
-                "s3://{bucket}/{key} holds {size} bytes, not this content's {}; it is never overwritten",
-                content.size()
-            ))),
+            Some(meta) => {
+                meta.confirm(format!("s3://{bucket}/{key}"), content)?;
+                Ok(Some(false))
+            }
         }
     }
 
@@ -468,20 +354,37 @@ impl BlobStore for S3Store {
         BackendKind::S3
     }
 
-    async fn head(&self, bucket: &str, key: &str) -> Result<Option<u64>> {
+    /// The object's size and the digest S3 confirms for it: the full-object
+    /// `ChecksumSHA256` the server verified at upload (asked for with
+    /// `x-amz-checksum-mode: ENABLED`), or else the digest Coffer wrote as
+    /// metadata. Composite (per-part) checksums say nothing about the whole
+    /// object and are not used.
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<BlobMeta>> {
         check_names(bucket, Some(key))?;
         let op = Op { name: "HeadObject", bucket, key: Some(key) };
         let url = self.url(bucket, Some(key), "");
-        let resp = self.send(&op, Method::HEAD, &url, &[], Payload::Empty, &[StatusCode::NOT_FOUND]).await?;
+        let headers = [("x-amz-checksum-mode", "ENABLED")];
+        let resp = self.send(&op, Method::HEAD, &url, &headers, Payload::Empty, &[StatusCode::NOT_FOUND]).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let len = resp.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-        len.map(Some).ok_or_else(|| Error::Backend {
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let size = header("content-length").and_then(|v| v.parse().ok()).ok_or_else(|| Error::Backend {
             message: format!("{op}: answer without a Content-Length"),
             retryable: false,
             source: None,
-        })
+        })?;
+        let checksum = header("x-amz-checksum-sha256").and_then(|v| {
+            let raw = base64::engine::general_purpose::STANDARD.decode(v.trim()).ok()?;
+            <[u8; 32]>::try_from(raw.as_slice()).ok().map(Digest::from_raw)
+        });
+        let written = header(DIGEST_METADATA).and_then(|v| v.trim().parse::<Digest>().ok());
+        if let (Some(c), Some(w)) = (checksum, written)
+            && c != w
+        {
+            tracing::warn!(bucket, key, checksum = %c, metadata = %w, "an object's checksum and Coffer digest disagree; trusting the checksum");
+        }
+        Ok(Some(BlobMeta { size, sha256: checksum.or(written) }))
     }
 
     async fn ensure_container(&self, bucket: &str) -> Result<()> {
@@ -547,12 +450,14 @@ impl BlobStore for S3Store {
 
     async fn put(&self, bucket: &str, key: &str, content: &Content) -> Result<bool> {
         check_names(bucket, Some(key))?;
+        // Refused before anything is sent (and the part size planned).
+        let part_size = part_size_for(content.size(), self.part_size)?;
         if content.size() > self.multipart_threshold || content.size() > MAX_SINGLE_PUT {
             // Completing a multipart upload has no precondition everywhere:
             // look first (one small request against a large upload).
-            match self.existing(bucket, key, content).await? {
+            match self.confirm_existing(bucket, key, content).await? {
                 Some(written) => Ok(written),
-                None => self.put_multipart(bucket, key, content).await,
+                None => self.put_multipart(bucket, key, content, part_size).await,
             }
         } else {
             self.put_single(bucket, key, content).await
@@ -588,8 +493,21 @@ impl BlobStore for S3Store {
             query.push_str(&format!("&start-after={}", encode(a)));
         }
         let resp = self.send(&op, Method::GET, &self.url(bucket, None, &query), &[], Payload::Empty, &[]).await?;
-        let parsed: ListBucketResult = Self::xml(&op, resp).await?;
-        Ok(parsed.contents.into_iter().map(|e| BlobEntry { name: e.key, size: e.size }).collect())
+        let parsed: listing::ListBucketResult = Self::xml(&op, resp).await?;
+        Ok(parsed
+            .contents
+            .into_iter()
+            .map(|e| BlobEntry { modified: listing::parse_timestamp(&e.last_modified), name: e.key, size: e.size })
+            .collect())
+    }
+
+    async fn incomplete_uploads(&self, bucket: &str) -> Result<Vec<IncompleteUpload>> {
+        self.list_multipart_uploads(bucket).await
+    }
+
+    async fn abort_upload(&self, bucket: &str, upload: &IncompleteUpload) -> Result<()> {
+        check_names(bucket, Some(&upload.name))?;
+        self.abort(bucket, &upload.name, &encode(&upload.id)).await
     }
 
     fn link(&self, bucket: &str, key: &str, expires: Option<Duration>, filename: Option<&str>) -> Result<String> {

@@ -1,0 +1,310 @@
+//! Blobs in SQLite. A put stages its bytes under a fresh blob id, one chunk
+//! row per short transaction (the input is read and checked between them,
+//! never while the write lock is held), then publishes the blob in one
+//! short transaction. A crash leaves only staged rows, which `coffer gc`
+//! aborts. A read streams one blob id's rows inside one read transaction.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{SqliteDb, now};
+use crate::backend::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload};
+use crate::content::{ByteStream, CHUNK, Content, Digest};
+use crate::error::{Error, Result};
+
+/// Bytes per stored chunk row (and per staging transaction).
+const ROW_CHUNK: usize = CHUNK * 4;
+
+fn meta_from(size: i64, sha: String) -> Result<BlobMeta> {
+    let sha256: Digest =
+        sha.parse().map_err(|_| Error::Internal(format!("malformed digest {sha:?} in the blobs table")))?;
+    Ok(BlobMeta { size: size as u64, sha256: Some(sha256) })
+}
+
+fn head_on(conn: &Connection, c: &str, n: &str) -> Result<Option<BlobMeta>> {
+    let row: Option<(i64, String)> = conn
+        .prepare_cached("SELECT size, sha256 FROM blobs WHERE container = ?1 AND name = ?2")?
+        .query_row(params![c, n], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(size, sha)| meta_from(size, sha)).transpose()
+}
+
+impl SqliteDb {
+    /// The whole staged put, blocking: stage, copy, publish. `Ok(None)`
+    /// when published, `Ok(Some(meta))` when another put published a blob
+    /// under the name first (this one's rows are discarded).
+    fn put_blocking(&self, c: &str, n: &str, content: &Content) -> Result<Option<BlobMeta>> {
+        let mut conn = self.checkout()?;
+        let blob_id = self.retry_busy(|| {
+            conn.prepare_cached(
+                "INSERT INTO blob_staging (container, name, started_at, touched_at) VALUES (?1, ?2, ?3, ?3)",
+            )?
+            .execute(params![c, n, now()])?;
+            Ok(conn.last_insert_rowid())
+        });
+        let blob_id = match blob_id {
+            Ok(id) => id,
+            Err(e) => {
+                self.checkin(conn);
+                return Err(e);
+            }
+        };
+        let published = self.copy_and_publish(&mut conn, blob_id, c, n, content);
+        if !matches!(published, Ok(None)) {
+            // Lost the race, or failed: the staged rows go (if this fails
+            // too, `coffer gc` finds them as an incomplete upload).
+            if let Err(e) = self.retry_busy(|| discard_staged(&mut conn, blob_id, None)) {
+                tracing::warn!(container = c, name = n, blob_id, error = %e, "could not discard a staged blob");
+            }
+        }
+        self.checkin(conn);
+        published
+    }
+
+    fn copy_and_publish(
+        &self,
+        conn: &mut Connection,
+        blob_id: i64,
+        c: &str,
+        n: &str,
+        content: &Content,
+    ) -> Result<Option<BlobMeta>> {
+        let mut row = Vec::with_capacity(ROW_CHUNK);
+        let mut seq = 0i64;
+        let flush = |conn: &mut Connection, row: &mut Vec<u8>, seq: &mut i64| -> Result<()> {
+            self.retry_busy(|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.prepare_cached("INSERT INTO blob_data (blob_id, seq, data) VALUES (?1, ?2, ?3)")?
+                    .execute(params![blob_id, *seq, &row[..]])?;
+                tx.prepare_cached("UPDATE blob_staging SET touched_at = ?2 WHERE blob_id = ?1")?
+                    .execute(params![blob_id, now()])?;
+                tx.commit()?;
+                Ok(())
+            })?;
+            *seq += 1;
+            row.clear();
+            Ok(())
+        };
+        // Read and verified outside any transaction; each full row is one
+        // short transaction of its own.
+        content.read_verified(|chunk| {
+            row.extend_from_slice(chunk);
+            if row.len() >= ROW_CHUNK {
+                flush(conn, &mut row, &mut seq)?;
+            }
+            Ok(())
+        })?;
+        if !row.is_empty() {
+            flush(conn, &mut row, &mut seq)?;
+        }
+        self.retry_busy(|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(existing) = head_on(&tx, c, n)? {
+                return Ok(Some(existing));
+            }
+            let staged: i64 =
+                tx.query_row("SELECT count(*) FROM blob_staging WHERE blob_id = ?1", params![blob_id], |r| r.get(0))?;
+            if staged != 1 {
+                // `coffer gc` aborted it as abandoned while it was written.
+                return Err(Error::Backend {
+                    message: format!("database blob {c}/{n}: its staged upload was aborted while it was written"),
+                    retryable: true,
+                    source: None,
+                });
+            }
+            tx.execute(
+                "INSERT INTO blobs (container, name, size, sha256, blob_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![c, n, content.size() as i64, content.sha256().to_string(), blob_id, now()],
+            )?;
+            tx.execute("DELETE FROM blob_staging WHERE blob_id = ?1", params![blob_id])?;
+            tx.commit()?;
+            Ok(None)
+        })
+    }
+}
+
+/// Remove a staged blob and its rows, in one transaction, if it is still
+/// staged (in `container`, when given): a blob that was published in the
+/// meantime is never touched.
+fn discard_staged(conn: &mut Connection, blob_id: i64, container: Option<&str>) -> Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let staged: Option<String> = tx
+        .query_row("SELECT container FROM blob_staging WHERE blob_id = ?1", params![blob_id], |r| r.get(0))
+        .optional()?;
+    let ours = staged.is_some_and(|c| container.is_none_or(|want| want == c));
+    if ours {
+        tx.execute("DELETE FROM blob_data WHERE blob_id = ?1", params![blob_id])?;
+        tx.execute("DELETE FROM blob_staging WHERE blob_id = ?1", params![blob_id])?;
+    }
+    tx.commit()?;
+    Ok(ours)
+}
+
+#[async_trait]
+impl BlobStore for SqliteDb {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Database
+    }
+
+    async fn head(&self, container: &str, name: &str) -> Result<Option<BlobMeta>> {
+        let (c, n) = (container.to_string(), name.to_string());
+        self.with_conn(move |conn| head_on(conn, &c, &n)).await
+    }
+
+    async fn ensure_container(&self, _container: &str) -> Result<()> {
+        // Containers are namespaces in the blobs table: nothing to create.
+        Ok(())
+    }
+
+    async fn put(&self, container: &str, name: &str, content: &Content) -> Result<bool> {
+        let at = format!("database blob {container}/{name}");
+        if let Some(existing) = self.head(container, name).await? {
+            existing.confirm(&at, content)?;
+            return Ok(false);
+        }
+        let (db, c, n, content2) = (self.clone(), container.to_string(), name.to_string(), content.clone());
+        match tokio::task::spawn_blocking(move || db.put_blocking(&c, &n, &content2)).await?? {
+            None => Ok(true),
+            Some(existing) => {
+                existing.confirm(&at, content)?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn get(&self, container: &str, name: &str) -> Result<ByteStream> {
+        let (c, n) = (container.to_string(), name.to_string());
+        // A blocking task reads chunk by chunk into a small channel, all in
+        // one read transaction (one snapshot, so a delete cannot cut the
+        // blob short mid-read): memory stays bounded by the channel's
+        // depth, whatever the blob's size.
+        let (found_tx, found_rx) = tokio::sync::oneshot::channel::<Result<()>>();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = match db.checkout() {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = found_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut found_tx = Some(found_tx);
+            let streamed = (|| -> Result<()> {
+                let read = conn.transaction()?;
+                let blob_id: Option<i64> = read
+                    .prepare_cached("SELECT blob_id FROM blobs WHERE container = ?1 AND name = ?2")?
+                    .query_row(params![c, n], |r| r.get(0))
+                    .optional()?;
+                let Some(blob_id) = blob_id else {
+                    return Err(Error::NotFound(format!("no blob {n} in database container {c}")));
+                };
+                let mut stmt = read.prepare_cached("SELECT data FROM blob_data WHERE blob_id = ?1 ORDER BY seq")?;
+                let mut rows = stmt.query(params![blob_id])?;
+                if let Some(f) = found_tx.take() {
+                    let _ = f.send(Ok(()));
+                }
+                while let Some(row) = rows.next()? {
+                    let data: Vec<u8> = row.get(0)?;
+                    if tx.blocking_send(Ok(Bytes::from(data))).is_err() {
+                        return Ok(()); // the reader went away
+                    }
+                }
+                Ok(())
+            })();
+            db.checkin(conn);
+            if let Err(e) = streamed {
+                match found_tx.take() {
+                    Some(f) => {
+                        let _ = f.send(Err(e));
+                    }
+                    None => {
+                        let _ = tx.blocking_send(Err(e));
+                    }
+                }
+            }
+        });
+        match found_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::Internal("the database reader ended without an answer".into())),
+        }
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
+    }
+
+    async fn delete(&self, container: &str, name: &str) -> Result<()> {
+        let (c, n) = (container.to_string(), name.to_string());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let blob_id: Option<i64> = tx
+                .query_row("SELECT blob_id FROM blobs WHERE container = ?1 AND name = ?2", params![c, n], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = blob_id {
+                tx.execute("DELETE FROM blobs WHERE blob_id = ?1", params![id])?;
+                tx.execute("DELETE FROM blob_data WHERE blob_id = ?1", params![id])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobEntry>> {
+        let (c, p, a) = (container.to_string(), prefix.to_string(), after.unwrap_or("").to_string());
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, size, created_at FROM blobs
+                 WHERE container = ?1 AND substr(name, 1, length(?2)) = ?2 AND name > ?3
+                 ORDER BY name LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![c, p, a, limit as i64], |r| {
+                Ok(BlobEntry {
+                    name: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as u64,
+                    modified: Some(r.get::<_, i64>(2)? as u64),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn containers(&self) -> Result<Option<Vec<String>>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT container FROM blobs UNION SELECT container FROM blob_staging ORDER BY container",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(Some(rows.collect::<rusqlite::Result<Vec<String>>>()?))
+        })
+        .await
+    }
+
+    async fn incomplete_uploads(&self, container: &str) -> Result<Vec<IncompleteUpload>> {
+        let c = container.to_string();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT blob_id, name, touched_at FROM blob_staging WHERE container = ?1 ORDER BY blob_id",
+            )?;
+            let rows = stmt.query_map(params![c], |r| {
+                Ok(IncompleteUpload {
+                    id: r.get::<_, i64>(0)?.to_string(),
+                    name: r.get(1)?,
+                    active_at: r.get::<_, i64>(2)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, container: &str, upload: &IncompleteUpload) -> Result<()> {
+        let blob_id: i64 = upload
+            .id
+            .parse()
+            .map_err(|_| Error::InvalidInput(format!("{:?} is not a staged database blob", upload.id)))?;
+        let c = container.to_string();
+        self.with_conn(move |conn| discard_staged(conn, blob_id, Some(&c)).map(|_| ())).await
+    }
+}

@@ -1,0 +1,379 @@
+//! The catalog in SQLite: each [`Catalog`] method is one transaction.
+//! Writes use `BEGIN IMMEDIATE`, which takes the database's write lock at
+//! the start, so the checks and the change in one method see no other
+//! writer in between, in this process or any other.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+
+use super::SqliteDb;
+use crate::backend::{BackendKind, Location};
+use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Reserved, Token, Tombstone};
+use crate::content::Digest;
+use crate::error::{Error, Result};
+
+const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at";
+const PENDING_COLUMNS: &str = "token, org, sha256, size, backend, container, name, created_at, touched_at";
+const TOMBSTONE_COLUMNS: &str = "backend, container, name, token, created_at, lease_until";
+
+fn digest(s: String) -> Result<Digest> {
+    s.parse().map_err(|_| Error::Internal(format!("malformed digest {s:?} in the catalog")))
+}
+
+fn location(backend: String, container: String, name: String) -> Result<Location> {
+    Ok(Location { backend: BackendKind::parse(&backend)?, container, name })
+}
+
+fn record_from(r: &rusqlite::Row<'_>) -> Result<Record> {
+    Ok(Record {
+        org: r.get(0)?,
+        sha256: digest(r.get(1)?)?,
+        size: r.get::<_, i64>(2)? as u64,
+        content_type: r.get(3)?,
+        location: location(r.get(4)?, r.get(5)?, r.get(6)?)?,
+        created_at: r.get::<_, i64>(7)? as u64,
+    })
+}
+
+fn pending_from(r: &rusqlite::Row<'_>) -> Result<Pending> {
+    Ok(Pending {
+        token: Token::from_stored(r.get(0)?),
+        org: r.get(1)?,
+        sha256: digest(r.get(2)?)?,
+        size: r.get::<_, i64>(3)? as u64,
+        location: location(r.get(4)?, r.get(5)?, r.get(6)?)?,
+        created_at: r.get::<_, i64>(7)? as u64,
+        touched_at: r.get::<_, i64>(8)? as u64,
+    })
+}
+
+fn tombstone_from(r: &rusqlite::Row<'_>) -> Result<Tombstone> {
+    Ok(Tombstone {
+        location: location(r.get(0)?, r.get(1)?, r.get(2)?)?,
+        token: Token::from_stored(r.get(3)?),
+        created_at: r.get::<_, i64>(4)? as u64,
+        lease_until: r.get::<_, i64>(5)? as u64,
+    })
+}
+
+/// Collect rows through a fallible mapper.
+fn collect<T>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    map: fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+fn lookup_on(conn: &Connection, org: &str, sha: &str) -> Result<Option<Record>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM objects WHERE org = ?1 AND sha256 = ?2"))?;
+    Ok(collect(&mut stmt, params![org, sha], record_from)?.pop())
+}
+
+fn tombstone_at(tx: &Transaction<'_>, at: &Location) -> Result<Option<Tombstone>> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {TOMBSTONE_COLUMNS} FROM tombstones WHERE backend = ?1 AND container = ?2 AND name = ?3"
+    ))?;
+    Ok(collect(&mut stmt, params![at.backend.as_str(), at.container, at.name], tombstone_from)?.pop())
+}
+
+/// Whether anything (a record, a pending reference, a tombstone) refers to
+/// `at`.
+fn referenced(tx: &Transaction<'_>, at: &Location) -> Result<bool> {
+    let n: i64 = tx
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3)
+              + (SELECT count(*) FROM pending WHERE backend = ?1 AND container = ?2 AND name = ?3)
+              + (SELECT count(*) FROM tombstones WHERE backend = ?1 AND container = ?2 AND name = ?3)",
+        )?
+        .query_row(params![at.backend.as_str(), at.container, at.name], |r| r.get(0))?;
+    Ok(n > 0)
+}
+
+/// Rule 1: tombstone `at` on `lease`'s terms if nothing refers to it.
+fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -> Result<Option<Tombstone>> {
+    if referenced(tx, at)? {
+        return Ok(None);
+    }
+    let t = lease.tombstone(at);
+    insert_tombstone(tx, &t)?;
+    Ok(Some(t))
+}
+
+fn insert_tombstone(tx: &Transaction<'_>, t: &Tombstone) -> Result<()> {
+    tx.prepare_cached(&format!("INSERT INTO tombstones ({TOMBSTONE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))?
+        .execute(params![
+            t.location.backend.as_str(),
+            t.location.container,
+            t.location.name,
+            t.token.as_str(),
+            t.created_at as i64,
+            t.lease_until as i64
+        ])?;
+    Ok(())
+}
+
+fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+#[async_trait]
+impl Catalog for SqliteDb {
+    async fn lookup(&self, org: &str, sha256: &Digest) -> Result<Option<Record>> {
+        let (o, s) = (org.to_string(), sha256.to_string());
+        self.with_conn(move |conn| lookup_on(conn, &o, &s)).await
+    }
+
+    async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>> {
+        let (o, a) = (org.to_string(), after.map(|d| d.to_string()).unwrap_or_default());
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM objects WHERE org = ?1 AND sha256 > ?2 ORDER BY sha256 LIMIT ?3"
+            ))?;
+            collect(&mut stmt, params![o, a, limit as i64], record_from)
+        })
+        .await
+    }
+
+    async fn owners(&self, location: &Location) -> Result<Vec<String>> {
+        let l = location.clone();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT org FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3 ORDER BY org",
+            )?;
+            let orgs = stmt.query_map(params![l.backend.as_str(), l.container, l.name], |r| r.get(0))?;
+            Ok(orgs.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn reserve(&self, pending: &Pending) -> Result<Reserved> {
+        let p = pending.clone();
+        self.with_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            if let Some(t) = tombstone_at(&tx, &p.location)? {
+                return Ok(Reserved::Tombstoned(t));
+            }
+            tx.prepare_cached(&format!(
+                "INSERT INTO pending ({PENDING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?
+            .execute(params![
+                p.token.as_str(),
+                p.org,
+                p.sha256.to_string(),
+                p.size as i64,
+                p.location.backend.as_str(),
+                p.location.container,
+                p.location.name,
+                p.created_at as i64,
+                p.touched_at as i64
+            ])?;
+            tx.commit()?;
+            Ok(Reserved::Granted)
+        })
+        .await
+    }
+
+    async fn touch(&self, token: &Token, now: u64) -> Result<bool> {
+        let t = token.clone();
+        self.with_conn(move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE pending SET touched_at = ?2 WHERE token = ?1")?
+                .execute(params![t.as_str(), now as i64])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn commit(&self, token: Option<&Token>, record: &Record) -> Result<Committed> {
+        let (t, r) = (token.cloned(), record.clone());
+        self.with_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            let sha = r.sha256.to_string();
+            if let Some(existing) = lookup_on(&tx, &r.org, &sha)? {
+                return Ok(Committed::Existing(existing));
+            }
+            let Some(t) = &t else { return Ok(Committed::Lost) };
+            let pending = {
+                let mut stmt = tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
+                collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
+            };
+            let Some(p) = pending else { return Ok(Committed::Lost) };
+            if p.org != r.org || p.sha256 != r.sha256 {
+                return Err(Error::Internal(format!(
+                    "reservation {} is for {}/{}, not {}/{}",
+                    t.as_str(),
+                    p.org,
+                    p.sha256,
+                    r.org,
+                    r.sha256
+                )));
+            }
+            let record = Record { location: p.location, ..r.clone() };
+            tx.prepare_cached(&format!(
+                "INSERT INTO objects ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))?
+            .execute(params![
+                record.org,
+                sha,
+                record.size as i64,
+                record.content_type,
+                record.location.backend.as_str(),
+                record.location.container,
+                record.location.name,
+                record.created_at as i64
+            ])?;
+            tx.execute("DELETE FROM pending WHERE token = ?1", params![t.as_str()])?;
+            tx.commit()?;
+            Ok(Committed::Inserted(record))
+        })
+        .await
+    }
+
+    async fn release(&self, token: &Token, lease: Option<&Lease>) -> Result<Option<Tombstone>> {
+        let (t, lease) = (token.clone(), lease.cloned());
+        self.with_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            let pending = {
+                let mut stmt = tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
+                collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
+            };
+            let Some(p) = pending else { return Ok(None) };
+            tx.execute("DELETE FROM pending WHERE token = ?1", params![t.as_str()])?;
+            let tombstone = match &lease {
+                Some(lease) => tombstone_if_free(&tx, &p.location, lease)?,
+                None => None,
+            };
+            tx.commit()?;
+            Ok(tombstone)
+        })
+        .await
+    }
+
+    async fn remove(&self, org: &str, sha256: &Digest, lease: &Lease) -> Result<Option<(Record, Option<Tombstone>)>> {
+        let (o, s, lease) = (org.to_string(), sha256.to_string(), lease.clone());
+        self.with_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            let Some(record) = lookup_on(&tx, &o, &s)? else { return Ok(None) };
+            tx.execute("DELETE FROM objects WHERE org = ?1 AND sha256 = ?2", params![o, s])?;
+            let tombstone = tombstone_if_free(&tx, &record.location, &lease)?;
+            tx.commit()?;
+            Ok(Some((record, tombstone)))
+        })
+        .await
+    }
+
+    async fn tombstone_if_unreferenced(&self, tombstone: &Tombstone) -> Result<bool> {
+        let t = tombstone.clone();
+        self.with_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            if referenced(&tx, &t.location)? {
+                return Ok(false);
+            }
+            insert_tombstone(&tx, &t)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn take_over(&self, location: &Location, holder: &Token, lease: &Lease) -> Result<bool> {
+        let (l, h, lease) = (location.clone(), holder.clone(), lease.clone());
+        self.with_conn(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE tombstones SET token = ?5, lease_until = ?6
+                     WHERE backend = ?1 AND container = ?2 AND name = ?3 AND token = ?4 AND lease_until <= ?7",
+                )?
+                .execute(params![
+                    l.backend.as_str(),
+                    l.container,
+                    l.name,
+                    h.as_str(),
+                    lease.token.as_str(),
+                    lease.until as i64,
+                    lease.now as i64
+                ])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn clear_tombstone(&self, location: &Location, token: &Token) -> Result<bool> {
+        let (l, t) = (location.clone(), token.clone());
+        self.with_conn(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM tombstones WHERE backend = ?1 AND container = ?2 AND name = ?3 AND token = ?4",
+                )?
+                .execute(params![l.backend.as_str(), l.container, l.name, t.as_str()])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn tombstones(&self) -> Result<Vec<Tombstone>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {TOMBSTONE_COLUMNS} FROM tombstones ORDER BY backend, container, name"
+            ))?;
+            collect(&mut stmt, [], tombstone_from)
+        })
+        .await
+    }
+
+    async fn pending_untouched_since(&self, before: u64) -> Result<Vec<Pending>> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PENDING_COLUMNS} FROM pending WHERE touched_at < ?1 ORDER BY touched_at"
+            ))?;
+            collect(&mut stmt, params![before as i64], pending_from)
+        })
+        .await
+    }
+
+    async fn referenced(&self, backend: BackendKind, container: &str, names: &[String]) -> Result<HashSet<String>> {
+        let (c, names) = (container.to_string(), names.to_vec());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let mut found = HashSet::new();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3)
+                         OR EXISTS (SELECT 1 FROM pending WHERE backend = ?1 AND container = ?2 AND name = ?3)
+                         OR EXISTS (SELECT 1 FROM tombstones WHERE backend = ?1 AND container = ?2 AND name = ?3)",
+                )?;
+                for n in &names {
+                    let yes: bool = stmt.query_row(params![backend.as_str(), c, n], |r| r.get(0))?;
+                    if yes {
+                        found.insert(n.clone());
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn containers(&self, backend: BackendKind) -> Result<Vec<String>> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT container FROM objects WHERE backend = ?1
+                 UNION SELECT container FROM pending WHERE backend = ?1
+                 UNION SELECT container FROM tombstones WHERE backend = ?1
+                 ORDER BY container",
+            )?;
+            let rows = stmt.query_map(params![backend.as_str()], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+}

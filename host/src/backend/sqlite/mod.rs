@@ -1,0 +1,335 @@
+//! The embedded database: SQLite holding both blobs (in chunk rows, so a
+//! blob of any size moves with bounded memory) and the catalog.
+//!
+//! - this file: opening, numbered migrations (`migrations/NNNN_*.sql`,
+//!   applied in one transaction each, so two processes opening the same
+//!   file at once cannot both migrate), the connection pool, and retrying
+//!   a busy database;
+//! - `blobs.rs`: the [`BlobStore`](super::BlobStore) (staged in short
+//!   transactions, published in one);
+//! - `catalog.rs`: the [`Catalog`](crate::catalog::Catalog), each method one
+//!   transaction.
+//!
+//! rusqlite is blocking, so every operation runs on tokio's blocking pool.
+//! WAL mode lets reads go on while another process writes; `synchronous =
+//! FULL` makes every acknowledged commit survive a power loss.
+
+mod blobs;
+mod catalog;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::error::{Error, Result};
+
+/// Idle connections kept for reuse.
+const POOL_MAX: usize = 8;
+
+/// The schema, one numbered step at a time. A database records the steps
+/// it has taken in `coffer_schema`.
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("migrations/0001_initial.sql")), (2, include_str!("migrations/0002_lifecycle.sql"))];
+
+/// How SQLite syncs a commit to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Every commit is on disk before it is acknowledged (Coffer's
+    /// setting: an acknowledged put survives a power loss).
+    Full,
+    /// Commits may be lost on power loss (never on a process crash). Only
+    /// for measuring what `Full` costs (BENCHMARKS.md).
+    Normal,
+}
+
+/// How the database is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    /// How long one statement waits for another writer's lock.
+    pub busy_timeout: Duration,
+    /// How long an operation keeps retrying while the database stays busy.
+    pub busy_deadline: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            busy_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The SQLite database: blobs and catalog.
+#[derive(Debug, Clone)]
+pub struct SqliteDb {
+    path: PathBuf,
+    options: SqliteOptions,
+    pool: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// Whether `path` names an in-memory database, which every connection
+/// would see as a different, empty one.
+pub fn is_in_memory(path: &str) -> bool {
+    path == ":memory:" || path.is_empty() || (path.starts_with("file:") && path.contains("mode=memory"))
+}
+
+impl SqliteDb {
+    /// Open (creating and migrating if needed) the database file at `path`.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteDb> {
+        SqliteDb::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Open with explicit options.
+    pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteDb> {
+        let path = path.as_ref().to_path_buf();
+        if is_in_memory(&path.to_string_lossy()) {
+            return Err(Error::Config(
+                "an in-memory SQLite database (:memory:) would be a different, empty database for every \
+                 connection and lose everything on exit: give COFFER_DATABASE_URL a file, e.g. sqlite:coffer.db"
+                    .into(),
+            ));
+        }
+        let db = SqliteDb { path, options, pool: Arc::new(Mutex::new(Vec::new())) };
+        db.with_conn(migrate).await?;
+        Ok(db)
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.path).map_err(|e| Error::Backend {
+            message: format!("cannot open the SQLite database {}: {e}", self.path.display()),
+            retryable: false,
+            source: Some(Box::new(e)),
+        })?;
+        conn.busy_timeout(self.options.busy_timeout)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let sync = match self.options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        Ok(conn)
+    }
+
+    /// A connection from the pool, or a new one.
+    fn checkout(&self) -> Result<Connection> {
+        let pooled = self.pool.lock().map_err(|_| Error::Internal("database pool poisoned".into()))?.pop();
+        match pooled {
+            Some(c) => Ok(c),
+            None => self.retry_busy(|| self.connect()),
+        }
+    }
+
+    /// Give a connection back to the pool (or close it if the pool is full).
+    fn checkin(&self, conn: Connection) {
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() < POOL_MAX
+        {
+            pool.push(conn);
+        }
+    }
+
+    /// Run `f` again while the database is busy (another writer holds the
+    /// lock past `busy_timeout`, or a snapshot went stale), with jittered
+    /// backoff, until `busy_deadline`. Blocking.
+    fn retry_busy<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        let start = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            match f() {
+                Err(e) if e.is_retryable() => {
+                    failures += 1;
+                    let bound = Duration::from_millis(5).saturating_mul(1 << failures.min(6));
+                    let delay = bound.mul_f64(fastrand::f64());
+                    if start.elapsed() + delay > self.options.busy_deadline {
+                        return Err(Error::Backend {
+                            message: format!(
+                                "the SQLite database {} stayed busy (another writer held it) for {:.1} s; gave up \
+                                 after {failures} attempts: {e}",
+                                self.path.display(),
+                                start.elapsed().as_secs_f64()
+                            ),
+                            retryable: true,
+                            source: Some(Box::new(e)),
+                        });
+                    }
+                    tracing::debug!(path = %self.path.display(), attempt = failures, error = %e, "database busy, retrying");
+                    std::thread::sleep(delay);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Run `f` with a pooled connection on the blocking pool, again while
+    /// the database is busy: `f` must be safe to repeat (one transaction
+    /// that either committed or rolled back).
+    async fn with_conn<T, F>(&self, mut f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.checkout()?;
+            let out = db.retry_busy(|| f(&mut conn));
+            db.checkin(conn);
+            out
+        })
+        .await?
+    }
+}
+
+/// Apply the migrations this database has not had, in one IMMEDIATE
+/// transaction (so a second process opening the file at the same time
+/// waits, then finds the work done).
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS coffer_schema (version INTEGER NOT NULL)")?;
+    let latest = MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let recorded: Option<i64> = tx.query_row("SELECT max(version) FROM coffer_schema", [], |r| r.get(0))?;
+    // Databases made before versioning have the first schema but no row.
+    let current = match recorded {
+        Some(v) => v,
+        None => {
+            let has_objects: Option<String> = tx
+                .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'objects'", [], |r| r.get(0))
+                .optional()?;
+            i64::from(has_objects.is_some())
+        }
+    };
+    if current > latest {
+        return Err(Error::Config(format!(
+            "the database's schema is version {current}, newer than this Coffer knows (up to {latest}): \
+             upgrade Coffer, or point COFFER_DATABASE_URL at another database"
+        )));
+    }
+    if recorded == Some(latest) {
+        return Ok(());
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.execute_batch(sql)?;
+        tracing::info!(version, "applied database migration");
+    }
+    tx.execute("DELETE FROM coffer_schema", [])?;
+    tx.execute("INSERT INTO coffer_schema (version) VALUES (?1)", params![latest])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Seconds since the Unix epoch, as SQLite stores it.
+fn now() -> i64 {
+    crate::now_secs() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commits_are_synced_fully() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::open(dir.path().join("t.db")).await.unwrap();
+        let (sync, mode): (i64, String) = db
+            .with_conn(|c| {
+                Ok((
+                    c.pragma_query_value(None, "synchronous", |r| r.get(0))?,
+                    c.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!((sync, mode.as_str()), (2, "wal"), "synchronous=FULL is 2");
+    }
+
+    #[tokio::test]
+    async fn in_memory_databases_are_refused() {
+        for path in [":memory:", "file::memory:?cache=shared&mode=memory", ""] {
+            let err = SqliteDb::open(path).await.unwrap_err();
+            assert!(matches!(&err, Error::Config(m) if m.contains(":memory:")), "{path}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_versioning_is_migrated_and_keeps_its_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0].1).unwrap();
+            c.execute_batch("CREATE TABLE coffer_schema (version INTEGER NOT NULL)").unwrap();
+            c.execute("INSERT INTO blobs VALUES ('acme', 'k', 5, ?1)", [crate::Digest::of(b"hello").to_string()])
+                .unwrap();
+            c.execute("INSERT INTO blob_chunks VALUES ('acme', 'k', 0, ?1)", [b"hello".to_vec()]).unwrap();
+        }
+        let db = SqliteDb::open(&path).await.unwrap();
+        let version: i64 =
+            db.with_conn(|c| Ok(c.query_row("SELECT version FROM coffer_schema", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(version, 2);
+        let stream = crate::backend::BlobStore::get(&db, "acme", "k").await.unwrap();
+        let bytes: Vec<_> = futures_util::StreamExt::collect::<Vec<_>>(stream).await;
+        assert_eq!(bytes.into_iter().map(|b| b.unwrap()).collect::<Vec<_>>().concat(), b"hello");
+        // A new blob gets an id above the migrated one.
+        let content = crate::Content::from_bytes("new", None).unwrap();
+        crate::backend::BlobStore::put(&db, "acme", "n", &content).await.unwrap();
+        let ids: Vec<i64> = db
+            .with_conn(|c| {
+                let mut s = c.prepare("SELECT blob_id FROM blobs ORDER BY name")?;
+                Ok(s.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<i64>>>()?)
+            })
+            .await
+            .unwrap();
+        assert!(ids[1] > ids[0], "the new blob (n) got an id above the migrated one (k): {ids:?}");
+    }
+
+    #[tokio::test]
+    async fn a_schema_newer_than_this_coffer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        SqliteDb::open(&path).await.unwrap();
+        Connection::open(&path).unwrap().execute("UPDATE coffer_schema SET version = 99", []).unwrap();
+        let err = SqliteDb::open(&path).await.unwrap_err();
+        assert!(matches!(&err, Error::Config(m) if m.contains("version 99")), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_busy_database_is_retried_until_the_lock_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy.db");
+        let options = SqliteOptions { busy_timeout: Duration::from_millis(20), ..SqliteOptions::default() };
+        let db = SqliteDb::open_with(&path, options).await.unwrap();
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            holder.execute_batch("COMMIT").unwrap();
+        });
+        // Far longer than busy_timeout: only the retries get it through.
+        let content = crate::Content::from_bytes("waited", None).unwrap();
+        assert!(crate::backend::BlobStore::put(&db, "acme", "k", &content).await.unwrap());
+        release.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_database_busy_past_the_deadline_is_a_clear_retryable_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stuck.db");
+        let options = SqliteOptions {
+            busy_timeout: Duration::from_millis(20),
+            busy_deadline: Duration::from_millis(300),
+            ..SqliteOptions::default()
+        };
+        let db = SqliteDb::open_with(&path, options).await.unwrap();
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let content = crate::Content::from_bytes("never", None).unwrap();
+        let err = crate::backend::BlobStore::put(&db, "acme", "k", &content).await.unwrap_err();
+        assert!(err.is_retryable() && err.to_string().contains("stayed busy"), "{err}");
+        assert_eq!(err.kind(), crate::ErrorKind::Unavailable);
+        holder.execute_batch("ROLLBACK").unwrap();
+    }
+}

@@ -1,0 +1,280 @@
+//! The location lifecycle, written once for every database on top of the
+//! [`Catalog`]'s transactions (README "Guarantees").
+//!
+//! - **Put**: [`Lifecycle::reserve`] records a pending reference to the
+//!   location *before* anything is written or looked for there (waiting
+//!   while the location's bytes are being deleted); the bytes are written
+//!   or found; [`Lifecycle::commit`] turns the reservation into the record,
+//!   or reports that it was lost and the put must start again.
+//! - **Delete**: [`Lifecycle::remove`] removes the record and, in the same
+//!   transaction, tombstones the location if nothing else refers to it;
+//!   the tombstone's holder deletes the bytes and then clears it.
+//! - **Crashes**: a reservation whose holder died is reaped by `coffer gc`
+//!   after the grace period; a tombstone whose holder died is taken over
+//!   after its lease (by the next put that needs the location, or by gc).
+//!
+//! Nothing here holds a lock in memory: every rule is a transaction, so it
+//! holds across processes and hosts sharing one database.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Catalog, Committed, Lease, Pending, Record, Reserved, Token, Tombstone};
+use crate::backend::{Backends, Location};
+use crate::content::Digest;
+use crate::error::{Error, ErrorKind, Result};
+
+/// How often a put in progress marks its reservation alive.
+const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// Whether a failed write may still have left bytes behind (the request
+/// may have reached the server), so that releasing its reservation should
+/// delete whatever is there once nothing refers to it.
+pub fn may_have_written(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Integrity | ErrorKind::Internal)
+}
+
+/// The lifecycle of locations: reservations, commits, removals,
+/// tombstones.
+#[derive(Debug)]
+pub struct Lifecycle {
+    catalog: Arc<dyn Catalog>,
+    backends: Backends,
+    /// The longest one deletion of bytes may take; a tombstone's lease is
+    /// twice this, so a holder that is still working never loses it.
+    delete_timeout: Duration,
+}
+
+impl Lifecycle {
+    pub fn new(catalog: Arc<dyn Catalog>, backends: Backends, delete_timeout: Duration) -> Arc<Lifecycle> {
+        Arc::new(Lifecycle { catalog, backends, delete_timeout })
+    }
+
+    /// Terms for a new tombstone, held from now for twice the delete
+    /// timeout.
+    pub fn lease(&self) -> Lease {
+        let now = crate::now_secs();
+        let secs = (self.delete_timeout.as_secs_f64() * 2.0).ceil().max(1.0) as u64;
+        Lease { token: Token::new(), now, until: now + secs }
+    }
+
+    /// Reserve `at` for a put of `sha256` by `org`. While the location's
+    /// bytes are being deleted the put waits (the delete finishes in
+    /// moments); a tombstone whose lease ran out is taken over and its
+    /// deletion finished first.
+    pub async fn reserve(self: &Arc<Self>, org: &str, sha256: Digest, size: u64, at: &Location) -> Result<Reservation> {
+        let start = Instant::now();
+        // Long enough for a live holder to finish, or for its lease to run out.
+        let patience = self.delete_timeout * 3;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            let now = crate::now_secs();
+            let pending = Pending {
+                token: Token::new(),
+                org: org.to_string(),
+                sha256,
+                size,
+                location: at.clone(),
+                created_at: now,
+                touched_at: now,
+            };
+            match self.catalog.reserve(&pending).await? {
+                Reserved::Granted => {
+                    return Ok(Reservation {
+                        lifecycle: self.clone(),
+                        pending,
+                        may_have_written: false,
+                        settled: false,
+                    });
+                }
+                Reserved::Tombstoned(t) if t.lease_until <= now => {
+                    // Its holder gave up or died: finish its deletion, then reserve.
+                    if self.take_over_and_finish(&t).await? {
+                        tracing::info!(location = %at, "took over an abandoned deletion");
+                    }
+                }
+                Reserved::Tombstoned(t) => {
+                    if start.elapsed() > patience {
+                        return Err(Error::Backend {
+                            message: format!(
+                                "{at} is being deleted by another operation, which has not finished for {:.0} s; \
+                                 try again later",
+                                start.elapsed().as_secs_f64()
+                            ),
+                            retryable: true,
+                            source: None,
+                        });
+                    }
+                    tracing::debug!(location = %at, lease_until = t.lease_until, "waiting for a deletion to finish");
+                    tokio::time::sleep(delay.mul_f64(0.5 + fastrand::f64())).await;
+                    delay = (delay * 2).min(Duration::from_millis(250));
+                }
+            }
+        }
+    }
+
+    /// Turn `reservation` into `record`; with no reservation (the policy
+    /// de-duplicated against the organisation's own record), only that
+    /// record, if it still exists, can answer.
+    pub async fn commit(&self, record: &Record, reservation: Option<&Reservation>) -> Result<Committed> {
+        self.catalog.commit(reservation.map(|r| &r.pending.token), record).await
+    }
+
+    /// Remove `org`'s record of `sha256`; if nothing else refers to its
+    /// location, delete the bytes. `None` if there was no record.
+    pub async fn remove(&self, org: &str, sha256: &Digest) -> Result<Option<Record>> {
+        let lease = self.lease();
+        let Some((record, tombstone)) = self.catalog.remove(org, sha256, &lease).await? else {
+            return Ok(None);
+        };
+        if let Some(t) = tombstone {
+            self.finish(&t).await.map_err(|e| Error::Backend {
+                message: format!(
+                    "the record is removed, but its bytes at {} could not be deleted yet ({e}); `coffer gc` deletes them",
+                    t.location
+                ),
+                retryable: false,
+                source: Some(Box::new(e)),
+            })?;
+        }
+        Ok(Some(record))
+    }
+
+    /// Delete the bytes under tombstone `t`, which the caller holds, then
+    /// clear it. On failure the tombstone stays, for `coffer gc` (or the
+    /// next put of the location) to take over once its lease runs out.
+    pub async fn finish(&self, t: &Tombstone) -> Result<()> {
+        let store = self.backends.get(t.location.backend)?;
+        match tokio::time::timeout(self.delete_timeout, store.delete(&t.location.container, &t.location.name)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(Error::Backend {
+                    message: format!(
+                        "deleting {} took longer than the delete timeout ({} s, COFFER_DELETE_TIMEOUT)",
+                        t.location,
+                        self.delete_timeout.as_secs_f64()
+                    ),
+                    retryable: true,
+                    source: None,
+                });
+            }
+        }
+        if !self.catalog.clear_tombstone(&t.location, &t.token).await? {
+            tracing::warn!(location = %t.location, "a tombstone was taken over while its bytes were being deleted");
+        }
+        Ok(())
+    }
+
+    /// Take over tombstone `t` if its lease ran out, and finish it. False
+    /// when someone else holds it (now).
+    pub async fn take_over_and_finish(&self, t: &Tombstone) -> Result<bool> {
+        let lease = self.lease();
+        if !self.catalog.take_over(&t.location, &t.token, &lease).await? {
+            return Ok(false);
+        }
+        self.finish(&lease.tombstone(&t.location)).await?;
+        Ok(true)
+    }
+
+    /// Drop reservation `token`; with `may_have_written`, delete what is at
+    /// its location if that leaves nothing referring to it.
+    pub async fn release_token(&self, token: &Token, may_have_written: bool) -> Result<()> {
+        let lease = may_have_written.then(|| self.lease());
+        if let Some(t) = self.catalog.release(token, lease.as_ref()).await? {
+            self.finish(&t).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A pending reference held by a put in progress. Commit it (then
+/// [`Reservation::settle`]), or [`Reservation::release`] it; one dropped
+/// unsettled (its put was cancelled) is released in the background.
+#[derive(Debug)]
+pub struct Reservation {
+    lifecycle: Arc<Lifecycle>,
+    pending: Pending,
+    may_have_written: bool,
+    settled: bool,
+}
+
+impl Reservation {
+    /// The reserved location.
+    pub fn location(&self) -> &Location {
+        &self.pending.location
+    }
+
+    /// Note that the put may have written bytes at the location.
+    pub fn mark_written(&mut self) {
+        self.may_have_written = true;
+    }
+
+    /// Run `work` (the write), marking the reservation alive meanwhile so
+    /// that `coffer gc` never takes a long upload for an abandoned one.
+    pub async fn keep_alive<T>(&self, work: impl Future<Output = T>) -> T {
+        let catalog = &self.lifecycle.catalog;
+        let token = &self.pending.token;
+        let heartbeat = async {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+            loop {
+                tick.tick().await;
+                match catalog.touch(token, crate::now_secs()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(location = %self.pending.location, "the reservation of a running put was reaped")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not mark a reservation alive"),
+                }
+            }
+        };
+        tokio::select! {
+            out = work => out,
+            _ = heartbeat => unreachable!("the heartbeat never ends"),
+        }
+    }
+
+    /// The reservation is done with: committed, or reaped.
+    pub fn settle(mut self) {
+        self.settled = true;
+    }
+
+    /// Give the reservation up (deleting what the put wrote, if nothing
+    /// else refers to it).
+    pub async fn release(mut self) -> Result<()> {
+        self.settled = true;
+        self.lifecycle.release_token(&self.pending.token, self.may_have_written).await
+    }
+
+    /// Release each of `reservations`, logging (not returning) failures:
+    /// the caller's own outcome matters more, and `coffer gc` reaps what
+    /// stays.
+    pub async fn release_all(reservations: Vec<Reservation>) {
+        for r in reservations {
+            let at = r.location().clone();
+            if let Err(e) = r.release().await {
+                tracing::warn!(location = %at, error = %e, "could not release a reservation; coffer gc will");
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        // The put was cancelled (its future dropped): release in the
+        // background, tracked, so a shutting-down process can wait for it.
+        let lifecycle = self.lifecycle.clone();
+        let token = self.pending.token.clone();
+        let written = self.may_have_written;
+        let at = self.pending.location.clone();
+        crate::cleanup::cleanups().spawn("releasing a cancelled put's reservation", async move {
+            if let Err(e) = lifecycle.release_token(&token, written).await {
+                tracing::warn!(location = %at, error = %e, "could not release a cancelled put's reservation; coffer gc will");
+            }
+        });
+    }
+}

@@ -1,0 +1,201 @@
+//! The catalog: which organisation owns which content, where its bytes
+//! live, and the lifecycle of every location (README "Guarantees").
+//!
+//! - this file: the [`Catalog`] trait each database implements, as
+//!   transactions, and the rows it keeps;
+//! - `lifecycle.rs`: the protocol built on those transactions, written
+//!   once for every database: reserve → write → commit for a put; remove →
+//!   tombstone → delete bytes → clear for a delete.
+//!
+//! The rules every implementation keeps, each inside one transaction:
+//! 1. A tombstone is created only for a location with no record and no
+//!    pending reference, and while it exists no reservation is granted.
+//! 2. A record is created only by committing a pending reference that still
+//!    exists (or is already there).
+//! 3. Bytes are deleted only by the holder of the location's tombstone.
+//!
+//! Together: a record's bytes cannot be deleted while the record exists,
+//! and bytes that lose their last reference are either deleted under a
+//! tombstone or found later by `coffer gc`.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::backend::{BackendKind, Location};
+use crate::content::Digest;
+use crate::error::Result;
+
+pub mod lifecycle;
+
+/// One organisation's reference to stored content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Record {
+    pub org: String,
+    pub sha256: Digest,
+    pub size: u64,
+    pub content_type: String,
+    pub location: Location,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// A random name for one reservation or tombstone, so that only its holder
+/// can commit, release or clear it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Token(String);
+
+impl Token {
+    /// A fresh token (128 random bits).
+    pub fn new() -> Token {
+        Token(format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)))
+    }
+
+    /// A token as a database stored it.
+    pub fn from_stored(s: String) -> Token {
+        Token(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Token {
+    fn default() -> Token {
+        Token::new()
+    }
+}
+
+/// A put in progress: a reference to `location` that is not committed yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    pub token: Token,
+    pub org: String,
+    pub sha256: Digest,
+    pub size: u64,
+    pub location: Location,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    /// Last sign of life from the put (seconds since the Unix epoch); a
+    /// reservation untouched for longer than `coffer gc --older-than` is
+    /// abandoned.
+    pub touched_at: u64,
+}
+
+/// A location whose bytes are being deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tombstone {
+    pub location: Location,
+    pub token: Token,
+    pub created_at: u64,
+    /// Until then only the holder acts on it; after it, anyone may take it
+    /// over (its holder has given up or died).
+    pub lease_until: u64,
+}
+
+/// The terms of a tombstone a transaction may create: who holds it and
+/// until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub token: Token,
+    pub now: u64,
+    pub until: u64,
+}
+
+impl Lease {
+    /// The tombstone these terms give `location`.
+    pub fn tombstone(&self, location: &Location) -> Tombstone {
+        Tombstone {
+            location: location.clone(),
+            token: self.token.clone(),
+            created_at: self.now,
+            lease_until: self.until,
+        }
+    }
+}
+
+/// What [`Catalog::reserve`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserved {
+    /// The pending reference is recorded.
+    Granted,
+    /// The location's bytes are being deleted; nothing was recorded.
+    Tombstoned(Tombstone),
+}
+
+/// What [`Catalog::commit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// The pending reference became this record.
+    Inserted(Record),
+    /// The organisation already had a record for the digest; it stands
+    /// (the reservation, if any, is left for the caller to release).
+    Existing(Record),
+    /// Neither a record nor the reservation exists any more (it was
+    /// reaped, or the record a de-duplication relied on was deleted):
+    /// nothing is recorded, the put must start again.
+    Lost,
+}
+
+/// Storage for [`Record`]s and the lifecycle of locations. Each method is
+/// one transaction.
+#[async_trait]
+pub trait Catalog: Send + Sync + std::fmt::Debug {
+    /// This organisation's record for `sha256`.
+    async fn lookup(&self, org: &str, sha256: &Digest) -> Result<Option<Record>>;
+
+    /// This organisation's records in digest order, after `after`.
+    async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>>;
+
+    /// The organisations that have a record at `location`.
+    async fn owners(&self, location: &Location) -> Result<Vec<String>>;
+
+    /// Record `pending` unless the location has a tombstone.
+    async fn reserve(&self, pending: &Pending) -> Result<Reserved>;
+
+    /// Mark the reservation alive at `now`; false if it no longer exists.
+    async fn touch(&self, token: &Token, now: u64) -> Result<bool>;
+
+    /// Turn the reservation `token` into `record` (whose location is taken
+    /// from the reservation), unless the organisation already has a record
+    /// for the digest. With no token, only an existing record can answer.
+    async fn commit(&self, token: Option<&Token>, record: &Record) -> Result<Committed>;
+
+    /// Drop the reservation `token`. With `lease`, and if that leaves its
+    /// location with no record, no pending reference and no tombstone, a
+    /// tombstone on those terms is created and returned, in the same
+    /// transaction: the caller then deletes the bytes and clears it.
+    async fn release(&self, token: &Token, lease: Option<&Lease>) -> Result<Option<Tombstone>>;
+
+    /// Remove the organisation's record; if that leaves its location with
+    /// no record and no pending reference, create a tombstone on `lease`'s
+    /// terms in the same transaction.
+    async fn remove(&self, org: &str, sha256: &Digest, lease: &Lease) -> Result<Option<(Record, Option<Tombstone>)>>;
+
+    /// Create `tombstone` if its location has no record, no pending
+    /// reference and no tombstone (for bytes found unreferenced).
+    async fn tombstone_if_unreferenced(&self, tombstone: &Tombstone) -> Result<bool>;
+
+    /// Take over the tombstone at `location` held by `holder`, if its lease
+    /// has run out by `lease.now`: it is then held on `lease`'s terms.
+    async fn take_over(&self, location: &Location, holder: &Token, lease: &Lease) -> Result<bool>;
+
+    /// Remove the tombstone at `location` if `token` holds it.
+    async fn clear_tombstone(&self, location: &Location, token: &Token) -> Result<bool>;
+
+    /// Every tombstone.
+    async fn tombstones(&self) -> Result<Vec<Tombstone>>;
+
+    /// Reservations not touched since `before` (seconds since the epoch).
+    async fn pending_untouched_since(&self, before: u64) -> Result<Vec<Pending>>;
+
+    /// Which of `names` in `container` of `backend` have a record, a
+    /// pending reference or a tombstone.
+    async fn referenced(&self, backend: BackendKind, container: &str, names: &[String]) -> Result<HashSet<String>>;
+
+    /// The containers of `backend` that records, reservations or
+    /// tombstones name.
+    async fn containers(&self, backend: BackendKind) -> Result<Vec<String>>;
+}

@@ -1,0 +1,258 @@
+//! `coffer gc`: reclaim what crashes and failures left behind, after a
+//! grace period, through the same transactions as every other operation
+//! (README "Guarantees"):
+//!
+//! 1. reservations no put has touched within the grace period are released
+//!    (their bytes deleted if nothing else refers to them);
+//! 2. deletions whose holder died (tombstones past their lease) are taken
+//!    over and finished;
+//! 3. uploads started before the grace period and never completed (S3
+//!    multipart uploads, staged database blobs) are aborted;
+//! 4. bytes that nothing refers to, written before the grace period, are
+//!    deleted under a tombstone — only if they are demonstrably Coffer's:
+//!    named by their own SHA-256 and confirmed to hold it. Anything else is
+//!    counted as kept and left alone.
+//!
+//! gc assumes this catalog is the only one using these stores: hosts that
+//! share a bucket must share the catalog too.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::backend::{BackendKind, Location};
+use crate::error::{Error, Result};
+use crate::policy::host::HostServices;
+
+/// What `coffer gc` should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Only what is older than this is reclaimed (default 24 h). Keep it
+    /// longer than your longest upload.
+    pub older_than: Duration,
+    /// Count what would be done, change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { older_than: Duration::from_secs(24 * 3600), dry_run: false }
+    }
+}
+
+/// Most error and warning lines a report keeps (the counts are complete).
+const MAX_LINES: usize = 100;
+
+/// What `coffer gc` did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub older_than_secs: u64,
+    /// Abandoned reservations released.
+    pub reservations_released: u64,
+    /// Unfinished deletions taken over and finished.
+    pub deletions_finished: u64,
+    /// Incomplete uploads aborted.
+    pub uploads_aborted: u64,
+    /// Unreferenced blobs deleted, and their bytes.
+    pub orphans_deleted: u64,
+    pub orphan_bytes: u64,
+    /// Unreferenced objects that are not demonstrably Coffer's, left alone.
+    pub kept_unrecognised: u64,
+    pub error_count: u64,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl GcReport {
+    fn error(&mut self, what: String) {
+        tracing::warn!(error = %what, "gc");
+        self.error_count += 1;
+        if self.errors.len() < MAX_LINES {
+            self.errors.push(what);
+        }
+    }
+
+    fn warning(&mut self, what: String) {
+        if self.warnings.len() < MAX_LINES {
+            self.warnings.push(what);
+        }
+    }
+}
+
+/// Progress of long work, for a progress bar. Every method has a default
+/// that does nothing.
+pub trait Progress: Send + Sync {
+    /// A new stage begins, with this many items if known.
+    fn stage(&self, _name: &str, _items: Option<u64>) {}
+    /// `n` more items are done.
+    fn advance(&self, _n: u64) {}
+}
+
+/// No progress shown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// Run gc over `services`' catalog and stores.
+pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: &dyn Progress) -> Result<GcReport> {
+    let now = crate::now_secs();
+    let cutoff = now.saturating_sub(options.older_than.as_secs());
+    let mut report =
+        GcReport { dry_run: options.dry_run, older_than_secs: options.older_than.as_secs(), ..GcReport::default() };
+    let (catalog, lifecycle) = (&services.catalog, &services.lifecycle);
+
+    // What to scan, gathered first: a bucket named only by a reservation
+    // about to be released is still scanned.
+    let mut scan: Vec<(BackendKind, String)> = Vec::new();
+    for kind in services.backends.kinds() {
+        let mut containers = catalog.containers(kind).await?;
+        if let Some(all) = services.backends.get(kind)?.containers().await? {
+            containers.extend(all);
+        }
+        if kind == BackendKind::S3
+            && let Some(bucket) = &services.config.s3.bucket
+        {
+            containers.push(bucket.clone());
+        }
+        containers.sort();
+        containers.dedup();
+        scan.extend(containers.into_iter().map(|c| (kind, c)));
+    }
+
+    // 1. Abandoned reservations.
+    let abandoned = catalog.pending_untouched_since(cutoff).await?;
+    progress.stage("abandoned reservations", Some(abandoned.len() as u64));
+    for p in abandoned {
+        if options.dry_run {
+            report.reservations_released += 1;
+        } else {
+            match lifecycle.release_token(&p.token, true).await {
+                Ok(()) => report.reservations_released += 1,
+                Err(e) => report.error(format!("releasing the reservation of {} for {}: {e}", p.location, p.org)),
+            }
+        }
+        progress.advance(1);
+    }
+
+    // 2. Deletions whose holder gave up or died.
+    let tombstones = catalog.tombstones().await?;
+    progress.stage("unfinished deletions", Some(tombstones.len() as u64));
+    for t in tombstones {
+        if t.lease_until > now {
+            report.warning(format!(
+                "{} is being deleted right now (lease until {}); left to its holder",
+                t.location, t.lease_until
+            ));
+        } else if options.dry_run {
+            report.deletions_finished += 1;
+        } else {
+            match lifecycle.take_over_and_finish(&t).await {
+                Ok(true) => report.deletions_finished += 1,
+                Ok(false) => {}
+                Err(e) => report.error(format!("finishing the deletion of {}: {e}", t.location)),
+            }
+        }
+        progress.advance(1);
+    }
+
+    // 3. Incomplete uploads.
+    progress.stage("incomplete uploads", Some(scan.len() as u64));
+    for (kind, container) in &scan {
+        let store = services.backends.get(*kind)?;
+        match store.incomplete_uploads(container).await {
+            Ok(uploads) => {
+                for u in uploads.into_iter().filter(|u| u.active_at < cutoff) {
+                    if options.dry_run {
+                        report.uploads_aborted += 1;
+                        continue;
+                    }
+                    match store.abort_upload(container, &u).await {
+                        Ok(()) => report.uploads_aborted += 1,
+                        Err(e) => {
+                            report.error(format!("aborting the upload {} of {kind}:{container}/{}: {e}", u.id, u.name))
+                        }
+                    }
+                }
+            }
+            Err(Error::Unsupported(m)) => report.warning(m),
+            Err(Error::NotFound(_)) => {} // the bucket is gone: nothing in it
+            Err(e) => report.error(format!("listing incomplete uploads in {kind}:{container}: {e}")),
+        }
+        progress.advance(1);
+    }
+
+    // 4. Unreferenced bytes.
+    progress.stage("unreferenced bytes", None);
+    for (kind, container) in &scan {
+        if let Err(e) = orphans(services, *kind, container, cutoff, options.dry_run, &mut report, progress).await {
+            match e {
+                Error::NotFound(_) => {}
+                e => report.error(format!("looking for unreferenced bytes in {kind}:{container}: {e}")),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Page through `container`, deleting what nothing refers to.
+async fn orphans(
+    services: &HostServices,
+    kind: BackendKind,
+    container: &str,
+    cutoff: u64,
+    dry_run: bool,
+    report: &mut GcReport,
+    progress: &dyn Progress,
+) -> Result<()> {
+    const PAGE: usize = 1000;
+    let store = services.backends.get(kind)?;
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list(container, "", after.as_deref(), PAGE).await?;
+        let names: Vec<String> = page.iter().map(|e| e.name.clone()).collect();
+        let referenced = services.catalog.referenced(kind, container, &names).await?;
+        for entry in &page {
+            progress.advance(1);
+            let old = entry.modified.is_some_and(|m| m < cutoff);
+            if referenced.contains(&entry.name) || !old {
+                continue;
+            }
+            // Coffer's own bytes are named by their digest and hold it.
+            let Some(meta) = store.head(container, &entry.name).await? else { continue };
+            let ours = meta.sha256.is_some_and(|d| entry.name.ends_with(&d.to_string()));
+            if !ours {
+                report.kept_unrecognised += 1;
+                report.warning(format!(
+                    "{kind}:{container}/{} is unreferenced but not demonstrably Coffer's; kept",
+                    entry.name
+                ));
+                continue;
+            }
+            if dry_run {
+                report.orphans_deleted += 1;
+                report.orphan_bytes += meta.size;
+                continue;
+            }
+            let at = Location { backend: kind, container: container.to_string(), name: entry.name.clone() };
+            let tombstone = services.lifecycle.lease().tombstone(&at);
+            // Referenced after all (a put reserved it since the listing)?
+            // Then the transaction refuses and the bytes stay.
+            if !services.catalog.tombstone_if_unreferenced(&tombstone).await? {
+                continue;
+            }
+            match services.lifecycle.finish(&tombstone).await {
+                Ok(()) => {
+                    report.orphans_deleted += 1;
+                    report.orphan_bytes += meta.size;
+                }
+                Err(e) => report.error(format!("deleting unreferenced {at}: {e}")),
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.name.clone()),
+            _ => return Ok(()),
+        }
+    }
+}
