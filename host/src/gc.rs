@@ -163,7 +163,7 @@ pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: 
         let store = services.backends.get(*kind)?;
         match store.incomplete_uploads(container).await {
             Ok(uploads) => {
-                for u in uploads.into_iter().filter(|u| u.active_at < cutoff) {
+                for u in uploads.into_iter().filter(|u| u.active_at <= cutoff) {
                     if options.dry_run {
                         report.uploads_aborted += 1;
                         continue;
@@ -215,7 +215,7 @@ async fn orphans(
         let referenced = services.catalog.referenced(kind, container, &names).await?;
         for entry in &page {
             progress.advance(1);
-            let old = entry.modified.is_some_and(|m| m < cutoff);
+            let old = entry.modified.is_some_and(|m| m <= cutoff);
             if referenced.contains(&entry.name) || !old {
                 continue;
             }

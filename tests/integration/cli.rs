@@ -120,3 +120,55 @@ fn bucket_name_without_s3_names_the_database_namespace() {
     assert_eq!(v["backend"], "database");
     assert_eq!(v["container"], "acme");
 }
+
+#[test]
+fn get_to_a_file_gives_it_the_mode_a_new_file_gets() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = coffer(dir.path()).args(["put", "--org", "acme", "-"]).write_stdin("mode").output().unwrap();
+    let sha = json(&out.stdout)["sha256"].as_str().unwrap().to_string();
+    coffer(dir.path()).args(["get", "--org", "acme", &sha, "-o", "got.bin"]).assert().success();
+    let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+    std::fs::File::create(dir.path().join("fresh.bin")).unwrap();
+    assert_eq!(mode("got.bin"), mode("fresh.bin"), "not the private mode of a temporary file");
+    assert_eq!(std::fs::read(dir.path().join("got.bin")).unwrap(), b"mode");
+}
+
+/// A blob whose record was lost, a reservation a crashed put left, and a
+/// blob a crashed put was staging: gc --dry-run counts them and changes
+/// nothing, the default grace period spares them (they are new), and
+/// --older-than 0s reclaims them.
+#[test]
+fn gc_counts_in_a_dry_run_spares_the_young_and_reclaims_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = coffer(dir.path()).args(["put", "--org", "acme", "-"]).write_stdin("orphan").output().unwrap();
+    assert!(out.status.success());
+    let db = rusqlite::Connection::open(dir.path().join("coffer.db")).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    db.execute_batch(&format!(
+        "DELETE FROM objects;
+         INSERT INTO pending VALUES ('t1', 'acme', '{sha}', 1, 'database', 'acme', '{sha}', {now}, {now});
+         INSERT INTO blob_staging (container, name, started_at, touched_at) VALUES ('acme', 'x', {now}, {now});",
+        sha = "a".repeat(64)
+    ))
+    .unwrap();
+    let count = |t: &str| -> i64 { db.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap() };
+    let gc = |args: &[&str]| -> Value {
+        let out = coffer(dir.path()).arg("gc").args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        json(&out.stdout)
+    };
+    let dry = gc(&["--dry-run", "--older-than", "0s"]);
+    assert_eq!(
+        (&dry["dry_run"], &dry["orphans_deleted"], &dry["reservations_released"], &dry["uploads_aborted"]),
+        (&Value::Bool(true), &Value::from(1), &Value::from(1), &Value::from(1)),
+        "{dry}"
+    );
+    assert_eq!((count("blobs"), count("pending"), count("blob_staging")), (1, 1, 1), "a dry run changes nothing");
+    let young = gc(&[]);
+    assert_eq!((&young["orphans_deleted"], &young["reservations_released"]), (&Value::from(0), &Value::from(0)));
+    let done = gc(&["--older-than", "0s"]);
+    assert_eq!(done["orphans_deleted"], 1, "{done}");
+    assert_eq!((count("blobs"), count("pending"), count("blob_staging"), count("blob_data")), (0, 0, 0, 0));
+    coffer(dir.path()).args(["gc", "--older-than", "soon"]).assert().code(2);
+}

@@ -203,3 +203,57 @@ async fn invalid_organisation_names_are_refused_before_anything_is_stored() {
     let records: i64 = t.raw_db().query_row("SELECT count(*) FROM objects", [], |r| r.get(0)).unwrap();
     assert_eq!(records, 0);
 }
+
+/// A database put reads its input outside any write transaction: while it
+/// waits for more input (here: a FIFO the test feeds in two halves),
+/// another writer gets the database at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_lock_is_held_while_the_input_is_read() {
+    use std::io::Write;
+    let t = sqlite_coffer(&[]).await;
+    let fifo = t.dir.path().join("input.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let bytes = data(5 << 20, 8);
+    let half = bytes.len() / 2;
+    let (halfway_tx, halfway_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (hashed_tx, hashed_rx) = std::sync::mpsc::channel::<()>();
+    let feeder = std::thread::spawn({
+        let (fifo, bytes) = (fifo.clone(), bytes.clone());
+        move || {
+            // Once for hashing, then again for storing, stopping half-way.
+            std::fs::write(&fifo, &bytes).unwrap();
+            // (Reopening before the reader saw the end would splice both passes.)
+            hashed_rx.recv().unwrap();
+            let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            f.write_all(&bytes[..half]).unwrap();
+            halfway_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            f.write_all(&bytes[half..]).unwrap();
+        }
+    });
+    let content = Content::from_path(&fifo, None).await.unwrap();
+    hashed_tx.send(()).unwrap();
+    let put = tokio::spawn({
+        let coffer = t.coffer.clone();
+        async move { coffer.put("acme", content).await }
+    });
+    tokio::task::spawn_blocking(move || halfway_rx.recv().unwrap()).await.unwrap();
+    // The put is now waiting for input. Another writer that will not wait
+    // at all must get the write lock (allowing a moment for the put's
+    // current row to commit).
+    let other = t.raw_db();
+    other.busy_timeout(std::time::Duration::ZERO).unwrap();
+    let mut got_it = 0;
+    for _ in 0..20 {
+        if other.execute_batch("BEGIN IMMEDIATE; COMMIT;").is_ok() {
+            got_it += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(got_it > 0, "the put held the write lock while it waited for its input");
+    go_tx.send(()).unwrap();
+    feeder.join().unwrap();
+    let info = put.await.unwrap().unwrap();
+    assert!(t.coffer.get_bytes("acme", &info.sha256).await.unwrap() == bytes);
+}

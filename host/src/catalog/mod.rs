@@ -188,8 +188,9 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// Every tombstone.
     async fn tombstones(&self) -> Result<Vec<Tombstone>>;
 
-    /// Reservations not touched since `before` (seconds since the epoch).
-    async fn pending_untouched_since(&self, before: u64) -> Result<Vec<Pending>>;
+    /// Reservations last touched at or before `cutoff` (seconds since the
+    /// epoch).
+    async fn pending_untouched_since(&self, cutoff: u64) -> Result<Vec<Pending>>;
 
     /// Which of `names` in `container` of `backend` have a record, a
     /// pending reference or a tombstone.

@@ -100,7 +100,8 @@ enum Completion {
     AlreadyThere,
     /// It failed, and the server may or may not have completed the upload.
     Unclear(Error),
-    /// It failed, and the server certainly did not complete it.
+    /// It was refused. On a first attempt, that means the server did not
+    /// complete it; after an unclear attempt, a HEAD decides.
     Failed(Error),
 }
 
@@ -287,6 +288,10 @@ impl S3Store {
             };
             let error = match completion {
                 Completion::Done => return Ok((true, true)),
+                // Servers answer a completion that an earlier, unclear
+                // attempt already made in different ways (AWS: 404
+                // NoSuchUpload; some: 403). Whatever the refusal, look once.
+                Completion::Failed(e) if failures > 0 => e,
                 Completion::Failed(e) => return Err(e),
                 Completion::AlreadyThere => {
                     return match self.confirm_existing(bucket, key, content).await? {

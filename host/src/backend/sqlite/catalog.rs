@@ -333,7 +333,7 @@ impl Catalog for SqliteDb {
     async fn pending_untouched_since(&self, before: u64) -> Result<Vec<Pending>> {
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {PENDING_COLUMNS} FROM pending WHERE touched_at < ?1 ORDER BY touched_at"
+                "SELECT {PENDING_COLUMNS} FROM pending WHERE touched_at <= ?1 ORDER BY touched_at"
             ))?;
             collect(&mut stmt, params![before as i64], pending_from)
         })

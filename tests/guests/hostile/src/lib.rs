@@ -6,6 +6,7 @@
 
 wit_bindgen::generate!({ world: "policy-component", path: "../../../wit" });
 
+use coffer::storage::host;
 use coffer::storage::store::{self, Content};
 use coffer::storage::types::{Backend, Error, Location, ObjectInfo, Operation, PutOutcome};
 
@@ -99,6 +100,17 @@ impl exports::coffer::storage::policy::Guest for Hostile {
             "mallory-claim" => {
                 // Claim the victim's copy without writing or finding anything.
                 Ok(PutOutcome { location: own("victim", &info.sha256), deduplicated: true })
+            }
+            // Organisations whose names start with "pool-" share one
+            // container (setting `pool`, default "pool"): a location that
+            // several organisations reference at once.
+            o if o.starts_with("pool-") => {
+                let backend = store::backends().first().copied().unwrap_or(Backend::Database);
+                let container = host::setting("pool").unwrap_or_else(|| "pool".to_string());
+                let at = Location { backend, container, object_name: info.sha256 };
+                store::ensure_container(at.backend, &at.container)?;
+                let written = store::write(&at, body)?;
+                Ok(PutOutcome { location: at, deduplicated: !written })
             }
             _ => {
                 let at = own(&org, &info.sha256);
