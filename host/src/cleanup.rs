@@ -33,12 +33,21 @@ impl Cleanups {
             tracing::warn!(what, "no runtime to clean up on; left for coffer gc");
             return;
         };
-        self.running.fetch_add(1, Ordering::SeqCst);
-        handle.spawn(async move {
-            work.await;
-            if self.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-                self.idle.notify_waiters();
+        /// Counts the task out however it ends (done, or dropped with its
+        /// runtime).
+        struct Running(&'static Cleanups);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    self.0.idle.notify_waiters();
+                }
             }
+        }
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let running = Running(self);
+        handle.spawn(async move {
+            let _running = running;
+            work.await;
         });
     }
 

@@ -270,28 +270,41 @@ impl Coffer {
     /// digest: if the stored bytes are wrong, its last item is an
     /// [`Error::Integrity`].
     pub async fn get(&self, org: &str, sha256: &str) -> Result<(ObjectInfo, ByteStream)> {
-        let record = self.record(org, sha256, Operation::Get).await?;
-        let store = self.services.backends.get(record.location.backend)?;
-        let stream = match store.get(&record.location.container, &record.location.name).await {
-            Ok(s) => s,
-            Err(Error::NotFound(m)) => {
-                // Deleted between the lookup and the read? Then it is simply
-                // gone. Still recorded? Then the backend lost it.
-                return Err(match self.services.catalog.lookup(org, &record.sha256).await? {
-                    None => Error::NotFound(format!(
-                        "organisation {org:?} has no object {} (it was just deleted)",
-                        record.sha256
-                    )),
-                    Some(_) => {
-                        Error::Integrity(format!("{} is recorded but missing from its backend: {m}", record.location))
+        let mut record = self.record(org, sha256, Operation::Get).await?;
+        // Twice at most: once more if the object was deleted and stored
+        // again between the lookup and the read.
+        for _ in 0..2 {
+            let store = self.services.backends.get(record.location.backend)?;
+            match store.get(&record.location.container, &record.location.name).await {
+                Ok(stream) => {
+                    let what = format!("{} ({})", record.sha256, record.location);
+                    let stream = verify_stream(stream, record.sha256, record.size, what);
+                    return Ok((ObjectInfo::from_record(record, None), stream));
+                }
+                Err(Error::NotFound(m)) => match self.services.catalog.lookup(org, &record.sha256).await? {
+                    // Deleted between the lookup and the read: simply gone.
+                    None => {
+                        return Err(Error::NotFound(format!(
+                            "organisation {org:?} has no object {} (it was just deleted)",
+                            record.sha256
+                        )));
                     }
-                });
+                    // Still the same record: the backend lost the bytes.
+                    Some(now) if now == record => {
+                        return Err(Error::Integrity(format!(
+                            "{} is recorded but missing from its backend: {m}",
+                            record.location
+                        )));
+                    }
+                    Some(now) => record = now,
+                },
+                Err(other) => return Err(other),
             }
-            Err(other) => return Err(other),
-        };
-        let what = format!("{} ({})", record.sha256, record.location);
-        let stream = verify_stream(stream, record.sha256, record.size, what);
-        Ok((ObjectInfo::from_record(record, None), stream))
+        }
+        Err(Error::NotFound(format!(
+            "organisation {org:?}'s object {} keeps being deleted and stored again",
+            record.sha256
+        )))
     }
 
     /// `org`'s object `sha256`, in memory, verified before it is returned.

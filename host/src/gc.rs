@@ -102,6 +102,14 @@ pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: 
     let mut report =
         GcReport { dry_run: options.dry_run, older_than_secs: options.older_than.as_secs(), ..GcReport::default() };
     let (catalog, lifecycle) = (&services.catalog, &services.lifecycle);
+    if options.older_than < crate::catalog::lifecycle::HEARTBEAT * 2 && !options.dry_run {
+        report.warning(format!(
+            "--older-than {} s is shorter than two heartbeats of a running put ({} s): puts running right now may \
+             be taken for abandoned (they start again; a multipart upload aborted under them fails)",
+            options.older_than.as_secs(),
+            (crate::catalog::lifecycle::HEARTBEAT * 2).as_secs()
+        ));
+    }
 
     // What to scan, gathered first: a bucket named only by a reservation
     // about to be released is still scanned.
@@ -128,8 +136,9 @@ pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: 
         if options.dry_run {
             report.reservations_released += 1;
         } else {
-            match lifecycle.release_token(&p.token, true).await {
-                Ok(()) => report.reservations_released += 1,
+            match lifecycle.reap(&p, cutoff).await {
+                Ok(true) => report.reservations_released += 1,
+                Ok(false) => {} // it came alive, or finished, meanwhile
                 Err(e) => report.error(format!("releasing the reservation of {} for {}: {e}", p.location, p.org)),
             }
         }
@@ -164,6 +173,12 @@ pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: 
         match store.incomplete_uploads(container).await {
             Ok(uploads) => {
                 for u in uploads.into_iter().filter(|u| u.active_at <= cutoff) {
+                    // A put that is alive (touched since the cutoff) may be
+                    // uploading this right now.
+                    let at = Location { backend: *kind, container: container.clone(), name: u.name.clone() };
+                    if catalog.pending_at(&at).await?.iter().any(|p| p.touched_at > cutoff) {
+                        continue;
+                    }
                     if options.dry_run {
                         report.uploads_aborted += 1;
                         continue;
@@ -236,12 +251,12 @@ async fn orphans(
                 continue;
             }
             let at = Location { backend: kind, container: container.to_string(), name: entry.name.clone() };
-            let tombstone = services.lifecycle.lease().tombstone(&at);
             // Referenced after all (a put reserved it since the listing)?
             // Then the transaction refuses and the bytes stay.
-            if !services.catalog.tombstone_if_unreferenced(&tombstone).await? {
+            let Some(tombstone) = services.catalog.tombstone_if_unreferenced(&at, &services.lifecycle.lease()).await?
+            else {
                 continue;
-            }
+            };
             match services.lifecycle.finish(&tombstone).await {
                 Ok(()) => {
                     report.orphans_deleted += 1;
@@ -250,9 +265,11 @@ async fn orphans(
                 Err(e) => report.error(format!("deleting unreferenced {at}: {e}")),
             }
         }
+        // A short page need not be the last (S3 may return fewer keys than
+        // asked while more remain): only an empty one is.
         match page.last() {
-            Some(last) if page.len() == PAGE => after = Some(last.name.clone()),
-            _ => return Ok(()),
+            Some(last) => after = Some(last.name.clone()),
+            None => return Ok(()),
         }
     }
 }

@@ -3,12 +3,13 @@
 //! chosen order instead of by luck.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use coffer::backend::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload, Location};
-use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Reserved, Token, Tombstone};
+use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token, Tombstone};
 use coffer::content::ByteStream;
 use coffer::{Content, Digest, Result};
 use tokio::sync::Notify;
@@ -64,6 +65,20 @@ pub struct Gates {
     pub after_delete: Gate,
     /// The catalog's commit of a put, before it runs.
     pub before_commit: Gate,
+    /// Reservations refused because the location was being deleted.
+    pub tombstoned: AtomicUsize,
+}
+
+impl Gates {
+    /// Wait until a put has been refused a reservation because its
+    /// location is being deleted (it is then waiting for the deletion).
+    pub async fn until_a_put_waits(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.tombstoned.load(Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no put ever waited for a deletion");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -129,7 +144,11 @@ impl Catalog for PausingCatalog {
         self.inner.owners(at).await
     }
     async fn reserve(&self, p: &Pending) -> Result<Reserved> {
-        self.inner.reserve(p).await
+        let r = self.inner.reserve(p).await;
+        if matches!(r, Ok(Reserved::Tombstoned(_))) {
+            self.gates.tombstoned.fetch_add(1, Ordering::SeqCst);
+        }
+        r
     }
     async fn touch(&self, t: &Token, now: u64) -> Result<bool> {
         self.inner.touch(t, now).await
@@ -138,16 +157,16 @@ impl Catalog for PausingCatalog {
         self.gates.before_commit.pass().await;
         self.inner.commit(t, r).await
     }
-    async fn release(&self, t: &Token, lease: Option<&Lease>) -> Result<Option<Tombstone>> {
-        self.inner.release(t, lease).await
+    async fn release(&self, t: &Token, untouched_since: Option<u64>, lease: Option<&Lease>) -> Result<Released> {
+        self.inner.release(t, untouched_since, lease).await
     }
     async fn remove(&self, org: &str, sha: &Digest, lease: &Lease) -> Result<Option<(Record, Option<Tombstone>)>> {
         self.inner.remove(org, sha, lease).await
     }
-    async fn tombstone_if_unreferenced(&self, t: &Tombstone) -> Result<bool> {
-        self.inner.tombstone_if_unreferenced(t).await
+    async fn tombstone_if_unreferenced(&self, at: &Location, lease: &Lease) -> Result<Option<Tombstone>> {
+        self.inner.tombstone_if_unreferenced(at, lease).await
     }
-    async fn take_over(&self, at: &Location, holder: &Token, lease: &Lease) -> Result<bool> {
+    async fn take_over(&self, at: &Location, holder: &Token, lease: &Lease) -> Result<Option<Tombstone>> {
         self.inner.take_over(at, holder, lease).await
     }
     async fn clear_tombstone(&self, at: &Location, t: &Token) -> Result<bool> {
@@ -158,6 +177,9 @@ impl Catalog for PausingCatalog {
     }
     async fn pending_untouched_since(&self, cutoff: u64) -> Result<Vec<Pending>> {
         self.inner.pending_untouched_since(cutoff).await
+    }
+    async fn pending_at(&self, at: &Location) -> Result<Vec<Pending>> {
+        self.inner.pending_at(at).await
     }
     async fn referenced(&self, b: BackendKind, c: &str, names: &[String]) -> Result<HashSet<String>> {
         self.inner.referenced(b, c, names).await

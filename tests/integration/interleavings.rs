@@ -184,7 +184,7 @@ async fn put_waits_for(kind: Kind, after_bytes_are_gone: bool) {
         let (c, b) = (g.coffer.clone(), bytes.clone());
         async move { c.put("acme", content(&b)).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    g.gates.until_a_put_waits().await;
     assert!(!put.is_finished(), "the put went ahead while the location was being deleted");
     pause.release();
     delete.await.unwrap().unwrap();
@@ -224,7 +224,7 @@ async fn organisations_sharing_a_location_keep_its_bytes_until_the_last_lets_go(
         let (c, b) = (g.coffer.clone(), bytes.clone());
         async move { c.put("pool-a", content(&b)).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    g.gates.until_a_put_waits().await;
     assert!(!again.is_finished(), "the put went ahead while the shared location was being deleted");
     pause.release();
     delete.await.unwrap().unwrap();
@@ -248,9 +248,15 @@ async fn gc_reaping_a_running_puts_reservation_makes_it_write_again(kind: Kind) 
     let report = g.coffer.gc(&GcOptions { older_than: Duration::ZERO, dry_run: false }, &NoProgress).await.unwrap();
     assert_eq!(report.reservations_released, 1, "{report:?}");
     let sha = Digest::of(&bytes);
+    let (container, key) = match kind {
+        Kind::Database => ("acme".to_string(), sha.to_string()),
+        Kind::S3 => (g.coffer.config().s3.bucket.clone().unwrap(), format!("acme/{sha}")),
+    };
+    assert!(!g.holds(&container, &key).await, "gc deleted the abandoned-looking copy");
     pause.release();
     let stored = put.await.unwrap().unwrap();
     assert_eq!(stored.sha256, sha);
+    assert_eq!(stored.deduplicated, Some(false), "written again");
     assert!(g.holds(&stored.container, &stored.key).await, "written again after gc took the first copy");
     assert!(g.coffer.get_bytes("acme", &sha).await.unwrap() == bytes);
     g.assert_consistent(&["acme"]).await;

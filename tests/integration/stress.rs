@@ -94,15 +94,25 @@ async fn two_processes(s3_bucket: Option<&str>) {
     );
     assert!(rms.get(&0).copied().unwrap_or(0) > 0, "the deletes never overlapped the puts: {rms:?}");
 
+    assert!(found > 0 && absent > 0, "the reader never saw both states: {found} found, {absent} not found");
+
     // Every record reads back verified.
     for info in reader.list("acme", None, 100).await.unwrap() {
         assert!(reader.get_bytes("acme", &info.sha256).await.unwrap() == bytes);
     }
-    // Nothing left pending; gc leaves no unreferenced bytes.
+    // Without any crash, nothing is left for gc: no reservation, no
+    // tombstone, no byte that no record refers to.
+    assert_clean(dir.path(), &reader, s3_bucket).await;
     let gc = coffer_cmd(&["gc", "--older-than", "0s"]).output().unwrap();
     assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
-    assert_eq!(count(dir.path(), "SELECT count(*) FROM pending"), 0);
-    assert_eq!(count(dir.path(), "SELECT count(*) FROM tombstones"), 0);
+    let report: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
+    assert_eq!(report["orphans_deleted"], 0, "{report}");
+    assert_clean(dir.path(), &reader, s3_bucket).await;
+}
+
+async fn assert_clean(dir: &std::path::Path, reader: &Coffer, s3_bucket: Option<&str>) {
+    assert_eq!(count(dir, "SELECT count(*) FROM pending"), 0);
+    assert_eq!(count(dir, "SELECT count(*) FROM tombstones"), 0);
     let records = reader.list("acme", None, 100).await.unwrap();
     match s3_bucket {
         Some(bucket) => {
@@ -111,13 +121,19 @@ async fn two_processes(s3_bucket: Option<&str>) {
         }
         None => {
             let unreferenced = count(
-                dir.path(),
+                dir,
                 "SELECT count(*) FROM blobs b WHERE NOT EXISTS
                  (SELECT 1 FROM objects o WHERE o.backend = 'database' AND o.container = b.container AND o.name = b.name)",
             );
-            assert_eq!(unreferenced, 0, "unreferenced blobs after gc");
-            assert_eq!(count(dir.path(), "SELECT count(*) FROM blobs"), records.len() as i64);
-            assert_eq!(count(dir.path(), "SELECT count(*) FROM blob_staging"), 0);
+            assert_eq!(unreferenced, 0, "unreferenced blobs");
+            assert_eq!(count(dir, "SELECT count(*) FROM blobs"), records.len() as i64);
+            assert_eq!(count(dir, "SELECT count(*) FROM blob_staging"), 0);
+            let stray = count(
+                dir,
+                "SELECT count(*) FROM blob_data WHERE blob_id NOT IN (SELECT blob_id FROM blobs)
+                 AND blob_id NOT IN (SELECT blob_id FROM blob_staging)",
+            );
+            assert_eq!(stray, 0, "chunk rows that belong to no blob");
         }
     }
 }

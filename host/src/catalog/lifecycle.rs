@@ -20,20 +20,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Catalog, Committed, Lease, Pending, Record, Reserved, Token, Tombstone};
+use super::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token, Tombstone};
 use crate::backend::{Backends, Location};
 use crate::content::Digest;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// How often a put in progress marks its reservation alive.
-const HEARTBEAT: Duration = Duration::from_secs(60);
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
 
-/// Whether a failed write may still have left bytes behind (the request
-/// may have reached the server), so that releasing its reservation should
-/// delete whatever is there once nothing refers to it.
-pub fn may_have_written(e: &Error) -> bool {
-    matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Integrity | ErrorKind::Internal)
-}
+/// Seconds a tombstone's lease lasts beyond twice the delete timeout: room
+/// for one statement still waiting on a busy database (its busy timeout)
+/// after the deletion's future was given up, and for clocks that count in
+/// whole seconds.
+const LEASE_SLACK_SECS: u64 = 3;
 
 /// The lifecycle of locations: reservations, commits, removals,
 /// tombstones.
@@ -51,12 +50,12 @@ impl Lifecycle {
         Arc::new(Lifecycle { catalog, backends, delete_timeout })
     }
 
-    /// Terms for a new tombstone, held from now for twice the delete
-    /// timeout.
+    /// Terms for a new tombstone: held for twice the delete timeout, plus
+    /// slack. Its holder gives up deleting after one delete timeout, so it
+    /// never acts after its lease has run out.
     pub fn lease(&self) -> Lease {
-        let now = crate::now_secs();
-        let secs = (self.delete_timeout.as_secs_f64() * 2.0).ceil().max(1.0) as u64;
-        Lease { token: Token::new(), now, until: now + secs }
+        let secs = (self.delete_timeout.as_secs_f64() * 2.0).ceil() as u64 + LEASE_SLACK_SECS;
+        Lease { token: Token::new(), secs }
     }
 
     /// Reserve `at` for a put of `sha256` by `org`. While the location's
@@ -88,7 +87,7 @@ impl Lifecycle {
                         settled: false,
                     });
                 }
-                Reserved::Tombstoned(t) if t.lease_until <= now => {
+                Reserved::Tombstoned(t) if t.lease_until < now => {
                     // Its holder gave up or died: finish its deletion, then reserve.
                     if self.take_over_and_finish(&t).await? {
                         tracing::info!(location = %at, "took over an abandoned deletion");
@@ -146,7 +145,21 @@ impl Lifecycle {
     /// next put of the location) to take over once its lease runs out.
     pub async fn finish(&self, t: &Tombstone) -> Result<()> {
         let store = self.backends.get(t.location.backend)?;
-        match tokio::time::timeout(self.delete_timeout, store.delete(&t.location.container, &t.location.name)).await {
+        // Never act past the lease: after it, someone else may take over
+        // and the location be written again.
+        let left = t.lease_until.saturating_sub(crate::now_secs()).saturating_sub(LEASE_SLACK_SECS);
+        let budget = self.delete_timeout.min(Duration::from_secs(left));
+        if budget.is_zero() {
+            return Err(Error::Backend {
+                message: format!(
+                    "the lease to delete {} ran out before the deletion began; coffer gc finishes it",
+                    t.location
+                ),
+                retryable: true,
+                source: None,
+            });
+        }
+        match tokio::time::timeout(budget, store.delete(&t.location.container, &t.location.name)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) => {
@@ -170,22 +183,56 @@ impl Lifecycle {
     /// Take over tombstone `t` if its lease ran out, and finish it. False
     /// when someone else holds it (now).
     pub async fn take_over_and_finish(&self, t: &Tombstone) -> Result<bool> {
-        let lease = self.lease();
-        if !self.catalog.take_over(&t.location, &t.token, &lease).await? {
+        let Some(ours) = self.catalog.take_over(&t.location, &t.token, &self.lease()).await? else {
             return Ok(false);
-        }
-        self.finish(&lease.tombstone(&t.location)).await?;
+        };
+        self.finish(&ours).await?;
         Ok(true)
     }
 
-    /// Drop reservation `token`; with `may_have_written`, delete what is at
-    /// its location if that leaves nothing referring to it.
-    pub async fn release_token(&self, token: &Token, may_have_written: bool) -> Result<()> {
-        let lease = may_have_written.then(|| self.lease());
-        if let Some(t) = self.catalog.release(token, lease.as_ref()).await? {
-            self.finish(&t).await?;
+    /// Drop reservation `pending`. With `may_have_written`, the bytes at its
+    /// location are deleted if nothing else refers to them, but only if
+    /// they are demonstrably what this put wrote (a HEAD, made while the
+    /// reservation still protects the location, confirms the digest):
+    /// whatever else is there (another system's object in a shared bucket)
+    /// is never touched.
+    pub async fn release(&self, pending: &Pending, may_have_written: bool) -> Result<()> {
+        self.release_if(pending, None, may_have_written).await.map(|_| ())
+    }
+
+    /// Release `pending` for `coffer gc`, as abandoned, unless it was
+    /// touched after `cutoff` (its put came alive again). True if released.
+    pub async fn reap(&self, pending: &Pending, cutoff: u64) -> Result<bool> {
+        self.release_if(pending, Some(cutoff), true).await
+    }
+
+    async fn release_if(
+        &self,
+        pending: &Pending,
+        untouched_since: Option<u64>,
+        may_have_written: bool,
+    ) -> Result<bool> {
+        let ours = may_have_written && {
+            let at = &pending.location;
+            match self.backends.get(at.backend)?.head(&at.container, &at.name).await {
+                Ok(Some(meta)) => meta.sha256 == Some(pending.sha256) && meta.size == pending.size,
+                Ok(None) => false,
+                Err(e) => {
+                    // Left for `coffer gc`, which applies the same rule.
+                    tracing::warn!(location = %at, error = %e, "could not look at what a failed put left");
+                    false
+                }
+            }
+        };
+        let lease = ours.then(|| self.lease());
+        match self.catalog.release(&pending.token, untouched_since, lease.as_ref()).await? {
+            Released::NotHeld => Ok(false),
+            Released::Released(None) => Ok(true),
+            Released::Released(Some(t)) => {
+                self.finish(&t).await?;
+                Ok(true)
+            }
         }
-        Ok(())
     }
 }
 
@@ -244,7 +291,7 @@ impl Reservation {
     /// else refers to it).
     pub async fn release(mut self) -> Result<()> {
         self.settled = true;
-        self.lifecycle.release_token(&self.pending.token, self.may_have_written).await
+        self.lifecycle.release(&self.pending, self.may_have_written).await
     }
 
     /// Release each of `reservations`, logging (not returning) failures:
@@ -268,12 +315,11 @@ impl Drop for Reservation {
         // The put was cancelled (its future dropped): release in the
         // background, tracked, so a shutting-down process can wait for it.
         let lifecycle = self.lifecycle.clone();
-        let token = self.pending.token.clone();
+        let pending = self.pending.clone();
         let written = self.may_have_written;
-        let at = self.pending.location.clone();
         crate::cleanup::cleanups().spawn("releasing a cancelled put's reservation", async move {
-            if let Err(e) = lifecycle.release_token(&token, written).await {
-                tracing::warn!(location = %at, error = %e, "could not release a cancelled put's reservation; coffer gc will");
+            if let Err(e) = lifecycle.release(&pending, written).await {
+                tracing::warn!(location = %pending.location, error = %e, "could not release a cancelled put's reservation; coffer gc will");
             }
         });
     }

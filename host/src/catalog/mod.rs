@@ -95,23 +95,23 @@ pub struct Tombstone {
     pub lease_until: u64,
 }
 
-/// The terms of a tombstone a transaction may create: who holds it and
-/// until when.
+/// The terms of a tombstone a transaction may create: who holds it, and
+/// for how long. The transaction reads the clock itself, so time spent
+/// waiting for the database never eats into the lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub token: Token,
-    pub now: u64,
-    pub until: u64,
+    pub secs: u64,
 }
 
 impl Lease {
-    /// The tombstone these terms give `location`.
-    pub fn tombstone(&self, location: &Location) -> Tombstone {
+    /// The tombstone these terms give `location` at `now`.
+    pub fn tombstone(&self, location: &Location, now: u64) -> Tombstone {
         Tombstone {
             location: location.clone(),
             token: self.token.clone(),
-            created_at: self.now,
-            lease_until: self.until,
+            created_at: now,
+            lease_until: now + self.secs,
         }
     }
 }
@@ -139,6 +139,17 @@ pub enum Committed {
     Lost,
 }
 
+/// What [`Catalog::release`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    /// There was no such reservation (or it was touched after the cutoff):
+    /// nothing changed.
+    NotHeld,
+    /// The reservation is gone; with a tombstone when its location was left
+    /// unreferenced and a lease was given.
+    Released(Option<Tombstone>),
+}
+
 /// Storage for [`Record`]s and the lifecycle of locations. Each method is
 /// one transaction.
 #[async_trait]
@@ -163,24 +174,26 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// for the digest. With no token, only an existing record can answer.
     async fn commit(&self, token: Option<&Token>, record: &Record) -> Result<Committed>;
 
-    /// Drop the reservation `token`. With `lease`, and if that leaves its
-    /// location with no record, no pending reference and no tombstone, a
-    /// tombstone on those terms is created and returned, in the same
-    /// transaction: the caller then deletes the bytes and clears it.
-    async fn release(&self, token: &Token, lease: Option<&Lease>) -> Result<Option<Tombstone>>;
+    /// Drop the reservation `token` (with `untouched_since`, only if it was
+    /// last touched at or before then: gc never reaps a reservation that
+    /// came alive again). With `lease`, and if that leaves its location
+    /// with no record, no pending reference and no tombstone, a tombstone on
+    /// those terms is created and returned, in the same transaction: the
+    /// caller then deletes the bytes and clears it.
+    async fn release(&self, token: &Token, untouched_since: Option<u64>, lease: Option<&Lease>) -> Result<Released>;
 
     /// Remove the organisation's record; if that leaves its location with
     /// no record and no pending reference, create a tombstone on `lease`'s
     /// terms in the same transaction.
     async fn remove(&self, org: &str, sha256: &Digest, lease: &Lease) -> Result<Option<(Record, Option<Tombstone>)>>;
 
-    /// Create `tombstone` if its location has no record, no pending
-    /// reference and no tombstone (for bytes found unreferenced).
-    async fn tombstone_if_unreferenced(&self, tombstone: &Tombstone) -> Result<bool>;
+    /// Tombstone `location` on `lease`'s terms if it has no record, no
+    /// pending reference and no tombstone (for bytes found unreferenced).
+    async fn tombstone_if_unreferenced(&self, location: &Location, lease: &Lease) -> Result<Option<Tombstone>>;
 
     /// Take over the tombstone at `location` held by `holder`, if its lease
-    /// has run out by `lease.now`: it is then held on `lease`'s terms.
-    async fn take_over(&self, location: &Location, holder: &Token, lease: &Lease) -> Result<bool>;
+    /// has run out: it is then held on `lease`'s terms.
+    async fn take_over(&self, location: &Location, holder: &Token, lease: &Lease) -> Result<Option<Tombstone>>;
 
     /// Remove the tombstone at `location` if `token` holds it.
     async fn clear_tombstone(&self, location: &Location, token: &Token) -> Result<bool>;
@@ -192,11 +205,15 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// epoch).
     async fn pending_untouched_since(&self, cutoff: u64) -> Result<Vec<Pending>>;
 
+    /// The reservations of `location`.
+    async fn pending_at(&self, location: &Location) -> Result<Vec<Pending>>;
+
     /// Which of `names` in `container` of `backend` have a record, a
     /// pending reference or a tombstone.
     async fn referenced(&self, backend: BackendKind, container: &str, names: &[String]) -> Result<HashSet<String>>;
 
-    /// The containers of `backend` that records, reservations or
-    /// tombstones name.
+    /// Every container of `backend` a reservation has ever named (kept, so
+    /// gc still scans a bucket whose only put crashed), and those records
+    /// and tombstones name.
     async fn containers(&self, backend: BackendKind) -> Result<Vec<String>>;
 }

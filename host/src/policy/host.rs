@@ -13,7 +13,7 @@ use super::bindings::coffer::storage::{host, store, types};
 use super::convert;
 use crate::backend::{Backends, Location};
 use crate::catalog::Catalog;
-use crate::catalog::lifecycle::{Lifecycle, Reservation, may_have_written};
+use crate::catalog::lifecycle::{Lifecycle, Reservation};
 use crate::config::Config;
 use crate::content::Content;
 use crate::error::{Error, Result};
@@ -164,6 +164,12 @@ impl CallState {
             Some(meta) => {
                 // Same size is not enough: the digest must be confirmed.
                 meta.confirm(&at, &content)?;
+                // If this put lets go, these bytes may be the last copy
+                // anyone refers to: releasing then deletes them (they are
+                // confirmed to be this content).
+                if let Some(r) = self.reservations.iter_mut().find(|r| r.location() == &at) {
+                    r.mark_written();
+                }
                 self.verified.insert(at);
                 Ok(Some(meta.size))
             }
@@ -185,13 +191,12 @@ impl CallState {
         let store = self.services.backends.get(at.backend)?.clone();
         let i = self.reservation_for(&at, &content).await?;
         let reservation = &mut self.reservations[i];
-        let written = reservation.keep_alive(store.put(&at.container, &at.name, &content)).await;
-        match &written {
-            Ok(true) => reservation.mark_written(),
-            Err(e) if may_have_written(e) => reservation.mark_written(),
-            _ => {}
-        }
-        let written = written?;
+        // Marked before the write: if the call is cancelled mid-upload, the
+        // server may still store the bytes, and releasing the reservation
+        // must then delete them (only ever bytes confirmed to be this
+        // content, and only when nothing else refers to them).
+        reservation.mark_written();
+        let written = reservation.keep_alive(store.put(&at.container, &at.name, &content)).await?;
         self.verified.insert(at);
         Ok(written)
     }

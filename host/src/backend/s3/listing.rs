@@ -96,7 +96,11 @@ impl S3Store {
             }
             let page: ListMultipartUploadsResult = Self::xml(&op, resp).await?;
             for u in page.upload {
-                let active_at = parse_timestamp(&u.initiated).unwrap_or(0);
+                // An upload whose start cannot be read is never taken for old.
+                let active_at = parse_timestamp(&u.initiated).unwrap_or_else(|| {
+                    tracing::warn!(bucket, key = u.key, initiated = u.initiated, "unreadable upload date; kept");
+                    u64::MAX
+                });
                 out.push(IncompleteUpload { name: u.key, id: u.upload_id, active_at });
             }
             if !page.is_truncated || page.next_key_marker.is_empty() {

@@ -75,10 +75,16 @@ impl SqliteDb {
         let flush = |conn: &mut Connection, row: &mut Vec<u8>, seq: &mut i64| -> Result<()> {
             self.retry_busy(|| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // Only while still staged: rows for a blob that `coffer gc`
+                // aborted would belong to nothing.
+                let staged = tx
+                    .prepare_cached("UPDATE blob_staging SET touched_at = ?2 WHERE blob_id = ?1")?
+                    .execute(params![blob_id, now()])?;
+                if staged != 1 {
+                    return Err(aborted(c, n));
+                }
                 tx.prepare_cached("INSERT INTO blob_data (blob_id, seq, data) VALUES (?1, ?2, ?3)")?
                     .execute(params![blob_id, *seq, &row[..]])?;
-                tx.prepare_cached("UPDATE blob_staging SET touched_at = ?2 WHERE blob_id = ?1")?
-                    .execute(params![blob_id, now()])?;
                 tx.commit()?;
                 Ok(())
             })?;
@@ -106,12 +112,7 @@ impl SqliteDb {
             let staged: i64 =
                 tx.query_row("SELECT count(*) FROM blob_staging WHERE blob_id = ?1", params![blob_id], |r| r.get(0))?;
             if staged != 1 {
-                // `coffer gc` aborted it as abandoned while it was written.
-                return Err(Error::Backend {
-                    message: format!("database blob {c}/{n}: its staged upload was aborted while it was written"),
-                    retryable: true,
-                    source: None,
-                });
+                return Err(aborted(c, n));
             }
             tx.execute(
                 "INSERT INTO blobs (container, name, size, sha256, blob_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -121,6 +122,17 @@ impl SqliteDb {
             tx.commit()?;
             Ok(None)
         })
+    }
+}
+
+/// `coffer gc` aborted a staged blob (as abandoned) while it was written.
+fn aborted(c: &str, n: &str) -> Error {
+    Error::Backend {
+        message: format!(
+            "database blob {c}/{n}: its staged upload was aborted (by coffer gc) while it was being written; try again"
+        ),
+        retryable: false,
+        source: None,
     }
 }
 

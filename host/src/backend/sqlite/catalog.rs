@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
-use super::SqliteDb;
+use super::{SqliteDb, now};
 use crate::backend::{BackendKind, Location};
-use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Reserved, Token, Tombstone};
+use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token, Tombstone};
 use crate::content::Digest;
 use crate::error::{Error, Result};
 
@@ -99,11 +99,12 @@ fn referenced(tx: &Transaction<'_>, at: &Location) -> Result<bool> {
 }
 
 /// Rule 1: tombstone `at` on `lease`'s terms if nothing refers to it.
+/// The lease starts now, inside the transaction.
 fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -> Result<Option<Tombstone>> {
     if referenced(tx, at)? {
         return Ok(None);
     }
-    let t = lease.tombstone(at);
+    let t = lease.tombstone(at, now() as u64);
     insert_tombstone(tx, &t)?;
     Ok(Some(t))
 }
@@ -162,6 +163,9 @@ impl Catalog for SqliteDb {
             if let Some(t) = tombstone_at(&tx, &p.location)? {
                 return Ok(Reserved::Tombstoned(t));
             }
+            // Remembered for good: gc scans every container a put has named.
+            tx.prepare_cached("INSERT OR IGNORE INTO containers (backend, container, first_seen) VALUES (?1, ?2, ?3)")?
+                .execute(params![p.location.backend.as_str(), p.location.container, p.created_at as i64])?;
             tx.prepare_cached(&format!(
                 "INSERT INTO pending ({PENDING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ))?
@@ -238,7 +242,7 @@ impl Catalog for SqliteDb {
         .await
     }
 
-    async fn release(&self, token: &Token, lease: Option<&Lease>) -> Result<Option<Tombstone>> {
+    async fn release(&self, token: &Token, untouched_since: Option<u64>, lease: Option<&Lease>) -> Result<Released> {
         let (t, lease) = (token.clone(), lease.cloned());
         self.with_conn(move |conn| {
             let tx = write_tx(conn)?;
@@ -246,14 +250,17 @@ impl Catalog for SqliteDb {
                 let mut stmt = tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
                 collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
             };
-            let Some(p) = pending else { return Ok(None) };
+            let Some(p) = pending else { return Ok(Released::NotHeld) };
+            if untouched_since.is_some_and(|cutoff| p.touched_at > cutoff) {
+                return Ok(Released::NotHeld);
+            }
             tx.execute("DELETE FROM pending WHERE token = ?1", params![t.as_str()])?;
             let tombstone = match &lease {
                 Some(lease) => tombstone_if_free(&tx, &p.location, lease)?,
                 None => None,
             };
             tx.commit()?;
-            Ok(tombstone)
+            Ok(Released::Released(tombstone))
         })
         .await
     }
@@ -271,38 +278,39 @@ impl Catalog for SqliteDb {
         .await
     }
 
-    async fn tombstone_if_unreferenced(&self, tombstone: &Tombstone) -> Result<bool> {
-        let t = tombstone.clone();
+    async fn tombstone_if_unreferenced(&self, location: &Location, lease: &Lease) -> Result<Option<Tombstone>> {
+        let (l, lease) = (location.clone(), lease.clone());
         self.with_conn(move |conn| {
             let tx = write_tx(conn)?;
-            if referenced(&tx, &t.location)? {
-                return Ok(false);
-            }
-            insert_tombstone(&tx, &t)?;
+            let t = tombstone_if_free(&tx, &l, &lease)?;
             tx.commit()?;
-            Ok(true)
+            Ok(t)
         })
         .await
     }
 
-    async fn take_over(&self, location: &Location, holder: &Token, lease: &Lease) -> Result<bool> {
+    async fn take_over(&self, location: &Location, holder: &Token, lease: &Lease) -> Result<Option<Tombstone>> {
         let (l, h, lease) = (location.clone(), holder.clone(), lease.clone());
         self.with_conn(move |conn| {
+            let now = now() as u64;
+            let t = lease.tombstone(&l, now);
+            // Strictly after the lease: a holder is never overtaken while
+            // its lease lasts.
             let n = conn
                 .prepare_cached(
-                    "UPDATE tombstones SET token = ?5, lease_until = ?6
-                     WHERE backend = ?1 AND container = ?2 AND name = ?3 AND token = ?4 AND lease_until <= ?7",
+                    "UPDATE tombstones SET token = ?5, created_at = ?6, lease_until = ?7
+                     WHERE backend = ?1 AND container = ?2 AND name = ?3 AND token = ?4 AND lease_until < ?6",
                 )?
                 .execute(params![
                     l.backend.as_str(),
                     l.container,
                     l.name,
                     h.as_str(),
-                    lease.token.as_str(),
-                    lease.until as i64,
-                    lease.now as i64
+                    t.token.as_str(),
+                    now as i64,
+                    t.lease_until as i64
                 ])?;
-            Ok(n == 1)
+            Ok((n == 1).then_some(t))
         })
         .await
     }
@@ -340,6 +348,17 @@ impl Catalog for SqliteDb {
         .await
     }
 
+    async fn pending_at(&self, location: &Location) -> Result<Vec<Pending>> {
+        let l = location.clone();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PENDING_COLUMNS} FROM pending WHERE backend = ?1 AND container = ?2 AND name = ?3"
+            ))?;
+            collect(&mut stmt, params![l.backend.as_str(), l.container, l.name], pending_from)
+        })
+        .await
+    }
+
     async fn referenced(&self, backend: BackendKind, container: &str, names: &[String]) -> Result<HashSet<String>> {
         let (c, names) = (container.to_string(), names.to_vec());
         self.with_conn(move |conn| {
@@ -367,6 +386,7 @@ impl Catalog for SqliteDb {
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT container FROM objects WHERE backend = ?1
+                 UNION SELECT container FROM containers WHERE backend = ?1
                  UNION SELECT container FROM pending WHERE backend = ?1
                  UNION SELECT container FROM tombstones WHERE backend = ?1
                  ORDER BY container",

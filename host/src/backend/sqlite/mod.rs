@@ -18,6 +18,7 @@ mod blobs;
 mod catalog;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,9 @@ pub enum Synchronous {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqliteOptions {
     pub synchronous: Synchronous,
-    /// How long one statement waits for another writer's lock.
+    /// How long one statement waits for another writer's lock (short, so
+    /// that an operation whose caller gave up stops soon: see
+    /// [`SqliteDb::retry_busy`]).
     pub busy_timeout: Duration,
     /// How long an operation keeps retrying while the database stays busy.
     pub busy_deadline: Duration,
@@ -58,7 +61,7 @@ impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             synchronous: Synchronous::Full,
-            busy_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(1),
             busy_deadline: Duration::from_secs(30),
         }
     }
@@ -136,12 +139,26 @@ impl SqliteDb {
     /// Run `f` again while the database is busy (another writer holds the
     /// lock past `busy_timeout`, or a snapshot went stale), with jittered
     /// backoff, until `busy_deadline`. Blocking.
-    fn retry_busy<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    fn retry_busy<T>(&self, f: impl FnMut() -> Result<T>) -> Result<T> {
+        self.retry_busy_unless(f, &AtomicBool::new(false))
+    }
+
+    /// [`SqliteDb::retry_busy`], giving up as soon as `cancelled` is set
+    /// (the caller's future was dropped: a deletion that ran out of time
+    /// must not happen later behind its back).
+    fn retry_busy_unless<T>(&self, mut f: impl FnMut() -> Result<T>, cancelled: &AtomicBool) -> Result<T> {
         let start = Instant::now();
         let mut failures = 0u32;
         loop {
+            if cancelled.load(Ordering::SeqCst) {
+                return Err(Error::Backend {
+                    message: format!("an operation on {} was cancelled while it waited", self.path.display()),
+                    retryable: true,
+                    source: None,
+                });
+            }
             match f() {
-                Err(e) if e.is_retryable() => {
+                Err(e) if is_busy(&e) => {
                     failures += 1;
                     let bound = Duration::from_millis(5).saturating_mul(1 << failures.min(6));
                     let delay = bound.mul_f64(fastrand::f64());
@@ -173,15 +190,32 @@ impl SqliteDb {
         T: Send + 'static,
         F: FnMut(&mut Connection) -> Result<T> + Send + 'static,
     {
+        /// Tells the blocking task its caller went away.
+        struct CancelOnDrop(Arc<AtomicBool>);
+        impl Drop for CancelOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel = CancelOnDrop(cancelled.clone());
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = db.checkout()?;
-            let out = db.retry_busy(|| f(&mut conn));
+            let out = db.retry_busy_unless(|| f(&mut conn), &cancelled);
             db.checkin(conn);
             out
         })
         .await?
     }
+}
+
+/// Whether `e` is SQLite saying another connection holds the lock.
+fn is_busy(e: &Error) -> bool {
+    let Error::Backend { source: Some(source), .. } = e else { return false };
+    source.downcast_ref::<rusqlite::Error>().is_some_and(|e| {
+        matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+    })
 }
 
 /// Apply the migrations this database has not had, in one IMMEDIATE

@@ -31,6 +31,17 @@ CREATE TABLE tombstones (
     PRIMARY KEY (backend, container, name)
 );
 
+-- Every container a put has reserved a location in, kept so that
+-- `coffer gc` scans it even when the only put there crashed.
+CREATE TABLE containers (
+    backend     TEXT NOT NULL,
+    container   TEXT NOT NULL,
+    first_seen  INTEGER NOT NULL,
+    PRIMARY KEY (backend, container)
+);
+INSERT OR IGNORE INTO containers (backend, container, first_seen)
+    SELECT DISTINCT backend, container, min(created_at) FROM objects GROUP BY backend, container;
+
 -- Blob bytes move to rows keyed by a blob id. A database put stages its
 -- rows under a fresh id in short transactions, then publishes the blob in
 -- one; AUTOINCREMENT never hands out an id twice, so a reader holding an
