@@ -305,3 +305,23 @@ async fn killed_while_staging_a_database_blob() {
     assert!(got.status.success());
     assert_eq!(sha256_file(&dir.path().join("back.bin")), sha256_file(&file));
 }
+
+/// A delete killed while its bytes were being deleted leaves a tombstone;
+/// once its lease runs out, the next put of the content takes it over,
+/// finishes the deletion, and stores the content again (no gc needed).
+#[tokio::test]
+async fn a_put_takes_over_a_deletion_whose_process_died() {
+    let scene = Scene::new("takeover", 60_000);
+    assert!(scene.run(&["put", "--org", "acme", "in.bin"]).status.success());
+    scene.kill_at(&["rm", "--org", "acme", &scene.sha()], Op::DeleteObject, 0, HoldAt::Before).await;
+    assert_eq!(scene.rows("tombstones"), 1);
+    tokio::time::sleep(Duration::from_millis(6200)).await; // the lease (2 × 1 s + 3 s) runs out
+    let put = scene.run(&["put", "--org", "acme", "in.bin"]);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let put: serde_json::Value = serde_json::from_slice(&put.stdout).unwrap();
+    assert_eq!(put["deduplicated"], false, "the old bytes were deleted, these written anew");
+    assert_eq!((scene.rows("tombstones"), scene.rows("pending")), (0, 0));
+    let got = scene.run(&["get", "--org", "acme", &scene.sha(), "-o", "back.bin"]);
+    assert!(got.status.success());
+    assert_eq!(sha256_file(&scene.dir.path().join("back.bin")), scene.sha());
+}

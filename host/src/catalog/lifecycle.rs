@@ -64,8 +64,9 @@ impl Lifecycle {
     /// deletion finished first.
     pub async fn reserve(self: &Arc<Self>, org: &str, sha256: Digest, size: u64, at: &Location) -> Result<Reservation> {
         let start = Instant::now();
-        // Long enough for a live holder to finish, or for its lease to run out.
-        let patience = self.delete_timeout * 3;
+        // Long enough for a live holder to finish, or for its lease to run
+        // out and the deletion to be taken over.
+        let patience = Duration::from_secs(self.lease().secs + 1) + self.delete_timeout;
         let mut delay = Duration::from_millis(5);
         loop {
             let now = crate::now_secs();

@@ -199,7 +199,7 @@ impl Catalog for SqliteDb {
 
     async fn commit(&self, token: Option<&Token>, record: &Record) -> Result<Committed> {
         let (t, r) = (token.cloned(), record.clone());
-        self.with_conn(move |conn| {
+        self.with_durable_conn(move |conn| {
             let tx = write_tx(conn)?;
             let sha = r.sha256.to_string();
             if let Some(existing) = lookup_on(&tx, &r.org, &sha)? {
@@ -267,7 +267,7 @@ impl Catalog for SqliteDb {
 
     async fn remove(&self, org: &str, sha256: &Digest, lease: &Lease) -> Result<Option<(Record, Option<Tombstone>)>> {
         let (o, s, lease) = (org.to_string(), sha256.to_string(), lease.clone());
-        self.with_conn(move |conn| {
+        self.with_durable_conn(move |conn| {
             let tx = write_tx(conn)?;
             let Some(record) = lookup_on(&tx, &o, &s)? else { return Ok(None) };
             tx.execute("DELETE FROM objects WHERE org = ?1 AND sha256 = ?2", params![o, s])?;

@@ -11,8 +11,15 @@
 //!   transaction.
 //!
 //! rusqlite is blocking, so every operation runs on tokio's blocking pool.
-//! WAL mode lets reads go on while another process writes; `synchronous =
-//! FULL` makes every acknowledged commit survive a power loss.
+//! WAL mode lets reads go on while another process writes. The commits
+//! that acknowledge an operation (a put's record, a delete) run with
+//! `synchronous = FULL`, so they survive a power loss; the others
+//! (reservations, staged blob rows, tombstone bookkeeping) run with
+//! `NORMAL`. That is safe because the WAL is one file written in order:
+//! syncing it for an acknowledging commit makes every earlier commit
+//! durable too, and what a power loss may drop before that (a reservation,
+//! a staged row, a cleared tombstone) is exactly what `coffer gc` or a
+//! lease takeover redoes.
 
 mod blobs;
 mod catalog;
@@ -34,14 +41,15 @@ const POOL_MAX: usize = 8;
 const MIGRATIONS: &[(i64, &str)] =
     &[(1, include_str!("migrations/0001_initial.sql")), (2, include_str!("migrations/0002_lifecycle.sql"))];
 
-/// How SQLite syncs a commit to disk.
+/// How SQLite syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synchronous {
-    /// Every commit is on disk before it is acknowledged (Coffer's
-    /// setting: an acknowledged put survives a power loss).
+    /// Commits that acknowledge an operation are on disk before they
+    /// return (Coffer's setting: an acknowledged put or delete survives a
+    /// power loss), and with them everything committed before.
     Full,
-    /// Commits may be lost on power loss (never on a process crash). Only
-    /// for measuring what `Full` costs (BENCHMARKS.md).
+    /// Every commit may be lost on power loss (never on a process crash).
+    /// Only for measuring what `Full` costs (BENCHMARKS.md).
     Normal,
 }
 
@@ -110,11 +118,7 @@ impl SqliteDb {
         })?;
         conn.busy_timeout(self.options.busy_timeout)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        let sync = match self.options.synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(conn)
     }
 
@@ -208,6 +212,27 @@ impl SqliteDb {
         })
         .await?
     }
+
+    /// [`SqliteDb::with_conn`] for a transaction that acknowledges an
+    /// operation: synced to disk before it returns (with `Full`).
+    async fn with_durable_conn<T, F>(&self, mut f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let full = self.options.synchronous == Synchronous::Full;
+        self.with_conn(move |conn| {
+            if full {
+                conn.pragma_update(None, "synchronous", "FULL")?;
+            }
+            let out = f(conn);
+            if full {
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+            }
+            out
+        })
+        .await
+    }
 }
 
 /// Whether `e` is SQLite saying another connection holds the lock.
@@ -265,19 +290,22 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn commits_are_synced_fully() {
+    async fn acknowledging_commits_are_synced_fully() {
         let dir = tempfile::tempdir().unwrap();
         let db = SqliteDb::open(dir.path().join("t.db")).await.unwrap();
-        let (sync, mode): (i64, String) = db
-            .with_conn(|c| {
-                Ok((
-                    c.pragma_query_value(None, "synchronous", |r| r.get(0))?,
-                    c.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
-                ))
-            })
-            .await
-            .unwrap();
-        assert_eq!((sync, mode.as_str()), (2, "wal"), "synchronous=FULL is 2");
+        let sync = |c: &mut Connection| -> Result<i64> { Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?) };
+        assert_eq!(db.with_durable_conn(sync).await.unwrap(), 2, "FULL");
+        assert_eq!(db.with_conn(sync).await.unwrap(), 1, "NORMAL, and back to it after a durable commit");
+        let mode: String =
+            db.with_conn(|c| Ok(c.pragma_query_value(None, "journal_mode", |r| r.get(0))?)).await.unwrap();
+        assert_eq!(mode, "wal");
+        let normal = SqliteDb::open_with(
+            dir.path().join("n.db"),
+            SqliteOptions { synchronous: Synchronous::Normal, ..SqliteOptions::default() },
+        )
+        .await
+        .unwrap();
+        assert_eq!(normal.with_durable_conn(sync).await.unwrap(), 1);
     }
 
     #[tokio::test]
