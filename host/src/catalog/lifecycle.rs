@@ -88,6 +88,10 @@ impl Lifecycle {
                         settled: false,
                     });
                 }
+                // The host, not the policy, keeps tenants apart.
+                Reserved::OwnedByOthers => {
+                    return Err(Error::Denied(format!("{at} belongs to another organisation")));
+                }
                 Reserved::Tombstoned(t) if t.lease_until < now => {
                     // Its holder gave up or died: finish its deletion, then reserve.
                     if self.take_over_and_finish(&t).await? {

@@ -123,6 +123,9 @@ pub enum Reserved {
     Granted,
     /// The location's bytes are being deleted; nothing was recorded.
     Tombstoned(Tombstone),
+    /// Another organisation has a record at the location: it is not this
+    /// organisation's to use. Nothing was recorded.
+    OwnedByOthers,
 }
 
 /// What [`Catalog::commit`] did.
@@ -163,7 +166,8 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// The organisations that have a record at `location`.
     async fn owners(&self, location: &Location) -> Result<Vec<String>>;
 
-    /// Record `pending` unless the location has a tombstone.
+    /// Record `pending` unless the location has a tombstone or another
+    /// organisation's record.
     async fn reserve(&self, pending: &Pending) -> Result<Reserved>;
 
     /// Mark the reservation alive at `now`; false if it no longer exists.

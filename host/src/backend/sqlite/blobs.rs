@@ -31,6 +31,43 @@ fn head_on(conn: &Connection, c: &str, n: &str) -> Result<Option<BlobMeta>> {
 }
 
 impl SqliteDb {
+    /// A blob that fits in one row: read and verified first (at most one
+    /// row in memory), then stored and published in one short transaction.
+    /// `Ok(None)` when published, `Ok(Some(meta))` when a blob was there.
+    fn put_small_blocking(&self, c: &str, n: &str, content: &Content) -> Result<Option<BlobMeta>> {
+        let mut row = Vec::with_capacity(usize::try_from(content.size()).unwrap_or(ROW_CHUNK));
+        content.read_verified(|chunk| {
+            row.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        let mut conn = self.checkout()?;
+        let out = self.retry_busy(|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(existing) = head_on(&tx, c, n)? {
+                return Ok(Some(existing));
+            }
+            // A fresh id from the same never-reused sequence as staged blobs.
+            tx.prepare_cached(
+                "INSERT INTO blob_staging (container, name, started_at, touched_at) VALUES (?1, ?2, ?3, ?3)",
+            )?
+            .execute(params![c, n, now()])?;
+            let blob_id = tx.last_insert_rowid();
+            tx.execute("DELETE FROM blob_staging WHERE blob_id = ?1", params![blob_id])?;
+            if !row.is_empty() {
+                tx.prepare_cached("INSERT INTO blob_data (blob_id, seq, data) VALUES (?1, 0, ?2)")?
+                    .execute(params![blob_id, &row[..]])?;
+            }
+            tx.execute(
+                "INSERT INTO blobs (container, name, size, sha256, blob_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![c, n, content.size() as i64, content.sha256().to_string(), blob_id, now()],
+            )?;
+            tx.commit()?;
+            Ok(None)
+        });
+        self.checkin(conn);
+        out
+    }
+
     /// The whole staged put, blocking: stage, copy, publish. `Ok(None)`
     /// when published, `Ok(Some(meta))` when another put published a blob
     /// under the name first (this one's rows are discarded).
@@ -176,7 +213,11 @@ impl BlobStore for SqliteDb {
             return Ok(false);
         }
         let (db, c, n, content2) = (self.clone(), container.to_string(), name.to_string(), content.clone());
-        match tokio::task::spawn_blocking(move || db.put_blocking(&c, &n, &content2)).await?? {
+        let small = content.size() <= ROW_CHUNK as u64;
+        let stored = tokio::task::spawn_blocking(move || {
+            if small { db.put_small_blocking(&c, &n, &content2) } else { db.put_blocking(&c, &n, &content2) }
+        });
+        match stored.await?? {
             None => Ok(true),
             Some(existing) => {
                 existing.confirm(&at, content)?;

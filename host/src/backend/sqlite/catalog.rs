@@ -163,6 +163,16 @@ impl Catalog for SqliteDb {
             if let Some(t) = tombstone_at(&tx, &p.location)? {
                 return Ok(Reserved::Tombstoned(t));
             }
+            let others: i64 = tx
+                .prepare_cached(
+                    "SELECT count(*) FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3 AND org <> ?4",
+                )?
+                .query_row(params![p.location.backend.as_str(), p.location.container, p.location.name, p.org], |r| {
+                    r.get(0)
+                })?;
+            if others > 0 {
+                return Ok(Reserved::OwnedByOthers);
+            }
             // Remembered for good: gc scans every container a put has named.
             tx.prepare_cached("INSERT OR IGNORE INTO containers (backend, container, first_seen) VALUES (?1, ?2, ?3)")?
                 .execute(params![p.location.backend.as_str(), p.location.container, p.created_at as i64])?;
