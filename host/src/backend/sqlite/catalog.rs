@@ -87,21 +87,20 @@ fn tombstone_at(tx: &Transaction<'_>, at: &Location) -> Result<Option<Tombstone>
 
 /// Whether anything (a record, a pending reference, a tombstone) refers to
 /// `at`.
-fn referenced(tx: &Transaction<'_>, at: &Location) -> Result<bool> {
-    let n: i64 = tx
+fn referenced(conn: &Connection, backend: BackendKind, container: &str, name: &str) -> Result<bool> {
+    Ok(conn
         .prepare_cached(
-            "SELECT (SELECT count(*) FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3)
-              + (SELECT count(*) FROM pending WHERE backend = ?1 AND container = ?2 AND name = ?3)
-              + (SELECT count(*) FROM tombstones WHERE backend = ?1 AND container = ?2 AND name = ?3)",
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3)
+                 OR EXISTS (SELECT 1 FROM pending WHERE backend = ?1 AND container = ?2 AND name = ?3)
+                 OR EXISTS (SELECT 1 FROM tombstones WHERE backend = ?1 AND container = ?2 AND name = ?3)",
         )?
-        .query_row(params![at.backend.as_str(), at.container, at.name], |r| r.get(0))?;
-    Ok(n > 0)
+        .query_row(params![backend.as_str(), container, name], |r| r.get(0))?)
 }
 
 /// Rule 1: tombstone `at` on `lease`'s terms if nothing refers to it.
 /// The lease starts now, inside the transaction.
 fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -> Result<Option<Tombstone>> {
-    if referenced(tx, at)? {
+    if referenced(tx, at.backend, &at.container, &at.name)? {
         return Ok(None);
     }
     let t = lease.tombstone(at, now() as u64);
@@ -372,19 +371,12 @@ impl Catalog for SqliteDb {
     async fn referenced(&self, backend: BackendKind, container: &str, names: &[String]) -> Result<HashSet<String>> {
         let (c, names) = (container.to_string(), names.to_vec());
         self.with_conn(move |conn| {
+            // One snapshot for the whole page.
             let tx = conn.transaction()?;
             let mut found = HashSet::new();
-            {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3)
-                         OR EXISTS (SELECT 1 FROM pending WHERE backend = ?1 AND container = ?2 AND name = ?3)
-                         OR EXISTS (SELECT 1 FROM tombstones WHERE backend = ?1 AND container = ?2 AND name = ?3)",
-                )?;
-                for n in &names {
-                    let yes: bool = stmt.query_row(params![backend.as_str(), c, n], |r| r.get(0))?;
-                    if yes {
-                        found.insert(n.clone());
-                    }
+            for n in &names {
+                if referenced(&tx, backend, &c, n)? {
+                    found.insert(n.clone());
                 }
             }
             Ok(found)
