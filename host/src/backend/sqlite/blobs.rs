@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{SqliteDb, now};
 use crate::backend::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload};
@@ -28,6 +28,17 @@ fn head_on(conn: &Connection, c: &str, n: &str) -> Result<Option<BlobMeta>> {
         .query_row(params![c, n], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     row.map(|(size, sha)| meta_from(size, sha)).transpose()
+}
+
+/// Publish staged blob `blob_id` as `c`/`n`, inside `tx`: its row in
+/// `blobs`, and it is no longer staged.
+fn publish(tx: &Transaction<'_>, c: &str, n: &str, content: &Content, blob_id: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO blobs (container, name, size, sha256, blob_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![c, n, content.size() as i64, content.sha256().to_string(), blob_id, now()])?;
+    tx.prepare_cached("DELETE FROM blob_staging WHERE blob_id = ?1")?.execute(params![blob_id])?;
+    Ok(())
 }
 
 impl SqliteDb {
@@ -52,15 +63,11 @@ impl SqliteDb {
             )?
             .execute(params![c, n, now()])?;
             let blob_id = tx.last_insert_rowid();
-            tx.execute("DELETE FROM blob_staging WHERE blob_id = ?1", params![blob_id])?;
             if !row.is_empty() {
                 tx.prepare_cached("INSERT INTO blob_data (blob_id, seq, data) VALUES (?1, 0, ?2)")?
                     .execute(params![blob_id, &row[..]])?;
             }
-            tx.execute(
-                "INSERT INTO blobs (container, name, size, sha256, blob_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![c, n, content.size() as i64, content.sha256().to_string(), blob_id, now()],
-            )?;
+            publish(&tx, c, n, content, blob_id)?;
             tx.commit()?;
             Ok(None)
         });
@@ -151,11 +158,7 @@ impl SqliteDb {
             if staged != 1 {
                 return Err(aborted(c, n));
             }
-            tx.execute(
-                "INSERT INTO blobs (container, name, size, sha256, blob_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![c, n, content.size() as i64, content.sha256().to_string(), blob_id, now()],
-            )?;
-            tx.execute("DELETE FROM blob_staging WHERE blob_id = ?1", params![blob_id])?;
+            publish(&tx, c, n, content, blob_id)?;
             tx.commit()?;
             Ok(None)
         })
@@ -208,12 +211,14 @@ impl BlobStore for SqliteDb {
 
     async fn put(&self, container: &str, name: &str, content: &Content) -> Result<bool> {
         let at = format!("database blob {container}/{name}");
-        if let Some(existing) = self.head(container, name).await? {
+        // A small blob's one transaction looks for an existing blob itself;
+        // a large one is looked for first, so it is not staged in vain.
+        let small = content.size() <= ROW_CHUNK as u64;
+        if !small && let Some(existing) = self.head(container, name).await? {
             existing.confirm(&at, content)?;
             return Ok(false);
         }
         let (db, c, n, content2) = (self.clone(), container.to_string(), name.to_string(), content.clone());
-        let small = content.size() <= ROW_CHUNK as u64;
         let stored = tokio::task::spawn_blocking(move || {
             if small { db.put_small_blocking(&c, &n, &content2) } else { db.put_blocking(&c, &n, &content2) }
         });
