@@ -205,7 +205,7 @@ impl Coffer {
             let committed = match self.services.lifecycle.commit(&record, chosen.as_ref()).await {
                 Ok(c) => c,
                 Err(e) => {
-                    Reservation::release_all(chosen.into_iter().collect()).await;
+                    Reservation::release_all(chosen).await;
                     return Err(e);
                 }
             };
@@ -219,7 +219,7 @@ impl Coffer {
                 // A concurrent put of the same content by the same
                 // organisation recorded it first: that record stands.
                 Committed::Existing(stored) => {
-                    Reservation::release_all(chosen.into_iter().collect()).await;
+                    Reservation::release_all(chosen).await;
                     return Ok(ObjectInfo::from_record(stored, Some(true)));
                 }
                 Committed::Lost => {

@@ -111,8 +111,9 @@ pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: 
         ));
     }
 
-    // What to scan, gathered first: a bucket named only by a reservation
-    // about to be released is still scanned.
+    // What to scan: every container the catalog knows (including those a
+    // crashed put's reservation named), what the database holds, and the
+    // configured bucket.
     let mut scan: Vec<(BackendKind, String)> = Vec::new();
     for kind in services.backends.kinds() {
         let mut containers = catalog.containers(kind).await?;
@@ -149,7 +150,8 @@ pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: 
     let tombstones = catalog.tombstones().await?;
     progress.stage("unfinished deletions", Some(tombstones.len() as u64));
     for t in tombstones {
-        if t.lease_until > now {
+        // Taken over only strictly after its lease, as `take_over` does.
+        if t.lease_until >= now {
             report.warning(format!(
                 "{} is being deleted right now (lease until {}); left to its holder",
                 t.location, t.lease_until

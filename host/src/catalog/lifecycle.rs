@@ -302,7 +302,7 @@ impl Reservation {
     /// Release each of `reservations`, logging (not returning) failures:
     /// the caller's own outcome matters more, and `coffer gc` reaps what
     /// stays.
-    pub async fn release_all(reservations: Vec<Reservation>) {
+    pub async fn release_all(reservations: impl IntoIterator<Item = Reservation>) {
         for r in reservations {
             let at = r.location().clone();
             if let Err(e) = r.release().await {

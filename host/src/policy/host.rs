@@ -159,7 +159,7 @@ impl CallState {
         // Reserved before looking (the reservation refuses another
         // organisation's location): what is found cannot be deleted before
         // this put commits or lets go.
-        self.reservation_for(&at, &content).await?;
+        let i = self.reservation_for(&at, &content).await?;
         match store.head(&at.container, &at.name).await? {
             None => Ok(None),
             Some(meta) => {
@@ -168,9 +168,7 @@ impl CallState {
                 // If this put lets go, these bytes may be the last copy
                 // anyone refers to: releasing then deletes them (they are
                 // confirmed to be this content).
-                if let Some(r) = self.reservations.iter_mut().find(|r| r.location() == &at) {
-                    r.mark_written();
-                }
+                self.reservations[i].mark_written();
                 self.verified.insert(at);
                 Ok(Some(meta.size))
             }
