@@ -29,6 +29,15 @@ fn config_via(proxy: &FaultProxy, dir: &std::path::Path, bucket: &str) -> Config
     config
 }
 
+/// A proxy, a bucket and a catalog of their own, and Coffer on them.
+async fn faulty(stem: &str) -> (FaultProxy, String, tempfile::TempDir, Coffer) {
+    let proxy = FaultProxy::start();
+    let bucket = unique_bucket(stem);
+    let dir = tempfile::tempdir().unwrap();
+    let coffer = Coffer::open(config_via(&proxy, dir.path(), &bucket)).await.unwrap();
+    (proxy, bucket, dir, coffer)
+}
+
 /// The test server, directly (no proxy): to look at what is really there.
 fn direct() -> S3Store {
     let dir = tempfile::tempdir().unwrap();
@@ -68,10 +77,7 @@ enum Known {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_random_operations_through_a_faulty_network_lose_nothing() {
-    let proxy = FaultProxy::start();
-    let bucket = unique_bucket("faulty");
-    let dir = tempfile::tempdir().unwrap();
-    let coffer = Coffer::open(config_via(&proxy, dir.path(), &bucket)).await.unwrap();
+    let (proxy, bucket, dir, coffer) = faulty("faulty").await;
     // Contents: mostly small, two that go up in parts.
     let mut contents: Vec<Arc<Vec<u8>>> = (0..10u8).map(|i| Arc::new(data(1000 + 7000 * usize::from(i), i))).collect();
     contents.push(Arc::new(data((6 << 20) + 1234, 200)));
@@ -199,10 +205,7 @@ async fn three_hundred_random_operations_through_a_faulty_network_lose_nothing()
 
 /// A multipart put through `proxy` with `fault` on the first completion.
 async fn multipart_with(fault: Fault) {
-    let proxy = FaultProxy::start();
-    let bucket = unique_bucket("complete");
-    let dir = tempfile::tempdir().unwrap();
-    let coffer = Coffer::open(config_via(&proxy, dir.path(), &bucket)).await.unwrap();
+    let (proxy, bucket, dir, coffer) = faulty("complete").await;
     let bytes = data((7 << 20) + 5, 31);
     proxy.once(Op::Complete, 0, fault);
     let info = coffer.put("acme", Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap();
@@ -231,12 +234,30 @@ async fn a_completion_answered_200_with_an_error_document_is_retried() {
     multipart_with(Fault::OkWithError).await;
 }
 
+/// S3 refuses every DELETE: `rm` removes the record (nothing can read it
+/// any more), says the bytes stay until gc, exits 6; once S3 is back and
+/// the lease has run out, gc deletes them.
+#[tokio::test]
+async fn a_delete_whose_bytes_cannot_be_deleted_removes_the_record_and_gc_finishes_it() {
+    let (proxy, bucket, dir, coffer) = faulty("undeletable").await;
+    let info = coffer.put("acme", Content::from_bytes("stuck", None).unwrap()).await.unwrap();
+    proxy.always(Op::DeleteObject, Fault::Refuse(503, "ServiceUnavailable"));
+    let err = coffer.delete("acme", &info.sha256.to_string()).await.unwrap_err();
+    assert!(err.to_string().contains("record is removed") && err.to_string().contains("coffer gc"), "{err}");
+    assert_eq!(coffer::cli::exit_code(err.kind()), 6);
+    assert!(matches!(coffer.stat("acme", &info.sha256.to_string()).await, Err(Error::NotFound(_))));
+    assert_eq!(objects_on_server(&bucket), vec![info.key.clone()], "the bytes are still there");
+    assert_eq!(rows(dir.path(), "tombstones"), 1);
+    proxy.calm();
+    tokio::time::sleep(Duration::from_millis(6200)).await; // the lease (2 × 1 s + 3 s) runs out
+    let report = coffer.gc(&GcOptions { older_than: Duration::ZERO, dry_run: false }, &NoProgress).await.unwrap();
+    assert_eq!(report.deletions_finished, 1, "{report:?}");
+    assert_clean(&coffer, dir.path(), &bucket, &["acme"]).await;
+}
+
 #[tokio::test]
 async fn a_stalled_request_times_out_and_is_retried() {
-    let proxy = FaultProxy::start();
-    let bucket = unique_bucket("stall");
-    let dir = tempfile::tempdir().unwrap();
-    let coffer = Coffer::open(config_via(&proxy, dir.path(), &bucket)).await.unwrap();
+    let (proxy, _bucket, _dir, coffer) = faulty("stall").await;
     proxy.once(Op::PutObject, 0, Fault::Stall(Duration::from_secs(3)));
     let info = coffer.put("acme", Content::from_bytes("patience", None).unwrap()).await.unwrap();
     assert_eq!(proxy.seen(Op::PutObject), 2, "timed out after 1 s, then retried");
@@ -245,10 +266,7 @@ async fn a_stalled_request_times_out_and_is_retried() {
 
 #[tokio::test]
 async fn a_server_failing_every_attempt_is_a_clear_error_and_records_nothing() {
-    let proxy = FaultProxy::start();
-    let bucket = unique_bucket("failing");
-    let dir = tempfile::tempdir().unwrap();
-    let coffer = Coffer::open(config_via(&proxy, dir.path(), &bucket)).await.unwrap();
+    let (proxy, _bucket, dir, coffer) = faulty("failing").await;
     proxy.always(Op::PutObject, Fault::Refuse(503, "SlowDown"));
     let err = coffer.put("acme", Content::from_bytes("x", None).unwrap()).await.unwrap_err();
     assert!(err.to_string().contains("SlowDown") && err.to_string().contains("gave up after 4 attempts"), "{err}");

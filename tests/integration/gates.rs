@@ -59,6 +59,8 @@ impl Gate {
 pub struct Gates {
     /// A store's put, after the bytes are written.
     pub after_put: Gate,
+    /// A store's get, before it reads.
+    pub before_get: Gate,
     /// A store's delete, before the bytes are deleted.
     pub before_delete: Gate,
     /// A store's delete, after the bytes are deleted.
@@ -104,6 +106,7 @@ impl BlobStore for PausingStore {
         written
     }
     async fn get(&self, c: &str, n: &str) -> Result<ByteStream> {
+        self.gates.before_get.pass().await;
         self.inner.get(c, n).await
     }
     async fn delete(&self, c: &str, n: &str) -> Result<()> {

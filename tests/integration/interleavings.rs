@@ -10,7 +10,8 @@ use coffer::backend::s3::S3Store;
 use coffer::backend::sqlite::SqliteDb;
 use coffer::backend::{Backends, BlobStore};
 use coffer::gc::{GcOptions, NoProgress};
-use coffer::{Coffer, Content, Digest};
+use coffer::{Coffer, Content, Digest, ObjectInfo};
+use tokio::task::JoinHandle;
 
 use crate::gates::{Gates, PausingCatalog, PausingStore};
 use crate::support::{data, sqlite_config, unique_bucket};
@@ -88,6 +89,18 @@ fn content(bytes: &[u8]) -> Content {
     Content::from_bytes(bytes.to_vec(), None).unwrap()
 }
 
+/// Put `bytes` for `org` on a task of its own.
+fn spawn_put(g: &Gated, org: &'static str, bytes: &[u8]) -> JoinHandle<coffer::Result<ObjectInfo>> {
+    let (coffer, bytes) = (g.coffer.clone(), bytes.to_vec());
+    tokio::spawn(async move { coffer.put(org, content(&bytes)).await })
+}
+
+/// Delete `org`'s `sha` on a task of its own.
+fn spawn_delete(g: &Gated, org: &'static str, sha: &Digest) -> JoinHandle<coffer::Result<ObjectInfo>> {
+    let (coffer, sha) = (g.coffer.clone(), sha.to_string());
+    tokio::spawn(async move { coffer.delete(org, &sha).await })
+}
+
 /// Run a scenario on both backends.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -113,7 +126,26 @@ on_both!(
     a_put_waits_until_a_finished_deletion_clears_its_tombstone,
     organisations_sharing_a_location_keep_its_bytes_until_the_last_lets_go,
     gc_reaping_a_running_puts_reservation_makes_it_write_again,
+    a_read_racing_a_delete_is_not_found_never_an_integrity_error,
 );
+
+/// A get that found the record, then lost the race to a delete of it: the
+/// object is simply gone ("not found"), not corrupt (an integrity error).
+async fn a_read_racing_a_delete_is_not_found_never_an_integrity_error(kind: Kind) {
+    let g = gated(kind, false).await;
+    let info = g.coffer.put("acme", content(b"read me")).await.unwrap();
+    let pause = g.gates.before_get.arm();
+    let read = tokio::spawn({
+        let (c, sha) = (g.coffer.clone(), info.sha256);
+        async move { c.get_bytes("acme", &sha).await }
+    });
+    pause.reached().await;
+    g.coffer.delete("acme", &info.sha256.to_string()).await.unwrap();
+    pause.release();
+    let err = read.await.unwrap().unwrap_err();
+    assert!(matches!(&err, coffer::Error::NotFound(m) if m.contains("just deleted")), "{err}");
+    g.assert_consistent(&["acme"]).await;
+}
 
 /// The reported bug: a put de-duplicated against the organisation's own
 /// record, the record and its bytes were deleted, and the put then
@@ -123,10 +155,7 @@ async fn a_put_relying_on_a_record_deleted_meanwhile_stores_the_bytes_again(kind
     let bytes = data(20_000, 1);
     let first = g.coffer.put("acme", content(&bytes)).await.unwrap();
     let pause = g.gates.before_commit.arm();
-    let put = tokio::spawn({
-        let (c, b) = (g.coffer.clone(), bytes.clone());
-        async move { c.put("acme", content(&b)).await }
-    });
+    let put = spawn_put(&g, "acme", &bytes);
     pause.reached().await;
     g.coffer.delete("acme", &first.sha256.to_string()).await.unwrap();
     assert!(!g.holds(&first.container, &first.key).await, "the delete removed the bytes");
@@ -144,10 +173,7 @@ async fn a_delete_leaves_the_bytes_a_pending_put_has_written(kind: Kind) {
     let g = gated(kind, false).await;
     let bytes = data(30_000, 2);
     let pause = g.gates.after_put.arm();
-    let first = tokio::spawn({
-        let (c, b) = (g.coffer.clone(), bytes.clone());
-        async move { c.put("acme", content(&b)).await }
-    });
+    let first = spawn_put(&g, "acme", &bytes);
     pause.reached().await;
     let second = g.coffer.put("acme", content(&bytes)).await.unwrap();
     g.coffer.delete("acme", &second.sha256.to_string()).await.unwrap();
@@ -175,15 +201,9 @@ async fn put_waits_for(kind: Kind, after_bytes_are_gone: bool) {
     let bytes = data(25_000, 3);
     let info = g.coffer.put("acme", content(&bytes)).await.unwrap();
     let pause = if after_bytes_are_gone { g.gates.after_delete.arm() } else { g.gates.before_delete.arm() };
-    let delete = tokio::spawn({
-        let (c, sha) = (g.coffer.clone(), info.sha256.to_string());
-        async move { c.delete("acme", &sha).await }
-    });
+    let delete = spawn_delete(&g, "acme", &info.sha256);
     pause.reached().await;
-    let put = tokio::spawn({
-        let (c, b) = (g.coffer.clone(), bytes.clone());
-        async move { c.put("acme", content(&b)).await }
-    });
+    let put = spawn_put(&g, "acme", &bytes);
     g.gates.until_a_put_waits().await;
     assert!(!put.is_finished(), "the put went ahead while the location was being deleted");
     pause.release();
@@ -201,10 +221,7 @@ async fn organisations_sharing_a_location_keep_its_bytes_until_the_last_lets_go(
     let g = gated(kind, true).await;
     let bytes = data(40_000, 4);
     let pause = g.gates.after_put.arm();
-    let a = tokio::spawn({
-        let (c, b) = (g.coffer.clone(), bytes.clone());
-        async move { c.put("pool-a", content(&b)).await }
-    });
+    let a = spawn_put(&g, "pool-a", &bytes);
     pause.reached().await;
     let b = g.coffer.put("pool-b", content(&bytes)).await.unwrap();
     pause.release();
@@ -215,15 +232,9 @@ async fn organisations_sharing_a_location_keep_its_bytes_until_the_last_lets_go(
     assert!(g.coffer.get_bytes("pool-b", &b.sha256).await.unwrap() == bytes);
 
     let pause = g.gates.before_delete.arm();
-    let delete = tokio::spawn({
-        let (c, sha) = (g.coffer.clone(), b.sha256.to_string());
-        async move { c.delete("pool-b", &sha).await }
-    });
+    let delete = spawn_delete(&g, "pool-b", &b.sha256);
     pause.reached().await;
-    let again = tokio::spawn({
-        let (c, b) = (g.coffer.clone(), bytes.clone());
-        async move { c.put("pool-a", content(&b)).await }
-    });
+    let again = spawn_put(&g, "pool-a", &bytes);
     g.gates.until_a_put_waits().await;
     assert!(!again.is_finished(), "the put went ahead while the shared location was being deleted");
     pause.release();
@@ -240,10 +251,7 @@ async fn gc_reaping_a_running_puts_reservation_makes_it_write_again(kind: Kind) 
     let g = gated(kind, false).await;
     let bytes = data(35_000, 5);
     let pause = g.gates.after_put.arm();
-    let put = tokio::spawn({
-        let (c, b) = (g.coffer.clone(), bytes.clone());
-        async move { c.put("acme", content(&b)).await }
-    });
+    let put = spawn_put(&g, "acme", &bytes);
     pause.reached().await;
     let report = g.coffer.gc(&GcOptions { older_than: Duration::ZERO, dry_run: false }, &NoProgress).await.unwrap();
     assert_eq!(report.reservations_released, 1, "{report:?}");

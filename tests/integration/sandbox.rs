@@ -28,6 +28,7 @@ async fn contained(t: &TestCoffer, org: &str) -> Error {
     let before = (count(t, "objects"), count(t, "blobs"));
     let err = t.coffer.put(org, Content::from_bytes(vec![7u8; 10_000], None).unwrap()).await.unwrap_err();
     assert_eq!((count(t, "objects"), count(t, "blobs")), before, "{org}: nothing stored");
+    assert_eq!(count(t, "pending"), 0, "{org}: its reservations were released");
     let normal = t.coffer.put("normal", Content::from_bytes(format!("after {org}"), None).unwrap()).await.unwrap();
     assert_eq!(t.coffer.get_bytes("normal", &normal.sha256).await.unwrap(), format!("after {org}"));
     err
@@ -39,6 +40,15 @@ async fn a_trapping_policy_is_an_error_for_that_call_only() {
     let err = contained(&t, "trap").await;
     assert!(matches!(&err, Error::Policy(m) if m.contains("trapped")), "{err}");
     let err = t.coffer.container_name("trap").await.unwrap_err();
+    assert!(matches!(&err, Error::Policy(m) if m.contains("trapped")), "{err}");
+}
+
+/// A policy that traps after writing: the bytes it wrote are deleted
+/// (nothing refers to them) and its reservation released.
+#[tokio::test]
+async fn a_policy_trapping_after_it_wrote_leaves_nothing_behind() {
+    let t = hostile().await;
+    let err = contained(&t, "write-then-trap").await;
     assert!(matches!(&err, Error::Policy(m) if m.contains("trapped")), "{err}");
 }
 

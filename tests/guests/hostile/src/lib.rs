@@ -97,6 +97,11 @@ impl exports::coffer::storage::policy::Guest for Hostile {
                 store::head(&at)?;
                 Ok(PutOutcome { location: at, deduplicated: true })
             }
+            "write-then-trap" => {
+                // Writes its own copy, then dies before it can report it.
+                store::write(&own(&org, &info.sha256), body)?;
+                panic!("deliberate trap after writing");
+            }
             "mallory-claim" => {
                 // Claim the victim's copy without writing or finding anything.
                 Ok(PutOutcome { location: own("victim", &info.sha256), deduplicated: true })
