@@ -149,9 +149,21 @@ pub fn bucket_for(prefix: &str, org: &str) -> Result<String, NameError> {
 /// A valid name is kept (`cyn-` + `org` → `cyn-org`), unless it has the
 /// shape of a mapped name. Any other name becomes `prefix` + a readable
 /// part (lowercased, every other character run turned into one `-`,
-/// shortened to fit) + `-` + the first 16 hex digits of SHA-256(org). The
-/// result is deterministic, and two organisations map to the same bucket
-/// only if their SHA-256 digests share 64 leading bits.
+/// shortened to fit) + `-` + the first 16 hex digits of SHA-256(org).
+/// When nothing readable is left (`___`), the hash is joined so that the
+/// name still ends in `-` + hash: `cyn-` → `cyn-{hash}`, `cyn` →
+/// `cyn-{hash}`, `cyn.` or no prefix → `cyn.x-{hash}` / `x-{hash}`.
+///
+/// Why it is collision-free for every prefix: every mapped name ends in
+/// `-` + the hash of its organisation (the shape [`has_mapped_shape`]
+/// detects), and no kept name has that shape. So a kept name never equals
+/// a mapped one, two kept names differ because their organisations do, and
+/// two mapped names are equal only if their SHA-256 digests share 64
+/// leading bits. (A bare hash, as `cyn` + hash once was, would have been
+/// the bucket of the organisation named by that hash.)
+///
+/// Fails with the broken rule when the prefix leaves no valid mapped name,
+/// e.g. `sthree` + `-{hash}` starts with the reserved `sthree-`.
 pub fn mapped_bucket_for(prefix: &str, org: &str) -> Result<String, NameError> {
     let as_is = format!("{prefix}{org}");
     if validate_bucket(&as_is).is_ok() && !has_mapped_shape(&as_is) {
@@ -172,7 +184,18 @@ pub fn mapped_bucket_for(prefix: &str, org: &str) -> Result<String, NameError> {
     while readable.ends_with('-') {
         readable.pop();
     }
-    let name = if readable.is_empty() { format!("{prefix}{hash}") } else { format!("{prefix}{readable}-{hash}") };
+    let name = if !readable.is_empty() {
+        format!("{prefix}{readable}-{hash}")
+    } else if prefix.ends_with('-') {
+        // Kept byte for byte: existing deployments' buckets have these names.
+        format!("{prefix}{hash}")
+    } else if prefix.ends_with(alnum) {
+        format!("{prefix}-{hash}")
+    } else {
+        // No prefix, or one ending in '.': "-{hash}" would start the name,
+        // or a DNS label, with '-'.
+        format!("{prefix}x-{hash}")
+    };
     validate_bucket(&name)?;
     Ok(name)
 }
@@ -182,7 +205,7 @@ mod tests {
     use super::*;
 
     use proptest::prelude::*;
-    use std::collections::HashMap;
+    use std::collections::{BTreeSet, HashMap};
 
     #[test]
     fn valid_names_pass() {
@@ -269,7 +292,38 @@ mod tests {
         let unicode = mapped_bucket_for("", "ßüñ").unwrap();
         assert_eq!(validate_bucket(&unicode), Ok(()));
         let symbols = mapped_bucket_for("", "___").unwrap();
-        assert_eq!(symbols.len(), MAPPED_HASH_HEX);
+        assert_eq!(symbols.len(), "x-".len() + MAPPED_HASH_HEX);
+    }
+
+    #[test]
+    fn an_org_with_nothing_readable_does_not_take_the_bucket_of_the_org_named_by_its_hash() {
+        // SHA-256("___") starts with bda251550bf0478f, and "bda251550bf0478f"
+        // is a valid organisation name as it stands. Under "cyn" the mapping
+        // once gave both "cynbda251550bf0478f".
+        let hash = "bda251550bf0478f";
+        for (prefix, want) in [
+            // Unchanged: buckets of existing deployments have this name.
+            ("cyn-", "cyn-bda251550bf0478f"),
+            ("cyn", "cyn-bda251550bf0478f"),
+            ("", "x-bda251550bf0478f"),
+            ("cyn.", "cyn.x-bda251550bf0478f"),
+        ] {
+            let mapped = mapped_bucket_for(prefix, "___").unwrap();
+            assert_eq!(mapped, want, "prefix {prefix:?}");
+            for impostor in [hash.to_string(), format!("-{hash}"), mapped[prefix.len()..].to_string()] {
+                let theirs = mapped_bucket_for(prefix, &impostor).unwrap();
+                assert_ne!(theirs, mapped, "prefix {prefix:?}, org {impostor:?}");
+                assert_eq!(validate_bucket(&theirs), Ok(()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_prefix_that_leaves_no_valid_mapped_name_is_an_error() {
+        // "sthree" + "-" + hash starts with the reserved "sthree-".
+        assert_eq!(mapped_bucket_for("sthree", "___"), Err(NameError::ReservedPrefix("sthree-")));
+        // A readable part avoids it.
+        assert!(mapped_bucket_for("sthree", "My_Org").is_ok_and(|n| validate_bucket(&n).is_ok()));
     }
 
     #[test]
@@ -305,6 +359,47 @@ mod tests {
                 prop_assert_eq!(&mapped_bucket_for(&prefix, &org).unwrap(), &name);
                 if let Some(other) = seen.insert(name.clone(), org.clone()) {
                     prop_assert!(false, "{:?} and {:?} both map to {:?}", other, org, name);
+                }
+            }
+        }
+
+        /// The same over any prefix `validate_prefix` accepts (empty, ending
+        /// in a letter, digit, '.' or '-'), with adversarial organisations:
+        /// next to each generated one, the names that could collide with its
+        /// mapped name (its bare hash, the hash behind '-', '.' or "x-", and
+        /// its mapped name minus the prefix).
+        #[test]
+        fn mapping_is_collision_free_for_any_valid_prefix(
+            generated in proptest::collection::hash_set("\\PC{1,40}|[A-Za-z0-9_.-]{1,40}|[_ .-]{1,4}|[0-9a-f]{16}", 1..60),
+            prefix in "[a-z0-9.-]{0,12}".prop_filter("valid prefix", |p| validate_prefix(p).is_ok()),
+        ) {
+            let mut orgs: BTreeSet<String> = BTreeSet::new();
+            for org in generated {
+                let hash = crate::dedup::sha256_hex(org.as_bytes())[..MAPPED_HASH_HEX].to_string();
+                orgs.extend([format!("-{hash}"), format!(".{hash}"), format!("x-{hash}"), hash]);
+                if let Ok(name) = mapped_bucket_for(&prefix, &org) {
+                    orgs.insert(name[prefix.len()..].to_string());
+                }
+                orgs.insert(org);
+            }
+            let mut seen: HashMap<String, String> = HashMap::new();
+            for org in orgs {
+                let name = match mapped_bucket_for(&prefix, &org) {
+                    Ok(name) => name,
+                    // Only a prefix that runs into a reserved one may fail.
+                    Err(e) => {
+                        prop_assert!(matches!(e, NameError::ReservedPrefix(_)), "{:?} + {:?}: {:?}", prefix, org, e);
+                        continue;
+                    }
+                };
+                prop_assert_eq!(validate_bucket(&name), Ok(()));
+                prop_assert_eq!(&mapped_bucket_for(&prefix, &org).unwrap(), &name);
+                if name != format!("{prefix}{org}") {
+                    let hash = &crate::dedup::sha256_hex(org.as_bytes())[..MAPPED_HASH_HEX];
+                    prop_assert!(has_mapped_shape(&name) && name.ends_with(hash), "{:?} -> {:?}", org, name);
+                }
+                if let Some(other) = seen.insert(name.clone(), org.clone()) {
+                    prop_assert!(false, "{:?} and {:?} both map to {:?} under {:?}", other, org, name, prefix);
                 }
             }
         }
