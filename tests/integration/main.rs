@@ -15,6 +15,7 @@ mod interleavings;
 mod memory;
 mod naming;
 mod policies;
+mod redirects;
 mod s3;
 mod s3_server;
 pub mod sandbox;

@@ -76,6 +76,13 @@ pub fn parse_error(op: &Op<'_>, status: StatusCode, body: &str) -> Error {
         }
         (400, "RequestTimeout") => retryable(format!("{op}: S3 timed out waiting for the body ({detail})")),
         (429, _) | (503, _) => retryable(format!("{op}: S3 is throttling or unavailable ({detail})")),
+        // The client follows no redirects. S3 answers 301 PermanentRedirect
+        // or 307 TemporaryRedirect when the bucket lives in another region
+        // or behind another endpoint.
+        (300..=399, _) => Error::Config(format!(
+            "{op}: S3 answered with a redirect ({detail}); Coffer does not follow redirects, so signed \
+             requests never go to another host: check AWS_ENDPOINT_URL and AWS_REGION"
+        )),
         (501, _) => Error::Unsupported(format!("{op}: the server does not implement this ({detail})")),
         (500..=599, _) => retryable(format!("{op}: S3 server error ({detail})")),
         (400, _) => Error::InvalidInput(format!("{op}: S3 refused the request ({detail})")),
@@ -135,6 +142,9 @@ mod tests {
             (500, "InternalError", ErrorKind::Unavailable, true),
             (503, "SlowDown", ErrorKind::Unavailable, true),
             (501, "NotImplemented", ErrorKind::Unavailable, false),
+            (301, "PermanentRedirect", ErrorKind::Config, false),
+            (307, "TemporaryRedirect", ErrorKind::Config, false),
+            (307, "", ErrorKind::Config, false),
         ];
         for (status, code, kind, retry) in table {
             let e = classify(*status, code);
@@ -146,6 +156,13 @@ mod tests {
     fn bad_credentials_name_the_variable_to_check() {
         assert!(classify(403, "SignatureDoesNotMatch").to_string().contains("AWS_SECRET_ACCESS_KEY"));
         assert!(classify(403, "InvalidAccessKeyId").to_string().contains("AWS_ACCESS_KEY_ID"));
+    }
+
+    #[test]
+    fn a_redirect_is_an_error_that_names_the_status() {
+        let e = parse_error(&Op { name: "PutObject", bucket: "b", key: Some("k") }, StatusCode::TEMPORARY_REDIRECT, "");
+        assert!(e.to_string().contains("307") && e.to_string().contains("redirect"), "{e}");
+        assert!(!e.is_retryable());
     }
 
     #[test]

@@ -183,6 +183,10 @@ impl S3Store {
             // (a stalled server, a half-open connection).
             .read_timeout(Duration::from_secs(s.timeout.unwrap_or(60)))
             .pool_idle_timeout(Duration::from_secs(30))
+            // Never follow a redirect: it would carry a signed request, and
+            // any session token in it, to a host the operator did not
+            // configure. A 3xx answer is an error (see `error::parse_error`).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
         Ok(S3Store {
