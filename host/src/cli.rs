@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use crate::backend::Disposition;
 use crate::{Coffer, Config, Content, Error, ErrorKind, Result};
 
 /// Store organisations' files in S3 or a database, placed by a sandboxed
@@ -57,8 +58,9 @@ pub enum Command {
         #[arg(long)]
         org: String,
     },
-    /// Print a direct download link (S3 only): presigned and expiring, or
-    /// plain with --public for a bucket made public.
+    /// Print a direct download link (S3 only): presigned and expiring, saved
+    /// as a file unless --inline; or plain with --public for a bucket made
+    /// public.
     Link {
         #[arg(long)]
         org: String,
@@ -69,8 +71,12 @@ pub enum Command {
         /// File name the browser saves the download as.
         #[arg(long)]
         filename: Option<String>,
+        /// Let the browser show the file instead of saving it
+        /// (Content-Disposition: inline); only for content safe to display.
+        #[arg(long)]
+        inline: bool,
         /// The plain URL, for a bucket the operator made public.
-        #[arg(long, conflicts_with_all = ["expires", "filename"])]
+        #[arg(long, conflicts_with_all = ["expires", "filename", "inline"])]
         public: bool,
     },
     /// Delete an organisation's file (where policy allows).
@@ -299,9 +305,10 @@ async fn execute(command: Command) -> Result<()> {
                 }
             }
         }
-        Command::Link { org, sha256, expires, filename, public } => {
+        Command::Link { org, sha256, expires, filename, inline, public } => {
             let expires = (!public).then(|| std::time::Duration::from_secs(expires));
-            let url = coffer.link(&org, &sha256, expires, filename.as_deref()).await?;
+            let disposition = if inline { Disposition::Inline } else { Disposition::Attachment };
+            let url = coffer.link(&org, &sha256, expires, filename.as_deref(), disposition).await?;
             print_json(&serde_json::json!({ "url": url }))
         }
         Command::Rm { org, sha256 } => print_json(&coffer.delete(&org, &sha256).await?),

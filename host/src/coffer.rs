@@ -382,19 +382,22 @@ impl Coffer {
 
     /// A direct download link for `org`'s object `sha256`, built from the
     /// configured endpoint: presigned and expiring after `expires` (the
-    /// bucket stays private), `filename` naming the download; or, with
-    /// `expires` `None`, the plain URL for a bucket the operator made
-    /// public. Objects in the database have none.
+    /// bucket stays private), `filename` naming the download and
+    /// `disposition` saying whether the browser saves it (the default) or
+    /// shows it; or, with `expires` `None`, the plain URL for a bucket the
+    /// operator made public, which carries neither. Objects in the
+    /// database have none.
     pub async fn link(
         &self,
         org: &str,
         sha256: &str,
         expires: Option<Duration>,
         filename: Option<&str>,
+        disposition: crate::backend::Disposition,
     ) -> Result<String> {
         let record = self.record(org, sha256, Operation::Link).await?;
         let Location { backend, container, name } = &record.location;
-        self.services.backends.get(*backend)?.link(container, name, expires, filename)
+        self.services.backends.get(*backend)?.link(container, name, expires, filename, disposition)
     }
 
     /// Reclaim what crashes and failures left behind, older than

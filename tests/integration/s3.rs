@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use coffer::backend::Disposition;
 use coffer::{Coffer, Content, Digest, Error};
 
 use crate::support::{data, objects_on_server, s3_coffer, s3_config, unique_bucket};
@@ -122,19 +123,26 @@ async fn a_presigned_link_downloads_without_credentials() {
     let bytes = data(50_000, 16);
     let info = t.coffer.put("acme", Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap();
     let sha = info.sha256.to_string();
-    let url = t.coffer.link("acme", &sha, Some(Duration::from_secs(300)), Some("scan report.bin")).await.unwrap();
+    let url = t
+        .coffer
+        .link("acme", &sha, Some(Duration::from_secs(300)), Some("scan report.bin"), Disposition::Attachment)
+        .await
+        .unwrap();
     assert!(url.starts_with(&crate::s3_server::server().endpoint()), "built from the configured endpoint: {url}");
     let resp = reqwest::get(&url).await.unwrap();
     assert_eq!(resp.status(), 200);
     let disposition = resp.headers().get("content-disposition").map(|v| v.to_str().unwrap().to_string());
-    assert!(disposition.as_deref().is_some_and(|d| d.contains("scan report.bin")), "{disposition:?}");
+    assert!(
+        disposition.as_deref().is_some_and(|d| d.starts_with("attachment;") && d.contains("scan report.bin")),
+        "{disposition:?}"
+    );
     assert!(resp.bytes().await.unwrap() == bytes);
     // Tampering with the signed URL is refused by the server.
     let tampered = url.replace("X-Amz-Expires=300", "X-Amz-Expires=301");
     assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403);
     // Another organisation gets no link.
     assert!(matches!(
-        t.coffer.link("globex", &sha, Some(Duration::from_secs(60)), None).await,
+        t.coffer.link("globex", &sha, Some(Duration::from_secs(60)), None, Disposition::Attachment).await,
         Err(Error::NotFound(_))
     ));
 }
@@ -194,7 +202,11 @@ async fn creating_buckets_can_be_switched_off() {
 async fn links_are_refused_for_objects_in_the_database() {
     let t = crate::support::sqlite_coffer(&[]).await;
     let info = t.coffer.put("acme", Content::from_bytes("x", None).unwrap()).await.unwrap();
-    let err = t.coffer.link("acme", &info.sha256.to_string(), Some(Duration::from_secs(60)), None).await.unwrap_err();
+    let err = t
+        .coffer
+        .link("acme", &info.sha256.to_string(), Some(Duration::from_secs(60)), None, Disposition::Attachment)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("direct links need S3"), "{err}");
 }
 
@@ -307,7 +319,7 @@ async fn a_public_link_is_the_plain_url_on_the_configured_endpoint() {
     let bucket = unique_bucket("public");
     let t = s3_coffer(&bucket).await;
     let info = t.coffer.put("acme org", Content::from_bytes("public", None).unwrap()).await.unwrap();
-    let url = t.coffer.link("acme org", &info.sha256.to_string(), None, None).await.unwrap();
+    let url = t.coffer.link("acme org", &info.sha256.to_string(), None, None, Disposition::Attachment).await.unwrap();
     let server = crate::s3_server::server();
     assert_eq!(url, format!("{}/{bucket}/acme%20org/{}", server.endpoint(), info.sha256));
     // The test bucket is not public: the server wants a signature.
@@ -334,17 +346,34 @@ fn coffer_link_prints_a_url_that_downloads_and_refuses_bad_expiry() {
     std::fs::write(dir.path().join("f.txt"), "linked").unwrap();
     let put: serde_json::Value = serde_json::from_slice(&coffer(&["put", "--org", "acme", "f.txt"]).stdout).unwrap();
     let sha = put["sha256"].as_str().unwrap().to_string();
-    let out = coffer(&["link", "--org", "acme", &sha, "--expires", "120", "--filename", "f.txt"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let url = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["url"].as_str().unwrap().to_string();
-    let body = std::thread::spawn(move || {
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(async { reqwest::get(&url).await.unwrap().text().await.unwrap() })
-    })
-    .join()
-    .unwrap();
+    // Follow the link printed for `args`: (Content-Disposition, body).
+    let download = |args: &[&str]| {
+        let out = coffer(args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let url =
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["url"].as_str().unwrap().to_string();
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let resp = reqwest::get(&url).await.unwrap();
+                let disposition = resp.headers().get("content-disposition").map(|v| v.to_str().unwrap().to_string());
+                (disposition, resp.text().await.unwrap())
+            })
+        })
+        .join()
+        .unwrap()
+    };
+    let (disposition, body) = download(&["link", "--org", "acme", &sha, "--expires", "120", "--filename", "f.txt"]);
     assert_eq!(body, "linked");
+    assert!(disposition.as_deref().is_some_and(|d| d.starts_with("attachment; filename=\"f.txt\"")), "{disposition:?}");
+    // Saved as a file by default, even without a name; shown only on request.
+    let (disposition, _) = download(&["link", "--org", "acme", &sha]);
+    assert_eq!(disposition.as_deref(), Some("attachment"));
+    let (disposition, _) = download(&["link", "--org", "acme", &sha, "--inline"]);
+    assert_eq!(disposition.as_deref(), Some("inline"));
+    let (disposition, _) = download(&["link", "--org", "acme", &sha, "--inline", "--filename", "f.txt"]);
+    assert!(disposition.as_deref().is_some_and(|d| d.starts_with("inline; filename=\"f.txt\"")), "{disposition:?}");
+    // A public URL can carry no disposition.
+    assert_eq!(coffer(&["link", "--org", "acme", &sha, "--public", "--inline"]).status.code(), Some(2));
     let bad = coffer(&["link", "--org", "acme", &sha, "--expires", "999999999"]);
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("7 days"));

@@ -127,6 +127,30 @@ pub struct IncompleteUpload {
     pub active_at: u64,
 }
 
+/// What a presigned link asks the browser to do with the download (its
+/// `Content-Disposition`, RFC 6266).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Disposition {
+    /// Save it as a file. The default: content shown inline runs on the
+    /// storage endpoint's origin, so an uploaded HTML or SVG file could
+    /// run its scripts there.
+    #[default]
+    Attachment,
+    /// Show it in the browser, for content the caller knows is safe to
+    /// display.
+    Inline,
+}
+
+impl Disposition {
+    /// The header's disposition type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Attachment => "attachment",
+            Disposition::Inline => "inline",
+        }
+    }
+}
+
 /// A store of immutable blobs addressed by container and name. Small on
 /// purpose; it knows nothing of organisations, policies or the catalog.
 #[async_trait]
@@ -170,12 +194,19 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Abort an incomplete upload, freeing what it holds.
     async fn abort_upload(&self, container: &str, upload: &IncompleteUpload) -> Result<()>;
 
-    /// A direct download link: presigned, valid for `expires` and naming
-    /// the download `filename`; or, with `expires` `None`, the plain URL of
-    /// a public bucket. Only stores that serve downloads themselves have
-    /// them.
-    fn link(&self, container: &str, name: &str, expires: Option<Duration>, filename: Option<&str>) -> Result<String> {
-        let _ = (container, name, expires, filename);
+    /// A direct download link: presigned, valid for `expires`, naming the
+    /// download `filename` and asking for `disposition`; or, with `expires`
+    /// `None`, the plain URL of a public bucket (which can carry neither).
+    /// Only stores that serve downloads themselves have them.
+    fn link(
+        &self,
+        container: &str,
+        name: &str,
+        expires: Option<Duration>,
+        filename: Option<&str>,
+        disposition: Disposition,
+    ) -> Result<String> {
+        let _ = (container, name, expires, filename, disposition);
         Err(Error::InvalidInput(format!(
             "direct links need S3: this object is stored in the {}, so download it through Coffer (coffer get)",
             self.kind()

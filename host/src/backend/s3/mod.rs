@@ -29,7 +29,7 @@ use sha2::{Digest as _, Sha256};
 
 use self::error::{Op, S3ErrorBody, parse_error, transport_error};
 use self::sign::{EMPTY_SHA256, Signer, encode, encode_key};
-use super::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload};
+use super::{BackendKind, BlobEntry, BlobMeta, BlobStore, Disposition, IncompleteUpload};
 use crate::config::S3Settings;
 use crate::content::{ByteStream, Content, Digest, verify_stream};
 use crate::error::{Error, Result};
@@ -330,11 +330,19 @@ impl S3Store {
         })
     }
 
-    /// A presigned GET link, valid for `expires`, with a download file name.
-    pub fn presign_get(&self, bucket: &str, key: &str, expires: Duration, filename: Option<&str>) -> Result<String> {
-        let query = filename
-            .map(|f| format!("response-content-disposition={}", encode(&content_disposition(f))))
-            .unwrap_or_default();
+    /// A presigned GET link, valid for `expires`, that asks S3 to answer
+    /// with `disposition` and the download file name. The disposition is
+    /// always sent, so a link saves the download unless the caller asked
+    /// for inline, whatever the object's stored headers say.
+    pub fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        expires: Duration,
+        filename: Option<&str>,
+        disposition: Disposition,
+    ) -> Result<String> {
+        let query = format!("response-content-disposition={}", encode(&content_disposition(disposition, filename)));
         self.signer.presign("GET", &self.url(bucket, Some(key), &query), expires, SystemTime::now())
     }
 
@@ -344,12 +352,15 @@ impl S3Store {
     }
 }
 
-/// `attachment; filename="…"; filename*=UTF-8''…`: a plain ASCII fallback
-/// for old clients and the exact name for the rest (RFC 6266).
-fn content_disposition(name: &str) -> String {
+/// `attachment` (or `inline`), and with a name `; filename="…";
+/// filename*=UTF-8''…`: a plain ASCII fallback for old clients and the
+/// exact name for the rest (RFC 6266).
+fn content_disposition(disposition: Disposition, name: Option<&str>) -> String {
+    let kind = disposition.as_str();
+    let Some(name) = name else { return kind.to_string() };
     let ascii: String =
         name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
-    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", encode(name))
+    format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{}", encode(name))
 }
 
 #[async_trait]
@@ -514,10 +525,17 @@ impl BlobStore for S3Store {
         self.abort(bucket, &upload.name, &encode(&upload.id)).await
     }
 
-    fn link(&self, bucket: &str, key: &str, expires: Option<Duration>, filename: Option<&str>) -> Result<String> {
+    fn link(
+        &self,
+        bucket: &str,
+        key: &str,
+        expires: Option<Duration>,
+        filename: Option<&str>,
+        disposition: Disposition,
+    ) -> Result<String> {
         check_names(bucket, Some(key))?;
         match expires {
-            Some(expires) => self.presign_get(bucket, key, expires, filename),
+            Some(expires) => self.presign_get(bucket, key, expires, filename, disposition),
             None => Ok(self.public_url(bucket, key)),
         }
     }
@@ -579,12 +597,45 @@ mod tests {
     #[test]
     fn links_use_the_configured_endpoint_and_name_the_download() {
         let s = store(false, "http://127.0.0.1:9000");
-        let link = s.presign_get("b", "k", Duration::from_secs(60), Some("report é.pdf")).unwrap();
+        let link =
+            s.presign_get("b", "k", Duration::from_secs(60), Some("report é.pdf"), Disposition::Attachment).unwrap();
         assert!(link.starts_with("http://127.0.0.1:9000/b/k?"), "{link}");
         assert!(
-            link.contains("response-content-disposition=attachment%3B%20filename%3D%22report%20_.pdf%22"),
+            link.contains(
+                "response-content-disposition=attachment%3B%20filename%3D%22report%20_.pdf%22%3B%20filename%2A%3DUTF-8%27%27report%2520%25C3%25A9.pdf"
+            ),
             "{link}"
         );
         assert!(link.contains("X-Amz-Expires=60"), "{link}");
+    }
+
+    /// Without a name, a link must still say "attachment": otherwise the
+    /// browser shows an uploaded HTML or SVG file on the endpoint's origin.
+    #[test]
+    fn links_without_a_filename_are_still_attachments() {
+        let s = store(false, "http://127.0.0.1:9000");
+        let link = s.presign_get("b", "k", Duration::from_secs(60), None, Disposition::Attachment).unwrap();
+        let query = link.split_once('?').unwrap().1;
+        assert!(query.split('&').any(|p| p == "response-content-disposition=attachment"), "{link}");
+    }
+
+    #[test]
+    fn inline_links_ask_for_inline_and_keep_the_name() {
+        let s = store(false, "http://127.0.0.1:9000");
+        let named = s.presign_get("b", "k", Duration::from_secs(60), Some("a\"b.png"), Disposition::Inline).unwrap();
+        assert!(named.contains("response-content-disposition=inline%3B%20filename%3D%22a_b.png%22"), "{named}");
+        let bare = s.presign_get("b", "k", Duration::from_secs(60), None, Disposition::Inline).unwrap();
+        assert!(bare.split('&').any(|p| p.ends_with("response-content-disposition=inline")), "{bare}");
+        assert!(!bare.contains("attachment"), "{bare}");
+    }
+
+    #[test]
+    fn content_disposition_escapes_the_ascii_fallback() {
+        assert_eq!(content_disposition(Disposition::Attachment, None), "attachment");
+        assert_eq!(content_disposition(Disposition::Inline, None), "inline");
+        assert_eq!(
+            content_disposition(Disposition::Inline, Some("x\\\"é.txt")),
+            "inline; filename=\"x___.txt\"; filename*=UTF-8''x%5C%22%C3%A9.txt"
+        );
     }
 }
