@@ -10,7 +10,7 @@ use crate::dedup::{self, Existing};
 use crate::policy::{Refusal, Rules};
 use coffer::storage::host::{self, Level};
 use coffer::storage::store::{self, Content};
-use coffer::storage::types::{Backend, Error, Location, ObjectInfo, Operation, PutOutcome};
+use coffer::storage::types::{Backend, Error, Location, Namespace, ObjectInfo, Operation, PutOutcome};
 
 struct DefaultPolicy;
 
@@ -42,19 +42,33 @@ fn location_for(rules: &Rules, org: &str, sha256: &str) -> Result<Location, Erro
 }
 
 impl exports::coffer::storage::policy::Guest for DefaultPolicy {
-    fn check_config() -> Result<(), Error> {
+    fn check_config(org: Option<String>) -> Result<(), Error> {
         let rules = rules()?;
         if store::backends().first() == Some(&Backend::S3) && rules.bucket_mode.is_none() {
             return Err(Error::InvalidConfig(
                 "S3 is configured but no bucket is: set S3_BUCKET, or BUCKET_PER_ORG=true with S3_BUCKET_PREFIX".into(),
             ));
         }
+        // A configured tenant must be able to have its bucket.
+        if let Some(org) = org {
+            location_for(&rules, &org, "")?;
+        }
         Ok(())
     }
 
-    fn container_name(org: String) -> Result<String, Error> {
+    /// The organisation's bucket (or, with one bucket for all, its key
+    /// prefix there) first, then its database namespace, where its objects
+    /// live when S3 is not configured and where they stay readable after a
+    /// switch.
+    fn namespaces(org: String) -> Result<Vec<Namespace>, Error> {
         let rules = rules()?;
-        Ok(location_for(&rules, &org, "")?.container)
+        let database = Namespace { backend: Backend::Database, container: org.clone(), prefix: String::new() };
+        let first = location_for(&rules, &org, "")?;
+        if first.backend == Backend::Database {
+            return Ok(vec![database]);
+        }
+        let prefix = first.object_name;
+        Ok(vec![Namespace { backend: Backend::S3, container: first.container, prefix }, database])
     }
 
     fn put(org: String, body: &Content) -> Result<PutOutcome, Error> {

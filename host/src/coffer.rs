@@ -2,8 +2,9 @@
 //! input, asks the policy, and does the I/O; the catalog is written only
 //! after the bytes are safely stored, so a failed upload leaves no record.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use crate::backend::s3::S3Store;
 use crate::backend::sqlite::SqliteDb;
 use crate::backend::{BackendKind, Backends, BlobStore, Location};
 use crate::catalog::lifecycle::{Lifecycle, Reservation};
+use crate::catalog::namespace::{Boundaries, Namespace};
 use crate::catalog::{Catalog, Committed, Record};
 use crate::config::{Config, DatabaseUrl};
 use crate::content::{ByteStream, Content, Digest, verify_stream};
@@ -100,7 +102,15 @@ pub fn validate_org(org: &str) -> Result<()> {
 pub struct Coffer {
     services: Arc<HostServices>,
     policies: Arc<PolicySet>,
+    /// Namespaces the deployment's policy declared, by (policy, org).
+    namespaces: Arc<Mutex<DeclaredNamespaces>>,
 }
+
+/// Namespaces by (deployment policy digest, organisation).
+type DeclaredNamespaces = HashMap<(Digest, String), Vec<Namespace>>;
+
+/// Organisations whose namespaces are remembered at once.
+const REMEMBERED_NAMESPACES: usize = 10_000;
 
 impl Coffer {
     /// Open Coffer with `config`: validate it, open the database, load the
@@ -121,9 +131,10 @@ impl Coffer {
     pub async fn from_parts(config: Config, catalog: Arc<dyn Catalog>, backends: Backends) -> Result<Coffer> {
         config.validate()?;
         let lifecycle = Lifecycle::new(catalog.clone(), backends.clone(), config.delete_timeout());
-        let services = Arc::new(HostServices { config, catalog, backends, lifecycle });
+        let boundaries = Boundaries::new(catalog.clone());
+        let services = Arc::new(HostServices { config, catalog, backends, lifecycle, boundaries });
         let policies = Arc::new(PolicySet::load(&services).await?);
-        Ok(Coffer { services, policies })
+        Ok(Coffer { services, policies, namespaces: Default::default() })
     }
 
     /// Wait, at most `within`, for clean-up that cancelled operations left
@@ -186,8 +197,10 @@ impl Coffer {
     /// meanwhile, nothing is recorded and the put starts again.
     pub async fn put(&self, org: &str, content: Content) -> Result<ObjectInfo> {
         validate_org(org)?;
+        let namespaces = self.namespaces(org).await?;
         for attempt in 1..=PUT_ATTEMPTS {
-            let (outcome, mut reservations) = self.policy(org).put(&self.services, org, &content).await?;
+            let (outcome, mut reservations) =
+                self.policy(org).put(&self.services, org, &content, namespaces.clone()).await?;
             let record = Record {
                 org: org.to_string(),
                 sha256: content.sha256(),
@@ -258,7 +271,35 @@ impl Coffer {
             .await?
             .ok_or_else(|| Error::NotFound(format!("organisation {org:?} has no object {digest}")))?;
         self.policy(org).authorize(&self.services, org, op, &record).await?;
+        if op != Operation::Stat {
+            self.check_boundary(&record).await?;
+        }
         Ok(record)
+    }
+
+    /// Refuse to touch a record's bytes unless they lie in a namespace its
+    /// organisation holds (see [`crate::catalog::namespace`]): no byte of
+    /// another organisation's object is ever read for this one.
+    async fn check_boundary(&self, record: &Record) -> Result<()> {
+        let declared = self.namespaces(&record.org).await?;
+        self.services.boundaries.check_record(&record.org, &record.location, &declared).await
+    }
+
+    /// `org`'s namespaces, as the deployment's policy declares them.
+    pub async fn namespaces(&self, org: &str) -> Result<Vec<Namespace>> {
+        validate_org(org)?;
+        let policy = self.policies.deployment();
+        let key = (policy.digest(), org.to_string());
+        if let Some(ns) = self.namespaces.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(ns.clone());
+        }
+        let declared = policy.namespaces(&self.services, org).await?;
+        let mut cache = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= REMEMBERED_NAMESPACES {
+            cache.clear();
+        }
+        cache.insert(key, declared.clone());
+        Ok(declared)
     }
 
     /// Describe `org`'s object `sha256`.
@@ -296,7 +337,10 @@ impl Coffer {
                             record.location
                         )));
                     }
-                    Some(now) => record = now,
+                    Some(now) => {
+                        self.check_boundary(&now).await?;
+                        record = now;
+                    }
                 },
                 Err(other) => return Err(other),
             }
@@ -431,9 +475,8 @@ impl Coffer {
     /// The container (S3 bucket) the policy gives `org`, without contacting
     /// any backend; an error says why the organisation cannot have one.
     pub async fn container_name(&self, org: &str) -> Result<(BackendKind, String)> {
-        validate_org(org)?;
-        let name = self.policy(org).container_name(&self.services, org).await?;
-        Ok((self.services.backends.kinds()[0], name))
+        let first = self.namespaces(org).await?.swap_remove(0);
+        Ok((first.backend, first.container))
     }
 }
 

@@ -18,7 +18,10 @@
 //! | `COFFER_ALLOWED_CONTENT_TYPES` | comma-separated MIME types (`text/*` allowed) | all |
 //! | `COFFER_ALLOW_DELETE` | whether `rm` is allowed | `true` |
 //! | `COFFER_POLICY_FUEL` | guest instructions per policy call | 500000000 |
-//! | `COFFER_POLICY_MEMORY` | guest memory per policy call, bytes | 67108864 |
+//! | `COFFER_POLICY_MEMORY` | guest memory per policy call (all its memories together), bytes | 67108864 |
+//! | `COFFER_POLICY_TIMEOUT` | milliseconds of its own time a policy call may run (host I/O not counted) | 250 |
+//! | `COFFER_POLICY_INSTANCES` | policy calls running at once; more wait for a slot | 128 |
+//! | `COFFER_POLICY_QUEUE` | calls that may wait for a slot; beyond that a call fails as busy | 1024 |
 //! | `COFFER_CACHE_DIR` | compiled policy components (`none`: no cache) | `~/.cache/coffer` |
 //! | `COFFER_S3_TIMEOUT` | seconds an S3 request may stay silent before it is retried | 60 |
 //! | `COFFER_DELETE_TIMEOUT` | seconds one deletion of bytes may take; twice this, an unfinished one is taken over | 60 |
@@ -132,15 +135,32 @@ impl S3Settings {
 pub struct PolicyLimits {
     /// Wasm instructions (fuel) a single call may use.
     pub fuel: u64,
-    /// Linear memory a single call may grow to, in bytes.
+    /// Linear memory a single call may grow to, all its memories
+    /// together, in bytes.
     pub memory: usize,
-    /// Host imports (store operations) a single call may make.
+    /// Host imports (store operations, `peek`, `log`) a single call may
+    /// make.
     pub host_calls: u32,
+    /// Milliseconds of the guest's own time (instantiation included, host
+    /// I/O inside imports not) a single call may take.
+    pub timeout_ms: u64,
+    /// Policy calls that run at once (instances alive); more wait.
+    pub instances: u32,
+    /// Calls that may wait for an instance; beyond that a call fails as
+    /// busy at once.
+    pub queue: u32,
 }
 
 impl Default for PolicyLimits {
     fn default() -> Self {
-        PolicyLimits { fuel: 500_000_000, memory: 64 << 20, host_calls: 64 }
+        PolicyLimits {
+            fuel: 500_000_000,
+            memory: 64 << 20,
+            host_calls: 64,
+            timeout_ms: 250,
+            instances: 128,
+            queue: 1024,
+        }
     }
 }
 
@@ -306,6 +326,15 @@ impl Config {
         if let Some(v) = var("COFFER_POLICY_MEMORY") {
             config.limits.memory = parse_num("COFFER_POLICY_MEMORY", &v)?;
         }
+        if let Some(v) = var("COFFER_POLICY_TIMEOUT") {
+            config.limits.timeout_ms = parse_num("COFFER_POLICY_TIMEOUT", &v)?;
+        }
+        if let Some(v) = var("COFFER_POLICY_INSTANCES") {
+            config.limits.instances = parse_num("COFFER_POLICY_INSTANCES", &v)?;
+        }
+        if let Some(v) = var("COFFER_POLICY_QUEUE") {
+            config.limits.queue = parse_num("COFFER_POLICY_QUEUE", &v)?;
+        }
         Ok(config)
     }
 
@@ -337,6 +366,12 @@ impl Config {
                 "policy limits too small: COFFER_POLICY_FUEL must be above 0 and COFFER_POLICY_MEMORY at least 1048576"
                     .into(),
             ));
+        }
+        if self.limits.timeout_ms == 0 || self.limits.timeout_ms > 60_000 {
+            return Err(Error::Config("COFFER_POLICY_TIMEOUT must be 1 to 60000 milliseconds".into()));
+        }
+        if self.limits.instances == 0 || self.limits.instances > 10_000 {
+            return Err(Error::Config("COFFER_POLICY_INSTANCES must be 1 to 10000".into()));
         }
         if self.delete_timeout == Some(0) {
             return Err(Error::Config("COFFER_DELETE_TIMEOUT must be at least 1 second".into()));

@@ -77,7 +77,7 @@ def _content_type_allowed(content_type):
 
 
 class Policy(exports.Policy):
-    def check_config(self):
+    def check_config(self, org):
         _setting_int("tier-threshold", 1 << 20)
         _setting_int("retention-days", 0)
         _setting_int("max-size", 0)
@@ -85,9 +85,17 @@ class Policy(exports.Policy):
             per_org = (host.setting("bucket-per-org") or "").strip().lower() in ("true", "1", "yes")
             if not per_org:
                 _bucket("-")
+            elif org is not None:
+                _bucket(org)
 
-    def container_name(self, org):
-        return _bucket(org) or org
+    def namespaces(self, org):
+        database = types.Namespace(backend=types.Backend.DATABASE, container=org, prefix="")
+        bucket = _bucket(org)
+        if bucket is None:
+            return [database]
+        per_org = (host.setting("bucket-per-org") or "").strip().lower() in ("true", "1", "yes")
+        prefix = "" if per_org else f"{org}/"
+        return [types.Namespace(backend=types.Backend.S3, container=bucket, prefix=prefix), database]
 
     def put(self, org, body):
         info = body.describe()

@@ -127,12 +127,16 @@ fn policy_check_passes_both_shipped_policies_and_explains_the_rest() {
         let (code, stdout, stderr) = policy_check(&file);
         assert_eq!(code, Some(0), "{}: {stderr}", file.display());
         let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        assert!(report["exports"].as_array().unwrap().iter().any(|e| e == "coffer:storage/policy@0.1.0"), "{report}");
+        assert!(report["exports"].as_array().unwrap().iter().any(|e| e == "coffer:storage/policy@0.2.0"), "{report}");
         assert_eq!(report["steps"].as_array().unwrap().len(), 7);
     }
     let (code, _, stderr) = policy_check(&crate::sandbox::guest("other_version"));
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("implements coffer:storage/policy@0.2.0"), "{stderr}");
+    assert!(stderr.contains("implements coffer:storage/policy@0.1.0"), "{stderr}");
+    // What a policy for the previous contract must change.
+    for change in ["namespaces(org)", "check-config", "SHA-256", "only from `put`"] {
+        assert!(stderr.contains(change), "{change}: {stderr}");
+    }
     let (code, _, stderr) = policy_check(&crate::sandbox::guest("extra_import"));
     assert_eq!(code, Some(1));
     assert!(stderr.contains("does not provide"), "{stderr}");

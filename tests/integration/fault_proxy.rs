@@ -79,6 +79,8 @@ pub enum Fault {
     /// Forward, and remove checksum and user-metadata headers from the
     /// answer: a server that reports no digests.
     StripDigests,
+    /// Wait this long, then forward: a slow server.
+    Delay(Duration),
 }
 
 /// Where a held request waits.
@@ -317,6 +319,10 @@ async fn handle(
         Action::Fault(Fault::Stall(d)) => {
             tokio::time::sleep(d).await;
             Err(closed("stalled"))
+        }
+        Action::Fault(Fault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            Ok(forward(upstream, req).await?.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
         }
         Action::Fault(Fault::OkWithError) => {
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>injected: \

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coffer::backend::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload, Location};
+use coffer::catalog::namespace::{Claimed, Namespace};
 use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token, Tombstone};
 use coffer::content::ByteStream;
 use coffer::{Content, Digest, Result};
@@ -143,8 +144,11 @@ impl Catalog for PausingCatalog {
     async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>> {
         self.inner.list(org, after, limit).await
     }
-    async fn owners(&self, at: &Location) -> Result<Vec<String>> {
-        self.inner.owners(at).await
+    async fn claim(&self, org: &str, ns: &Namespace) -> Result<Claimed> {
+        self.inner.claim(org, ns).await
+    }
+    async fn claims(&self, org: &str) -> Result<Vec<Namespace>> {
+        self.inner.claims(org).await
     }
     async fn reserve(&self, p: &Pending) -> Result<Reserved> {
         let r = self.inner.reserve(p).await;

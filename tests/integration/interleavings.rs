@@ -10,7 +10,7 @@ use coffer::backend::s3::S3Store;
 use coffer::backend::sqlite::SqliteDb;
 use coffer::backend::{Backends, BlobStore};
 use coffer::gc::{GcOptions, NoProgress};
-use coffer::{Coffer, Content, Digest, ObjectInfo};
+use coffer::{Coffer, Content, Digest, Error, ObjectInfo};
 use tokio::task::JoinHandle;
 
 use crate::gates::{Gates, PausingCatalog, PausingStore};
@@ -124,7 +124,7 @@ on_both!(
     a_delete_leaves_the_bytes_a_pending_put_has_written,
     a_put_waits_while_the_bytes_it_needs_are_being_deleted,
     a_put_waits_until_a_finished_deletion_clears_its_tombstone,
-    organisations_sharing_a_location_keep_its_bytes_until_the_last_lets_go,
+    organisations_given_one_container_cannot_share_it,
     gc_reaping_a_running_puts_reservation_makes_it_write_again,
     a_read_racing_a_delete_is_not_found_never_an_integrity_error,
 );
@@ -214,33 +214,26 @@ async fn put_waits_for(kind: Kind, after_bytes_are_gone: bool) {
     g.assert_consistent(&["acme"]).await;
 }
 
-/// Two organisations end up referencing one location (their puts raced);
-/// deleting one reference keeps the bytes for the other; while the last
-/// one is being deleted, a new put of the content waits, then rewrites it.
-async fn organisations_sharing_a_location_keep_its_bytes_until_the_last_lets_go(kind: Kind) {
+/// A (buggy) deployment policy gives two organisations one container:
+/// while the first is still storing there, the second is refused (the
+/// first holds the namespace), and the first's object is whole and stays
+/// deletable by it alone.
+async fn organisations_given_one_container_cannot_share_it(kind: Kind) {
     let g = gated(kind, true).await;
     let bytes = data(40_000, 4);
     let pause = g.gates.after_put.arm();
     let a = spawn_put(&g, "pool-a", &bytes);
     pause.reached().await;
-    let b = g.coffer.put("pool-b", content(&bytes)).await.unwrap();
+    let err = g.coffer.put("pool-b", content(&bytes)).await.unwrap_err();
+    assert!(matches!(&err, Error::Denied(m) if m.contains("another organisation holds")), "{err}");
     pause.release();
     let a = a.await.unwrap().unwrap();
-    assert_eq!((a.container.as_str(), a.key.as_str()), (b.container.as_str(), b.key.as_str()), "one location");
+    assert!(g.coffer.get_bytes("pool-a", &a.sha256).await.unwrap() == bytes);
+    assert!(g.coffer.list("pool-b", None, 10).await.unwrap().is_empty());
+    let err = g.coffer.put("pool-b", content(b"other")).await.unwrap_err();
+    assert!(matches!(&err, Error::Denied(_)), "{err}");
     g.coffer.delete("pool-a", &a.sha256.to_string()).await.unwrap();
-    assert!(g.holds(&b.container, &b.key).await, "pool-b still needs the bytes");
-    assert!(g.coffer.get_bytes("pool-b", &b.sha256).await.unwrap() == bytes);
-
-    let pause = g.gates.before_delete.arm();
-    let delete = spawn_delete(&g, "pool-b", &b.sha256);
-    pause.reached().await;
-    let again = spawn_put(&g, "pool-a", &bytes);
-    g.gates.until_a_put_waits().await;
-    assert!(!again.is_finished(), "the put went ahead while the shared location was being deleted");
-    pause.release();
-    delete.await.unwrap().unwrap();
-    let again = again.await.unwrap().unwrap();
-    assert!(g.coffer.get_bytes("pool-a", &again.sha256).await.unwrap() == bytes);
+    assert!(!g.holds(&a.container, &a.key).await, "deleted with its only reference");
     g.assert_consistent(&["pool-a", "pool-b"]).await;
 }
 

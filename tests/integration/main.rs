@@ -21,3 +21,4 @@ mod s3_server;
 pub mod sandbox;
 mod stress;
 mod support;
+mod tenants;

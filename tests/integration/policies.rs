@@ -109,29 +109,48 @@ async fn a_changed_component_file_is_swapped_in_and_a_broken_one_is_not() {
     assert!(err.to_string().contains("the old policy stays"), "{err}");
 }
 
-/// `coffer ls` with the cache in `cache`, logging at debug level.
-fn ls_with_cache(dir: &std::path::Path, cache: &std::path::Path) -> String {
+/// `coffer ARGS` with the cache in `cache`, logging at debug level;
+/// its stderr.
+fn with_cache(dir: &std::path::Path, cache: &std::path::Path, args: &[&std::ffi::OsStr]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
         .current_dir(dir)
         .env_clear()
         .env("COFFER_CACHE_DIR", cache)
         .env("COFFER_LOG", "coffer=debug")
-        .args(["ls", "--org", "acme"])
+        .args(args)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+fn ls_with_cache(dir: &std::path::Path, cache: &std::path::Path) -> String {
+    with_cache(dir, cache, &["ls".as_ref(), "--org".as_ref(), "acme".as_ref()])
+}
+
+/// The cache entries (not the key) in `cache`.
+fn entries(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut e: Vec<_> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    e.sort();
+    e
+}
+
 #[test]
 fn compiled_components_are_cached_on_disk_and_bad_entries_ignored() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let first = ls_with_cache(dir.path(), &cache);
     assert!(first.contains("compiled a policy component"), "{first}");
-    let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let entry = &entries[0];
+    assert_eq!(std::fs::metadata(&cache).unwrap().mode() & 0o777, 0o700, "the cache directory is private");
+    assert_eq!(std::fs::metadata(cache.join("key")).unwrap().mode() & 0o777, 0o600, "so is its key");
+    let found = entries(&cache);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let entry = found[0].clone();
 
     let second = ls_with_cache(dir.path(), &cache);
     assert!(second.contains("loaded a compiled policy component from the cache"), "{second}");
@@ -140,22 +159,55 @@ fn compiled_components_are_cached_on_disk_and_bad_entries_ignored() {
         "{second}"
     );
 
-    // Damaged: ignored, recompiled, rewritten.
-    let mut bytes = std::fs::read(entry).unwrap();
+    // Damaged: refused, recompiled, rewritten.
+    let mut bytes = std::fs::read(&entry).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
-    std::fs::write(entry, &bytes).unwrap();
+    std::fs::write(&entry, &bytes).unwrap();
     let third = ls_with_cache(dir.path(), &cache);
-    assert!(third.contains("ignoring a damaged compiled-policy cache entry"), "{third}");
+    assert!(third.contains("refusing a compiled-policy cache entry") && third.contains("HMAC"), "{third}");
     assert!(ls_with_cache(dir.path(), &cache).contains("from the cache"));
 
-    // Intact but not wasmtime's (a foreign artefact): ignored too.
+    // Forged: native code compiled from another component (the hostile
+    // test policy, compiled into the same cache by `policy check`), put
+    // in the default policy's place. Its HMAC binds it to the hostile
+    // component's bytes, so it is refused and the default recompiled.
+    let hostile = crate::sandbox::guest("hostile");
+    with_cache(dir.path(), &cache, &["policy".as_ref(), "check".as_ref(), hostile.as_os_str()]);
+    let other = entries(&cache).into_iter().find(|e| *e != entry).expect("the hostile policy's entry");
+    std::fs::copy(&other, &entry).unwrap();
+    let forged = ls_with_cache(dir.path(), &cache);
+    assert!(forged.contains("refusing a compiled-policy cache entry") && forged.contains("HMAC"), "{forged}");
+    assert!(forged.contains("compiled a policy component"), "{forged}");
+
+    // A version-1 entry with a valid plain SHA-256 (what anyone can
+    // compute): refused, it carries no HMAC.
     let payload = b"not machine code for this engine".to_vec();
-    let mut foreign = b"COFFERC1".to_vec();
+    let mut old = b"COFFERC1".to_vec();
     use sha2::Digest as _;
-    foreign.extend_from_slice(&sha2::Sha256::digest(&payload));
-    foreign.extend_from_slice(&payload);
-    std::fs::write(entry, foreign).unwrap();
-    let fourth = ls_with_cache(dir.path(), &cache);
-    assert!(fourth.contains("ignoring an incompatible compiled-policy cache entry"), "{fourth}");
+    old.extend_from_slice(&sha2::Sha256::digest(&payload));
+    old.extend_from_slice(&payload);
+    std::fs::write(&entry, old).unwrap();
+    assert!(ls_with_cache(dir.path(), &cache).contains("refusing a compiled-policy cache entry"));
+
+    // An entry others may write, or one owned by another user: refused.
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let shared = ls_with_cache(dir.path(), &cache);
+    assert!(shared.contains("writable by group or others"), "{shared}");
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        std::process::Command::new("chown").arg("65534").arg(&entry).status().unwrap();
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let foreign = ls_with_cache(dir.path(), &cache);
+        assert!(foreign.contains("owned by user 65534"), "{foreign}");
+        assert_eq!(std::fs::metadata(&entry).unwrap().uid(), 0, "replaced by the user's own entry");
+    }
+
+    // A cache directory others may write is not used at all.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = ls_with_cache(dir.path(), &cache);
+    assert!(
+        open.contains("not using the compiled-policy cache") && open.contains("writable by group or others"),
+        "{open}"
+    );
+    assert!(!open.contains("loaded a compiled policy component from the cache"), "{open}");
 }

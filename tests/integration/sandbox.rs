@@ -12,9 +12,14 @@ pub fn guest(name: &str) -> std::path::PathBuf {
 }
 
 async fn hostile() -> TestCoffer {
+    hostile_with(|_| {}).await
+}
+
+async fn hostile_with(change: impl FnOnce(&mut coffer::Config)) -> TestCoffer {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sqlite_config(dir.path(), &[]);
     config.policy = Some(guest("hostile"));
+    change(&mut config);
     TestCoffer { coffer: Coffer::open(config).await.unwrap(), dir }
 }
 
@@ -100,33 +105,14 @@ async fn peeking_is_bounded() {
 async fn store_calls_per_operation_are_bounded() {
     let t = hostile().await;
     let err = contained(&t, "spin-store").await;
-    assert!(matches!(&err, Error::Policy(m) if m.contains("store calls")), "{err}");
-}
-
-#[tokio::test]
-async fn a_policy_cannot_write_read_or_claim_another_organisations_objects() {
-    let t = hostile().await;
-    let bytes = vec![7u8; 10_000];
-    let victim = t.coffer.put("victim", Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap();
-    for (org, kind) in [("mallory-write", "denied"), ("mallory-head", "denied"), ("mallory-claim", "policy")] {
-        let err = contained(&t, org).await;
-        match kind {
-            "denied" => assert!(matches!(&err, Error::Denied(m) if m.contains("another organisation")), "{org}: {err}"),
-            _ => assert!(
-                matches!(&err, Error::Policy(m) if m.contains("neither wrote it there nor found it")),
-                "{org}: {err}"
-            ),
-        }
-        assert!(t.coffer.list(org, None, 10).await.unwrap().is_empty(), "{org} got no record");
-    }
-    assert!(t.coffer.get_bytes("victim", &victim.sha256).await.unwrap() == bytes, "the victim's object is intact");
+    assert!(matches!(&err, Error::Policy(m) if m.contains("host calls")), "{err}");
 }
 
 #[tokio::test]
 async fn a_policy_asking_for_a_backend_that_is_not_configured_is_refused() {
     let t = hostile().await;
     let err = contained(&t, "no-such-backend").await;
-    assert!(matches!(&err, Error::Config(m) if m.contains("S3 is not configured")), "{err}");
+    assert!(matches!(&err, Error::Denied(m) if m.contains("s3:bucket/") && m.contains("outside")), "{err}");
 }
 
 #[tokio::test]
@@ -136,7 +122,7 @@ async fn a_policy_cannot_smuggle_paths_into_s3_requests() {
     config.policy = Some(guest("hostile"));
     let t = TestCoffer { coffer: Coffer::open(config).await.unwrap(), dir };
     let err = t.coffer.put("bad-names", Content::from_bytes("x", None).unwrap()).await.unwrap_err();
-    assert!(matches!(&err, Error::InvalidName(m) if m.contains("Bad/Bucket")), "{err}");
+    assert!(matches!(&err, Error::Denied(m) if m.contains("Bad/Bucket")), "{err}");
     assert!(t.coffer.list("bad-names", None, 10).await.unwrap().is_empty());
 }
 
@@ -168,7 +154,125 @@ async fn a_component_for_another_contract_version_is_refused_in_words() {
     config.policy = Some(guest("other_version"));
     let err = Coffer::open(config).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Config(m) if m.contains("coffer:storage/policy@0.2.0") && m.contains("this host speaks coffer:storage/policy@0.1.0")),
+        matches!(&err, Error::Config(m) if m.contains("coffer:storage/policy@0.1.0") && m.contains("this host speaks coffer:storage/policy@0.2.0") && m.contains("namespaces(org)")),
         "{err}"
     );
+}
+
+/// A guest that sleeps on a WASI clock, or spins on it, is stopped by the
+/// time limit (its own time), long before it would have finished, even
+/// with fuel to spare.
+#[tokio::test]
+async fn a_sleeping_or_spinning_guest_is_stopped_at_its_time_limit() {
+    let t = hostile_with(|c| c.limits.fuel = u64::MAX / 4).await;
+    for org in ["sleep", "poll"] {
+        let started = std::time::Instant::now();
+        let err = contained(&t, org).await;
+        assert!(
+            matches!(&err, Error::Policy(m) if m.contains("time limit") && m.contains("COFFER_POLICY_TIMEOUT")),
+            "{org}: {err}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{org} was not stopped early");
+    }
+}
+
+/// Host I/O does not count against the time limit: a put whose uploads
+/// each take longer than the whole limit still succeeds.
+#[tokio::test]
+async fn slow_storage_does_not_count_against_the_policy_time_limit() {
+    use crate::fault_proxy::{Fault, FaultProxy, Op};
+    let proxy = FaultProxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::support::s3_config(dir.path(), Some(&crate::support::unique_bucket("slow")), None);
+    config.s3.endpoint_url = Some(proxy.endpoint());
+    config.limits.timeout_ms = 100;
+    let coffer = Coffer::open(config).await.unwrap();
+    proxy.always(Op::PutObject, Fault::Delay(std::time::Duration::from_millis(400)));
+    let info = coffer.put("acme", Content::from_bytes("slow but fine", None).unwrap()).await.unwrap();
+    assert_eq!(coffer.get_bytes("acme", &info.sha256).await.unwrap(), "slow but fine");
+}
+
+/// More calls than instance slots wait for one: 200 concurrent puts
+/// through a slow S3 server with 4 slots all succeed. With a short queue,
+/// the calls beyond it fail at once as busy (retryable) and store nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_instance_slots_queue_and_beyond_the_queue_fail_as_busy() {
+    use crate::fault_proxy::{Fault, FaultProxy, Op};
+    let proxy = FaultProxy::start();
+    let open = |instances: u32, queue: u32| {
+        let endpoint = proxy.endpoint();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = crate::support::s3_config(dir.path(), Some(&crate::support::unique_bucket("queue")), None);
+            config.s3.endpoint_url = Some(endpoint);
+            config.limits.instances = instances;
+            config.limits.queue = queue;
+            (Coffer::open(config).await.unwrap(), dir)
+        }
+    };
+    let put_all = |coffer: Coffer, n: u32| async move {
+        let puts: Vec<_> = (0..n)
+            .map(|i| {
+                let c = coffer.clone();
+                tokio::spawn(
+                    async move { c.put("acme", Content::from_bytes(format!("object {i}"), None).unwrap()).await },
+                )
+            })
+            .collect();
+        let mut results = Vec::new();
+        for p in puts {
+            results.push(p.await.unwrap());
+        }
+        results
+    };
+    proxy.always(Op::PutObject, Fault::Delay(std::time::Duration::from_millis(40)));
+
+    let (coffer, _dir) = open(4, 1024).await;
+    let results = put_all(coffer.clone(), 200).await;
+    assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
+    assert_eq!(coffer.list("acme", None, 1000).await.unwrap().len(), 200);
+
+    let (coffer, _dir) = open(2, 4).await;
+    proxy.always(Op::PutObject, Fault::Delay(std::time::Duration::from_millis(300)));
+    let results = put_all(coffer.clone(), 30).await;
+    let busy = results
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.is_retryable() && e.to_string().contains("busy") && e.to_string().contains("COFFER_POLICY_QUEUE")))
+        .count();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok + busy, 30, "{results:?}");
+    assert!(busy > 0 && ok >= 6, "ok {ok}, busy {busy}");
+    assert_eq!(coffer.list("acme", None, 1000).await.unwrap().len(), ok, "the busy ones stored nothing");
+}
+
+#[tokio::test]
+async fn a_log_flood_is_stopped_by_the_host_call_budget() {
+    let t = hostile().await;
+    let err = contained(&t, "log-flood").await;
+    assert!(matches!(&err, Error::Policy(m) if m.contains("host calls")), "{err}");
+}
+
+/// A policy's log line cannot pass for one of the host's: its line break
+/// is escaped, inside a quoted field.
+#[test]
+fn a_policy_cannot_forge_host_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "forge").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("COFFER_POLICY", guest("hostile"))
+        .env("COFFER_CACHE_DIR", "none")
+        .env("COFFER_LOG", "coffer=debug")
+        .args(["put", "--org", "log-forge"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("FORGED host line"), "the policy's line is logged: {stderr}");
+    for line in stderr.lines() {
+        assert!(!line.starts_with("2026-01-01T00:00:00.000000Z"), "a forged line: {line}");
+    }
 }

@@ -133,8 +133,8 @@ pub fn tiering_policy() -> PathBuf {
             assert!(status.success(), "componentize-py failed to build policies/tiering-py");
             let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("policy-cache");
             let bytes = std::fs::read(&out).unwrap();
-            let memory = coffer::config::PolicyLimits::default().memory;
-            coffer::policy::Policy::from_bytes(&bytes, "tiering", memory, Some(&cache)).unwrap();
+            let limits = coffer::config::PolicyLimits::default();
+            coffer::policy::Policy::from_bytes(&bytes, "tiering", &limits, Some(&cache)).unwrap();
             out
         })
         .clone()

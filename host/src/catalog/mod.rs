@@ -28,6 +28,9 @@ use crate::content::Digest;
 use crate::error::Result;
 
 pub mod lifecycle;
+pub mod namespace;
+
+use self::namespace::{Claimed, Namespace};
 
 /// One organisation's reference to stored content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -163,8 +166,13 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// This organisation's records in digest order, after `after`.
     async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>>;
 
-    /// The organisations that have a record at `location`.
-    async fn owners(&self, location: &Location) -> Result<Vec<String>>;
+    /// Record that `org` holds `namespace`, unless another organisation
+    /// holds one that overlaps it (the same container, one prefix a prefix
+    /// of the other). Claims are never given up.
+    async fn claim(&self, org: &str, namespace: &Namespace) -> Result<Claimed>;
+
+    /// The namespaces `org` holds.
+    async fn claims(&self, org: &str) -> Result<Vec<Namespace>>;
 
     /// Record `pending` unless the location has a tombstone or another
     /// organisation's record.

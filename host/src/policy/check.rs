@@ -57,10 +57,10 @@ pub async fn check(path: &Path, base: &Config) -> Result<Report> {
     let bytes =
         tokio::fs::read(path).await.map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", path.display())))?;
     let name = path.display().to_string();
-    let (memory, cache) = (base.limits.memory, base.compiled_cache_dir());
+    let (limits, cache) = (base.limits, base.compiled_cache_dir());
     let b = bytes.clone();
     let n = name.clone();
-    let policy = tokio::task::spawn_blocking(move || Policy::from_bytes(&b, &n, memory, cache.as_deref())).await??;
+    let policy = tokio::task::spawn_blocking(move || Policy::from_bytes(&b, &n, &limits, cache.as_deref())).await??;
     let scratch = tempfile::tempdir().map_err(|e| Error::io("creating a scratch directory", e))?;
     let config = Config {
         database_url: Some(format!("sqlite:{}", scratch.path().join("check.db").display())),

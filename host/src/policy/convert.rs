@@ -4,6 +4,7 @@
 use super::bindings::coffer::storage::types;
 use crate::backend::{BackendKind, Location};
 use crate::catalog::Record;
+use crate::catalog::namespace::Namespace;
 use crate::error::Error;
 
 pub fn backend_to_wit(kind: BackendKind) -> types::Backend {
@@ -39,31 +40,47 @@ pub fn object_info(r: &Record) -> types::ObjectInfo {
     }
 }
 
-/// What the guest sees of a host error. Backend details that might carry
-/// credentials or internal addresses are reduced to their message.
+pub fn namespace_from_wit(n: types::Namespace) -> Namespace {
+    Namespace { backend: backend_from_wit(n.backend), container: n.container, prefix: n.prefix }
+}
+
+/// What the guest sees of a host error: the kind, and a message that
+/// carries no endpoint, address, account or server detail. Failures of
+/// the storage itself say only that, in words; the host keeps the full
+/// error for its own caller (see `CallState::withhold`). Messages the host
+/// writes about the organisation's own locations and names are kept, with
+/// anything that looks like a URL cut out.
 pub fn error_to_wit(e: &Error) -> types::Error {
-    // The case says the kind; the message need not repeat it.
-    let m = match e {
-        Error::InvalidName(m)
-        | Error::InvalidInput(m)
-        | Error::Config(m)
-        | Error::Denied(m)
-        | Error::NotFound(m)
-        | Error::Conflict(m)
-        | Error::Integrity(m) => m.clone(),
-        Error::Backend { message, .. } => message.clone(),
-        other => other.to_string(),
-    };
     match e {
-        Error::InvalidName(_) | Error::InvalidInput(_) => types::Error::InvalidName(m),
-        Error::Config(_) => types::Error::InvalidConfig(m),
-        Error::Denied(_) => types::Error::Denied(m),
-        Error::NotFound(_) => types::Error::NotFound(m),
-        Error::Conflict(_) => types::Error::Conflict(m),
-        Error::Integrity(_) => types::Error::Integrity(m),
-        Error::Backend { .. } | Error::Io { .. } | Error::Unsupported(_) => types::Error::Unavailable(m),
-        Error::Policy(_) | Error::Internal(_) => types::Error::Internal(m),
+        Error::InvalidName(m) | Error::InvalidInput(m) => types::Error::InvalidName(scrub(m)),
+        Error::Config(m) => types::Error::InvalidConfig(scrub(m)),
+        Error::Denied(m) => types::Error::Denied(scrub(m)),
+        Error::NotFound(m) => types::Error::NotFound(scrub(m)),
+        Error::Conflict(m) => types::Error::Conflict(scrub(m)),
+        Error::Integrity(m) => types::Error::Integrity(scrub(m)),
+        Error::Backend { retryable, .. } => types::Error::Unavailable(format!(
+            "the storage backend failed{} (details are withheld from policies)",
+            if *retryable { "; retrying later may help" } else { "" }
+        )),
+        Error::Io { .. } => types::Error::Unavailable("a local I/O operation of the host failed".into()),
+        Error::Unsupported(_) => types::Error::Unavailable("the storage backend does not support this".into()),
+        Error::Policy(m) => types::Error::Internal(scrub(m)),
+        Error::Internal(_) => types::Error::Internal("an internal error in the host".into()),
     }
+}
+
+/// `m` with every URL (anything from `scheme://` to the next white space)
+/// replaced by `<url>`.
+fn scrub(m: &str) -> String {
+    m.split_inclusive(char::is_whitespace)
+        .map(|word| {
+            let trimmed = word.trim_end();
+            match trimmed.find("://") {
+                Some(_) => format!("<url>{}", &word[trimmed.len()..]),
+                None => word.to_string(),
+            }
+        })
+        .collect()
 }
 
 /// A policy's error as the host reports it. The guest's message is kept,
@@ -79,5 +96,29 @@ pub fn error_from_wit(e: types::Error) -> Error {
         types::Error::Integrity(m) => Error::Integrity(bounded(m)),
         types::Error::Unavailable(m) => Error::Backend { message: bounded(m), retryable: true, source: None },
         types::Error::Internal(m) => Error::Policy(bounded(m)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_reach_a_policy_without_endpoints_or_server_detail() {
+        let backend = Error::Backend {
+            message:
+                "PUT http://10.1.2.3:9000/cyn-victim/k answered 403 AccessDenied for arn:aws:iam::123456789012:user/x"
+                    .into(),
+            retryable: false,
+            source: None,
+        };
+        let types::Error::Unavailable(m) = error_to_wit(&backend) else { panic!("kind") };
+        assert!(!m.contains("10.1.2.3") && !m.contains("123456789012") && !m.contains("http"), "{m}");
+        let internal = Error::Internal("cannot reach https://s3.internal.example/ with key AKIA...".into());
+        let types::Error::Internal(m) = error_to_wit(&internal) else { panic!("kind") };
+        assert!(!m.contains("example") && !m.contains("AKIA"), "{m}");
+        let denied = Error::Denied("s3:b/acme/x lies outside; see https://evil.example/x?y now".into());
+        let types::Error::Denied(m) = error_to_wit(&denied) else { panic!("kind") };
+        assert_eq!(m, "s3:b/acme/x lies outside; see <url> now");
     }
 }

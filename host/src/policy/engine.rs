@@ -1,37 +1,57 @@
-//! The wasmtime engine and compiled components.
+//! The wasmtime engine, its instance slots, and compiled components.
 //!
-//! - One engine per memory limit, shared by the process: fuel metering on,
-//!   the pooling allocator when the machine can reserve its memory (a
-//!   fresh instance per call is then cheap), on-demand allocation if not.
-//! - Components are compiled once per process, and cached on disk keyed
-//!   by the component's SHA-256 and the engine's compatibility hash, so a
-//!   restart does not recompile. A cache entry is checked (header,
-//!   digest of its contents, and wasmtime's own compatibility check) before
-//!   use; anything that fails is ignored and replaced, never trusted.
+//! - One engine per (memory limit, instance count), shared by the process:
+//!   fuel metering on (yielding to the runtime every [`YIELD_FUEL`]
+//!   instructions, so a busy guest never holds a worker thread), the
+//!   pooling allocator when the machine can reserve its memory (a fresh
+//!   instance per call is then cheap), on-demand allocation if not.
+//! - Instance slots: at most `instances` calls hold an instance at once;
+//!   more wait in a bounded queue, and beyond it fail as busy, whatever the
+//!   allocator (see [`PolicyEngine::slot`]).
+//! - Components are compiled once per process, and cached on disk (see
+//!   [`cache`]), where an entry is loaded only from a private directory,
+//!   only when its owner and mode are the user's own, and only when its
+//!   HMAC (keyed by a secret kept in the directory) binds it to the exact
+//!   component bytes and engine: native code compiled from anything else
+//!   is never run.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Component;
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::content::Digest;
 use crate::error::{Error, Result};
 
-/// Instances the pool holds at once; calls beyond that wait for a slot
-/// (wasmtime fails the instantiation, so the pool is sized generously).
-const POOL_INSTANCES: u32 = 128;
+pub mod cache;
 
-/// Header of a cache file: magic, then the SHA-256 of what follows.
-const CACHE_MAGIC: &[u8; 8] = b"COFFERC1";
+/// Guest instructions between two yields to the async runtime.
+pub const YIELD_FUEL: u64 = 1_000_000;
 
-/// A configured engine and the components compiled for it.
+/// Core instances, tables and memories one call may create; checked by
+/// wasmtime against the store's limiter with either allocator. Generous
+/// enough for language runtimes (componentize-py components hold a dozen
+/// core instances); memory and table sizes are what is really bounded.
+pub const MAX_INSTANCES: usize = 64;
+pub const MAX_TABLES: usize = 64;
+pub const MAX_MEMORIES: usize = 16;
+/// Table elements one call may hold, all its tables together.
+pub const MAX_TABLE_ELEMENTS: usize = 200_000;
+
+/// A configured engine, its instance slots, and the components compiled
+/// for it.
 pub struct PolicyEngine {
     pub engine: Engine,
     /// Whether the pooling allocator is in use.
     pub pooling: bool,
+    slots: Arc<Semaphore>,
+    instances: u32,
+    waiting: AtomicU32,
     compiled: Mutex<HashMap<Digest, Component>>,
 }
 
@@ -41,7 +61,7 @@ impl std::fmt::Debug for PolicyEngine {
     }
 }
 
-fn config(memory: usize, pooling: bool) -> wasmtime::Config {
+fn config(memory: usize, instances: u32, pooling: bool) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     config.wasm_component_model(true);
     // Fuel counts only the guest's own instructions, not time spent in
@@ -50,12 +70,13 @@ fn config(memory: usize, pooling: bool) -> wasmtime::Config {
     config.max_wasm_stack(512 << 10);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * 16)
-            .total_memories(POOL_INSTANCES * 4)
-            .total_tables(POOL_INSTANCES * 16)
-            .max_memories_per_component(16)
-            .max_tables_per_component(64)
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 16)
+            .total_memories(instances * 4)
+            .total_tables(instances * 16)
+            .max_memories_per_component(MAX_MEMORIES as u32)
+            .max_tables_per_component(MAX_TABLES as u32)
+            .table_elements(MAX_TABLE_ELEMENTS)
             .max_memory_size(memory)
             .max_core_instance_size(4 << 20)
             .max_component_instance_size(4 << 20);
@@ -64,24 +85,72 @@ fn config(memory: usize, pooling: bool) -> wasmtime::Config {
     config
 }
 
+/// A held instance slot; the slot frees when this is dropped.
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
 impl PolicyEngine {
-    /// The process's engine for guests limited to `memory` bytes.
-    pub fn shared(memory: usize) -> Arc<PolicyEngine> {
-        static ENGINES: OnceLock<Mutex<HashMap<usize, Arc<PolicyEngine>>>> = OnceLock::new();
+    /// The process's engine for guests limited to `memory` bytes, running
+    /// at most `instances` at once.
+    pub fn shared(memory: usize, instances: u32) -> Arc<PolicyEngine> {
+        type Engines = Mutex<HashMap<(usize, u32), Arc<PolicyEngine>>>;
+        static ENGINES: OnceLock<Engines> = OnceLock::new();
         let engines = ENGINES.get_or_init(Default::default);
         let mut engines = engines.lock().unwrap_or_else(|p| p.into_inner());
-        engines.entry(memory).or_insert_with(|| Arc::new(PolicyEngine::new(memory))).clone()
+        engines.entry((memory, instances)).or_insert_with(|| Arc::new(PolicyEngine::new(memory, instances))).clone()
     }
 
-    fn new(memory: usize) -> PolicyEngine {
-        let (engine, pooling) = match Engine::new(&config(memory, true)) {
+    fn new(memory: usize, instances: u32) -> PolicyEngine {
+        let (engine, pooling) = match Engine::new(&config(memory, instances, true)) {
             Ok(engine) => (engine, true),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reserve memory for the pooling allocator; instantiating on demand");
-                (Engine::new(&config(memory, false)).expect("the on-demand engine configuration is valid"), false)
+                (
+                    Engine::new(&config(memory, instances, false))
+                        .expect("the on-demand engine configuration is valid"),
+                    false,
+                )
             }
         };
-        PolicyEngine { engine, pooling, compiled: Mutex::new(HashMap::new()) }
+        PolicyEngine {
+            engine,
+            pooling,
+            slots: Arc::new(Semaphore::new(instances as usize)),
+            instances,
+            waiting: AtomicU32::new(0),
+            compiled: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An instance slot: at once when one is free; otherwise after waiting
+    /// behind at most `queue` other calls; beyond that, a busy error at
+    /// once (a caller may retry), rather than an instantiation failure.
+    pub async fn slot(&self, queue: u32) -> Result<Slot> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(Slot(permit));
+        }
+        struct Waiting<'a>(&'a AtomicU32);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let ahead = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        if ahead >= queue {
+            return Err(Error::Backend {
+                message: format!(
+                    "busy: all {} policy instances are in use and {ahead} calls are waiting \
+                     (COFFER_POLICY_INSTANCES, COFFER_POLICY_QUEUE); try again shortly",
+                    self.instances
+                ),
+                retryable: true,
+                source: None,
+            });
+        }
+        let permit =
+            self.slots.clone().acquire_owned().await.map_err(|_| Error::Internal("instance slots closed".into()))?;
+        Ok(Slot(permit))
     }
 
     fn compatibility(&self) -> u64 {
@@ -104,15 +173,22 @@ impl PolicyEngine {
                     .into(),
             ));
         }
-        let cache_file = cache_dir.map(|d| d.join(format!("{digest}-{:016x}.cwasm", self.compatibility())));
-        let component = match cache_file.as_deref().and_then(|f| self.load_cached(f)) {
+        let cache = cache_dir.and_then(|d| match cache::Cache::open(d) {
+            Ok(c) => Some(c),
+            Err(why) => {
+                tracing::warn!(dir = %d.display(), "not using the compiled-policy cache: {why}");
+                None
+            }
+        });
+        let entry = cache.as_ref().map(|c| c.entry(&digest, self.compatibility()));
+        let component = match entry.as_ref().and_then(|e| e.load(&self.engine)) {
             Some(c) => c,
             None => {
                 let c = Component::new(&self.engine, bytes)
                     .map_err(|e| Error::Policy(format!("not a valid WebAssembly component: {}", first_line(&e))))?;
                 tracing::debug!(%digest, "compiled a policy component");
-                if let Some(f) = &cache_file {
-                    store_cached(f, &c);
+                if let Some(e) = &entry {
+                    e.store(&c);
                 }
                 c
             }
@@ -121,57 +197,6 @@ impl PolicyEngine {
             m.insert(digest, component.clone());
         }
         Ok(component)
-    }
-
-    /// A cached compilation, if the file is intact and wasmtime accepts it
-    /// for this engine.
-    fn load_cached(&self, file: &Path) -> Option<Component> {
-        let data = std::fs::read(file).ok()?;
-        let verified =
-            data.len() > 40 && data[..8] == *CACHE_MAGIC && data[8..40] == *Digest::of(&data[40..]).as_bytes();
-        if !verified {
-            tracing::warn!(file = %file.display(), "ignoring a damaged compiled-policy cache entry");
-            return None;
-        }
-        // SAFETY: deserialising runs machine code from the file, so only
-        // bytes this process wrote are accepted: the digest above proves
-        // the file is whole as written (not truncated or altered by
-        // accident), the name ties it to this component and engine
-        // configuration, and wasmtime refuses artefacts from another
-        // version or configuration. The cache directory must be writable
-        // only by the operator, like the binary itself.
-        #[allow(unsafe_code)]
-        let loaded = unsafe { Component::deserialize(&self.engine, &data[40..]) };
-        match loaded {
-            Ok(c) => {
-                tracing::debug!(file = %file.display(), "loaded a compiled policy component from the cache");
-                Some(c)
-            }
-            Err(e) => {
-                tracing::warn!(file = %file.display(), error = %e, "ignoring an incompatible compiled-policy cache entry");
-                None
-            }
-        }
-    }
-}
-
-/// Write a cache entry atomically (temporary file, then rename); failures
-/// only cost a recompilation later, so they are logged, not returned.
-fn store_cached(file: &Path, component: &Component) {
-    let write = || -> std::io::Result<()> {
-        let payload = component.serialize().map_err(std::io::Error::other)?;
-        let dir = file.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        use std::io::Write;
-        tmp.write_all(CACHE_MAGIC)?;
-        tmp.write_all(Digest::of(&payload).as_bytes())?;
-        tmp.write_all(&payload)?;
-        tmp.persist(file).map_err(|e| e.error)?;
-        Ok(())
-    };
-    if let Err(e) = write() {
-        tracing::warn!(file = %file.display(), error = %e, "cannot write the compiled-policy cache");
     }
 }
 
@@ -196,11 +221,82 @@ mod tests {
     #[test]
     fn the_engine_falls_back_to_on_demand_when_the_pool_cannot_be_reserved() {
         // 512 memories of 64 TiB each cannot be reserved on any machine.
-        let engine = PolicyEngine::new(1 << 46);
+        let engine = PolicyEngine::new(1 << 46, 128);
         assert!(!engine.pooling);
         let component = engine.compile(super::super::DEFAULT_POLICY, None).unwrap();
         assert!(component.component_type().exports(&engine.engine).count() > 0);
         // The usual limit gets the pool here.
-        assert!(PolicyEngine::new(64 << 20).pooling);
+        assert!(PolicyEngine::new(64 << 20, 128).pooling);
+    }
+
+    /// A store with a call's limiter, as policy calls get, on `engine`.
+    fn limited(engine: &Engine, memory: usize) -> wasmtime::Store<crate::policy::limits::CallLimiter> {
+        let mut store = wasmtime::Store::new(engine, crate::policy::limits::CallLimiter::new(memory));
+        store.limiter(|l| l);
+        store.set_fuel(u64::MAX).unwrap();
+        store
+    }
+
+    /// Instantiate the component `wat` under a call's limits, with the
+    /// pooling allocator and without it; the errors.
+    async fn instantiate_both_ways(wat: &str) -> Vec<String> {
+        let bytes = wat::parse_str(wat).unwrap();
+        let mut errors = Vec::new();
+        for pooling in [true, false] {
+            let engine = Engine::new(&config(64 << 20, 4, pooling)).unwrap();
+            let component = Component::new(&engine, &bytes).unwrap();
+            let mut store = limited(&engine, 4 << 20);
+            let linker = wasmtime::component::Linker::new(&engine);
+            let result = linker.instantiate_async(&mut store, &component).await;
+            errors.push(format!("{:#}", result.expect_err("instantiation must fail")));
+        }
+        errors
+    }
+
+    #[tokio::test]
+    async fn memory_is_limited_across_all_of_a_guests_memories() {
+        // Three instances of a module whose memory grows by 30 pages
+        // (1.9 MiB): under the 4 MiB limit one by one, over it together.
+        let errors = instantiate_both_ways(
+            r#"(component
+                (core module $m
+                  (memory 1)
+                  (func $grow (if (i32.eq (memory.grow (i32.const 30)) (i32.const -1)) (then unreachable)))
+                  (start $grow))
+                (core instance (instantiate $m))
+                (core instance (instantiate $m))
+                (core instance (instantiate $m)))"#,
+        )
+        .await;
+        for e in errors {
+            assert!(e.contains("memory limit") && e.contains("across all its memories"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn table_elements_are_limited_across_all_of_a_guests_tables() {
+        let errors = instantiate_both_ways(&format!(
+            r#"(component
+                (core module $m
+                  (table 1 funcref)
+                  (func $grow (if (i32.eq (table.grow (ref.null func) (i32.const {half})) (i32.const -1)) (then unreachable)))
+                  (start $grow))
+                (core instance (instantiate $m))
+                (core instance (instantiate $m)))"#,
+            half = MAX_TABLE_ELEMENTS / 2 + 1
+        ))
+        .await;
+        for e in errors {
+            assert!(e.contains("table elements"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn core_instances_are_limited_with_either_allocator() {
+        let many = "(core instance (instantiate $m))\n".repeat(MAX_INSTANCES + 1);
+        let errors = instantiate_both_ways(&format!("(component (core module $m) {many})")).await;
+        for e in errors {
+            assert!(e.contains("instance"), "{e}");
+        }
     }
 }

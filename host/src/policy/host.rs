@@ -5,32 +5,40 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};
-use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::coffer::storage::{host, store, types};
 use super::convert;
+use super::engine::Slot;
+use super::limits::{CallLimiter, GuestClock};
 use crate::backend::{Backends, Location};
 use crate::catalog::Catalog;
 use crate::catalog::lifecycle::{Lifecycle, Reservation};
+use crate::catalog::namespace::{Boundaries, Namespace};
 use crate::config::Config;
 use crate::content::Content;
 use crate::error::{Error, Result};
 
-/// What every call shares: configuration, catalog, backends, and the
-/// lifecycle of locations built on them.
+/// What every call shares: configuration, catalog, backends, the
+/// lifecycle of locations built on them, and the organisations'
+/// boundaries.
 #[derive(Debug)]
 pub struct HostServices {
     pub config: Config,
     pub catalog: Arc<dyn Catalog>,
     pub backends: Backends,
     pub lifecycle: Arc<Lifecycle>,
+    pub boundaries: Boundaries,
 }
 
 /// The content resource as the guest holds it.
 #[derive(Debug)]
 pub struct ContentHandle(pub Content);
+
+/// Host errors kept back from the guest, at most this many per call.
+const WITHHELD: usize = 16;
 
 /// The state of one policy call: for one organisation, with its own
 /// resource table, an empty WASI context (no files, network, environment
@@ -41,8 +49,18 @@ pub struct CallState {
     services: Arc<HostServices>,
     table: ResourceTable,
     wasi: WasiCtx,
-    limits: StoreLimits,
+    limits: CallLimiter,
     host_calls_left: u32,
+    /// The guest's own time; host I/O in the imports below is left out.
+    pub(super) clock: Arc<GuestClock>,
+    /// The organisation's namespaces, as the deployment's policy declares
+    /// them; store calls must stay inside them (only a put has any).
+    namespaces: Vec<Namespace>,
+    /// Host errors as the guest saw them (scrubbed), with the full error
+    /// the host reports instead if the guest passes one on.
+    withheld: Vec<(String, Error)>,
+    /// The instance slot this call holds.
+    _slot: Slot,
     /// Locations proven (by lookup, head or write in this call) to hold
     /// the content being put. The host accepts a put outcome only for one
     /// of these.
@@ -62,28 +80,32 @@ impl std::fmt::Debug for CallState {
 }
 
 impl CallState {
-    pub(super) fn new(services: Arc<HostServices>, org: Option<String>) -> CallState {
+    pub(super) fn new(
+        services: Arc<HostServices>,
+        org: Option<String>,
+        namespaces: Vec<Namespace>,
+        slot: Slot,
+    ) -> CallState {
         let limits = services.config.limits;
         CallState {
             org,
             table: ResourceTable::new(),
             wasi: WasiCtx::builder().build(),
-            limits: wasmtime::StoreLimitsBuilder::new()
-                .memory_size(limits.memory)
-                // Generous enough for language runtimes (componentize-py
-                // components hold a dozen core instances); memory is what
-                // is really bounded.
-                .instances(64)
-                .tables(64)
-                .memories(16)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: CallLimiter::new(limits.memory),
             host_calls_left: limits.host_calls,
+            clock: GuestClock::start(),
+            namespaces,
+            withheld: Vec::new(),
+            _slot: slot,
             services,
             verified: HashSet::new(),
             put_content: None,
             reservations: Vec::new(),
         }
+    }
+
+    pub(super) fn services(&self) -> &HostServices {
+        &self.services
     }
 
     pub(super) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
@@ -94,18 +116,37 @@ impl CallState {
         &mut self.table
     }
 
+    /// The full host error behind `e`, if `e` is one the guest was given
+    /// (scrubbed) and passed on unchanged.
+    pub(super) fn withheld(&mut self, e: &types::Error) -> Option<Error> {
+        let seen = format!("{e:?}");
+        let i = self.withheld.iter().position(|(w, _)| *w == seen)?;
+        Some(self.withheld.swap_remove(i).1)
+    }
+
+    /// `e` as the guest may see it; the full error is kept for the host's
+    /// caller.
+    fn for_guest(&mut self, e: Error) -> types::Error {
+        let scrubbed = convert::error_to_wit(&e);
+        if self.withheld.len() == WITHHELD {
+            self.withheld.remove(0);
+        }
+        self.withheld.push((format!("{scrubbed:?}"), e));
+        scrubbed
+    }
+
     fn org(&self) -> Result<&str> {
         self.org
             .as_deref()
             .ok_or_else(|| Error::Policy("store operations act for an organisation; check-config has none".into()))
     }
 
-    /// Count a store operation against the per-call budget, so a guest
-    /// cannot keep the host busy with I/O forever.
+    /// Count a host call against the per-call budget, so a guest cannot
+    /// keep the host busy (with I/O, or writing logs) forever.
     fn spend_host_call(&mut self) -> Result<()> {
         if self.host_calls_left == 0 {
             return Err(Error::Policy(format!(
-                "the policy made more than {} store calls in one operation",
+                "made more than {} host calls (store operations, peek, log) in one operation",
                 self.services.config.limits.host_calls
             )));
         }
@@ -113,21 +154,36 @@ impl CallState {
         Ok(())
     }
 
-    /// Refuse locations another organisation owns: the host, not the
-    /// guest, keeps tenants apart.
-    async fn check_boundary(&mut self, at: &Location) -> Result<()> {
-        let org = self.org()?;
-        let owners = self.services.catalog.owners(at).await?;
-        if !owners.is_empty() && !owners.iter().any(|o| o == org) {
-            return Err(Error::Denied(format!("{at} belongs to another organisation")));
+    /// The content being put; `head`, `ensure-container` and `write` act
+    /// for a put and are refused outside one.
+    fn put_in_progress(&self) -> Result<Content> {
+        self.put_content.clone().ok_or_else(|| {
+            Error::Denied("head, ensure-container and write act for a put; outside put they are refused".into())
+        })
+    }
+
+    /// The host's checks before a policy touches `at` for the content being
+    /// put: the name carries the content's digest, and `at` lies in a
+    /// namespace of the organisation that no one else holds.
+    async fn check_location(&mut self, at: &Location, content: &Content) -> Result<()> {
+        let digest = content.sha256().to_string();
+        if !at.name.contains(&digest) {
+            return Err(Error::Denied(format!(
+                "{at}: an object name must contain the SHA-256 of the content stored under it ({digest})"
+            )));
         }
-        Ok(())
+        let org = self.org()?.to_string();
+        let clock = self.clock.clone();
+        let _host = clock.in_host();
+        self.services.boundaries.check_call(&org, at, &self.namespaces).await
     }
 
     async fn lookup(&mut self, sha256: String) -> Result<Option<types::ObjectInfo>> {
         self.spend_host_call()?;
         let org = self.org()?.to_string();
         let digest = sha256.parse()?;
+        let clock = self.clock.clone();
+        let _host = clock.in_host();
         let record = self.services.catalog.lookup(&org, &digest).await?;
         if let Some(r) = &record {
             self.verified.insert(r.location.clone());
@@ -150,12 +206,11 @@ impl CallState {
     async fn head(&mut self, at: types::Location) -> Result<Option<u64>> {
         self.spend_host_call()?;
         let at = convert::location_from_wit(at);
+        let content = self.put_in_progress()?;
+        self.check_location(&at, &content).await?;
         let store = self.services.backends.get(at.backend)?.clone();
-        let Some(content) = self.put_content.clone() else {
-            // Outside a put there is nothing to confirm: just the size.
-            self.check_boundary(&at).await?;
-            return Ok(store.head(&at.container, &at.name).await?.map(|m| m.size));
-        };
+        let clock = self.clock.clone();
+        let _host = clock.in_host();
         // Reserved before looking (the reservation refuses another
         // organisation's location): what is found cannot be deleted before
         // this put commits or lets go.
@@ -177,8 +232,17 @@ impl CallState {
 
     async fn ensure_container(&mut self, backend: types::Backend, container: String) -> Result<()> {
         self.spend_host_call()?;
-        self.org()?;
+        self.put_in_progress()?;
+        let org = self.org()?.to_string();
         let kind = convert::backend_from_wit(backend);
+        let Some(ns) = self.namespaces.iter().find(|n| n.backend == kind && n.container == container).cloned() else {
+            return Err(Error::Denied(format!(
+                "container {kind}:{container} is not one of organisation {org:?}'s namespaces"
+            )));
+        };
+        let clock = self.clock.clone();
+        let _host = clock.in_host();
+        self.services.boundaries.hold(&org, &ns).await?;
         self.services.backends.get(kind)?.ensure_container(&container).await
     }
 
@@ -186,7 +250,13 @@ impl CallState {
         self.spend_host_call()?;
         let at = convert::location_from_wit(at);
         let content = self.table.get(body).map_err(|e| Error::Policy(format!("bad content handle: {e}")))?.0.clone();
+        if self.put_in_progress()?.sha256() != content.sha256() {
+            return Err(Error::Denied("write stores the content of the put in progress only".into()));
+        }
+        self.check_location(&at, &content).await?;
         let store = self.services.backends.get(at.backend)?.clone();
+        let clock = self.clock.clone();
+        let _host = clock.in_host();
         let i = self.reservation_for(&at, &content).await?;
         let reservation = &mut self.reservations[i];
         // Marked before the write: if the call is cancelled mid-upload, the
@@ -219,7 +289,11 @@ impl store::HostContent for CallState {
     }
 
     async fn peek(&mut self, this: Resource<ContentHandle>, max_len: u32) -> wasmtime::Result<Vec<u8>> {
+        // Over budget, the call is stopped: the signature has no error.
+        self.spend_host_call()?;
         let content = self.table.get(&this)?.0.clone();
+        let clock = self.clock.clone();
+        let _host = clock.in_host();
         let peeked = tokio::task::spawn_blocking(move || content.peek(max_len as usize)).await??;
         Ok(peeked)
     }
@@ -238,11 +312,11 @@ impl store::Host for CallState {
     }
 
     async fn lookup(&mut self, sha256: String) -> wasmtime::Result<Result<Option<types::ObjectInfo>, types::Error>> {
-        Ok(CallState::lookup(self, sha256).await.map_err(|e| convert::error_to_wit(&e)))
+        Ok(CallState::lookup(self, sha256).await.map_err(|e| self.for_guest(e)))
     }
 
     async fn head(&mut self, at: types::Location) -> wasmtime::Result<Result<Option<u64>, types::Error>> {
-        Ok(CallState::head(self, at).await.map_err(|e| convert::error_to_wit(&e)))
+        Ok(CallState::head(self, at).await.map_err(|e| self.for_guest(e)))
     }
 
     async fn ensure_container(
@@ -250,7 +324,7 @@ impl store::Host for CallState {
         backend: types::Backend,
         container: String,
     ) -> wasmtime::Result<Result<(), types::Error>> {
-        Ok(CallState::ensure_container(self, backend, container).await.map_err(|e| convert::error_to_wit(&e)))
+        Ok(CallState::ensure_container(self, backend, container).await.map_err(|e| self.for_guest(e)))
     }
 
     async fn write(
@@ -258,7 +332,7 @@ impl store::Host for CallState {
         at: types::Location,
         body: Resource<ContentHandle>,
     ) -> wasmtime::Result<Result<bool, types::Error>> {
-        Ok(CallState::write(self, at, &body).await.map_err(|e| convert::error_to_wit(&e)))
+        Ok(CallState::write(self, at, &body).await.map_err(|e| self.for_guest(e)))
     }
 }
 
@@ -272,15 +346,48 @@ impl host::Host for CallState {
     }
 
     async fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
-        // Bounded, so a guest cannot flood the log with one call.
-        let message: String = message.chars().take(1024).collect();
+        // Counted (a flood stops the call) and bounded per line.
+        self.spend_host_call()?;
+        let message = escape_log(&message);
         let org = self.org.as_deref().unwrap_or("-");
         match level {
-            host::Level::Debug => tracing::debug!(target: "coffer::policy", org, "{message}"),
-            host::Level::Info => tracing::info!(target: "coffer::policy", org, "{message}"),
-            host::Level::Warn => tracing::warn!(target: "coffer::policy", org, "{message}"),
-            host::Level::Error => tracing::error!(target: "coffer::policy", org, "{message}"),
+            host::Level::Debug => tracing::debug!(target: "coffer::policy", org, policy_message = %message),
+            host::Level::Info => tracing::info!(target: "coffer::policy", org, policy_message = %message),
+            host::Level::Warn => tracing::warn!(target: "coffer::policy", org, policy_message = %message),
+            host::Level::Error => tracing::error!(target: "coffer::policy", org, policy_message = %message),
         }
         Ok(())
+    }
+}
+
+/// A policy's log message as one line the host can print: at most 1024
+/// characters, with control characters (line breaks, terminal escapes)
+/// and quotes escaped, quoted, so it can never pass for a host log line
+/// or a field of one.
+pub fn escape_log(message: &str) -> String {
+    let mut out = String::from("\"");
+    for c in message.chars().take(1024) {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_log_lines_cannot_forge_host_lines() {
+        let forged = "ok\n2026-11-23T00:00:00Z ERROR coffer: forged\r\u{1b}[2K\"x\" org=victim";
+        let line = escape_log(forged);
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert_eq!(line, r#""ok\n2026-11-23T00:00:00Z ERROR coffer: forged\r\u{1b}[2K\"x\" org=victim""#);
+        assert_eq!(escape_log(&"x".repeat(5000)).len(), 1026);
     }
 }

@@ -9,10 +9,13 @@ pub mod check;
 mod convert;
 pub mod engine;
 pub(crate) mod host;
+pub(crate) mod limits;
 pub mod set;
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -24,11 +27,21 @@ use self::host::{CallState, ContentHandle, HostServices};
 use crate::backend::Location;
 use crate::catalog::Record;
 use crate::catalog::lifecycle::Reservation;
+use crate::catalog::namespace::Namespace;
 use crate::content::{Content, Digest};
 use crate::error::{Error, Result};
 
 /// The contract version this host implements.
-pub const CONTRACT: &str = "coffer:storage/policy@0.1.0";
+pub const CONTRACT: &str = "coffer:storage/policy@0.2.0";
+
+/// What a policy built for contract 0.1.0 must change to run on this host.
+pub const FROM_0_1: &str = "to move a policy from 0.1.0 to 0.2.0: (1) replace `container-name(org)` with \
+    `namespaces(org) -> result<list<namespace>, error>`, the containers and name prefixes the organisation's \
+    objects may live in (the deployment's policy answers for every organisation); (2) `check-config` now \
+    takes `org: option<string>` and checks the settings as that tenant sees them; (3) object names passed to \
+    `head` and `write` must contain the content's SHA-256, inside one of the organisation's namespaces; \
+    (4) call `head`, `ensure-container` and `write` only from `put`; (5) `log` and `peek` now count against \
+    the call's host-call budget. Then rebuild against this host's wit/";
 
 /// The built-in default policy component.
 pub static DEFAULT_POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/coffer_policy_default.wasm"));
@@ -79,12 +92,28 @@ impl Policy {
     /// this host's contract and imports nothing the host does not give.
     /// `memory` is the per-call memory limit; `cache_dir` holds compiled
     /// components across restarts.
-    pub fn from_bytes(bytes: &[u8], name: &str, memory: usize, cache_dir: Option<&Path>) -> Result<Policy> {
-        let engine = PolicyEngine::shared(memory);
+    pub fn from_bytes(
+        bytes: &[u8],
+        name: &str,
+        limits: &crate::config::PolicyLimits,
+        cache_dir: Option<&Path>,
+    ) -> Result<Policy> {
+        let engine = PolicyEngine::shared(limits.memory, limits.instances);
         let component = engine.compile(bytes, cache_dir).map_err(|e| match e {
             Error::Policy(m) => Error::Policy(format!("{name}: {m}")),
             other => other,
         })?;
+        // Another contract version first: its imports would not link either,
+        // and the version is what the author must hear about.
+        let exports = exported_names(&engine, &component);
+        if let Some(found) = exports.iter().find(|n| n.starts_with("coffer:storage/policy@") && *n != CONTRACT) {
+            let what = if found.ends_with("@0.1.0") {
+                FROM_0_1.to_string()
+            } else {
+                "rebuild the policy against this host's wit/ (contract versions must match)".into()
+            };
+            return Err(Error::Policy(format!("{name} implements {found}, but this host speaks {CONTRACT}; {what}")));
+        }
         let mut linker: Linker<CallState> = Linker::new(&engine.engine);
         // WASI with an empty context: std guests import it even when they
         // do no I/O, and it grants no files, network, environment or stdio.
@@ -95,7 +124,7 @@ impl Policy {
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
             Error::Policy(format!(
                 "{name} needs an import this host does not provide ({}); policies may import only \
-                 coffer:storage@0.1.0 and WASI 0.2",
+                 coffer:storage@0.2.0 and WASI 0.2",
                 first_line(&e)
             ))
         })?;
@@ -103,6 +132,9 @@ impl Policy {
             let exports = exported_names(&engine, &component);
             let other_version = exports.iter().find(|n| n.starts_with("coffer:storage/policy@"));
             match other_version {
+                Some(found) if found.ends_with("@0.1.0") => {
+                    Error::Policy(format!("{name} implements {found}, but this host speaks {CONTRACT}; {FROM_0_1}"))
+                }
                 Some(found) => Error::Policy(format!(
                     "{name} implements {found}, but this host speaks {CONTRACT}: rebuild the policy against \
                      this host's wit/ (contract versions must match)"
@@ -116,8 +148,8 @@ impl Policy {
     }
 
     /// The built-in default policy.
-    pub fn default_policy(memory: usize, cache_dir: Option<&Path>) -> Result<Policy> {
-        Policy::from_bytes(DEFAULT_POLICY, "the built-in policy", memory, cache_dir)
+    pub fn default_policy(limits: &crate::config::PolicyLimits, cache_dir: Option<&Path>) -> Result<Policy> {
+        Policy::from_bytes(DEFAULT_POLICY, "the built-in policy", limits, cache_dir)
     }
 
     /// The SHA-256 of the component.
@@ -135,16 +167,45 @@ impl Policy {
         exported_names(&self.engine, self.pre.instance_pre().component())
     }
 
+    /// A fresh instance for one call, once an instance slot is free, with
+    /// the call's limits set: fuel (yielding to the runtime as it burns),
+    /// memory, tables, instances; the time limit is [`Policy::guarded`]'s.
     async fn instantiate(
         &self,
         services: &Arc<HostServices>,
         org: Option<&str>,
+        namespaces: Vec<Namespace>,
     ) -> Result<(Store<CallState>, PolicyComponent)> {
-        let mut store = Store::new(&self.engine.engine, CallState::new(services.clone(), org.map(str::to_string)));
+        let limits = services.config.limits;
+        let slot = self.engine.slot(limits.queue).await?;
+        let state = CallState::new(services.clone(), org.map(str::to_string), namespaces, slot);
+        let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| s.limiter());
-        store.set_fuel(services.config.limits.fuel).map_err(|e| Error::Internal(e.to_string()))?;
-        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| self.trap(e, &services.config))?;
+        let internal = |e: wasmtime::Error| Error::Internal(e.to_string());
+        store.set_fuel(limits.fuel).map_err(internal)?;
+        store.fuel_async_yield_interval(Some(engine::YIELD_FUEL)).map_err(internal)?;
+        let clock = store.data().clock.clone();
+        let instantiated = Self::guarded(&clock, &services.config, self.pre.instantiate_async(&mut store)).await;
+        let instance = instantiated.map_err(|e| self.trap(e, &services.config))?;
         Ok((store, instance))
+    }
+
+    /// Run `call` against the call's time limit: the guest's own time
+    /// (host I/O in the storage imports left out). Past it, the call is
+    /// dropped where it stands (the engine yields every
+    /// [`engine::YIELD_FUEL`] instructions, so even a tight loop gets
+    /// there) and a trap-like error returned.
+    async fn guarded<T>(
+        clock: &limits::GuestClock,
+        config: &crate::config::Config,
+        call: impl Future<Output = wasmtime::Result<T>>,
+    ) -> wasmtime::Result<T> {
+        let limit = Duration::from_millis(config.limits.timeout_ms);
+        tokio::select! {
+            biased;
+            done = call => done,
+            () = clock.expired(limit) => Err(TimedOut(config.limits.timeout_ms).into()),
+        }
     }
 
     /// Describe a trap (or other failure inside the guest) for operators.
@@ -156,8 +217,15 @@ impl Policy {
                 config.limits.fuel
             ));
         }
-        if let Some(host_err) = e.downcast_ref::<Error>() {
-            return Error::Policy(format!("{name} was stopped: {host_err}"));
+        if let Some(TimedOut(ms)) = e.downcast_ref::<TimedOut>() {
+            return Error::Policy(format!(
+                "{name} ran for more than its time limit ({ms} ms of its own time, COFFER_POLICY_TIMEOUT) and was stopped"
+            ));
+        }
+        match e.downcast_ref::<Error>() {
+            Some(Error::Policy(what)) => return Error::Policy(format!("{name} {what} and was stopped")),
+            Some(host_err) => return Error::Policy(format!("{name} was stopped: {host_err}")),
+            None => {}
         }
         let text = format!("{e:#}");
         if text.contains("grow") && text.contains("memory") {
@@ -169,18 +237,35 @@ impl Policy {
         Error::Policy(format!("{name} trapped: {}", text.lines().next().unwrap_or_default()))
     }
 
-    /// Ask the policy to validate the configuration.
-    pub async fn check_config(&self, services: &Arc<HostServices>) -> Result<()> {
-        let (mut store, instance) = self.instantiate(services, None).await?;
-        let result = instance.coffer_storage_policy().call_check_config(&mut store).await;
-        self.finish(result, &services.config)
+    /// Ask the policy to validate the settings as `org` sees them (none:
+    /// the deployment's).
+    pub async fn check_config(&self, services: &Arc<HostServices>, org: Option<&str>) -> Result<()> {
+        let (mut store, instance) = self.instantiate(services, org, Vec::new()).await?;
+        let clock = store.data().clock.clone();
+        let call = instance.coffer_storage_policy().call_check_config(&mut store, org);
+        let result = Self::guarded(&clock, &services.config, call).await;
+        self.finish(result, &mut store)
     }
 
-    /// The container (bucket) the policy gives `org`.
-    pub async fn container_name(&self, services: &Arc<HostServices>, org: &str) -> Result<String> {
-        let (mut store, instance) = self.instantiate(services, Some(org)).await?;
-        let result = instance.coffer_storage_policy().call_container_name(&mut store, org).await;
-        self.finish(result, &services.config)
+    /// The namespaces the policy declares for `org`, checked for sense.
+    pub async fn namespaces(&self, services: &Arc<HostServices>, org: &str) -> Result<Vec<Namespace>> {
+        let (mut store, instance) = self.instantiate(services, Some(org), Vec::new()).await?;
+        let clock = store.data().clock.clone();
+        let call = instance.coffer_storage_policy().call_namespaces(&mut store, org);
+        let result = Self::guarded(&clock, &services.config, call).await;
+        let declared = self.finish(result, &mut store)?;
+        if declared.is_empty() || declared.len() > 16 {
+            return Err(Error::Policy(format!(
+                "{} declared {} namespaces for {org:?}; a policy declares 1 to 16",
+                self.name,
+                declared.len()
+            )));
+        }
+        let declared: Vec<Namespace> = declared.into_iter().map(convert::namespace_from_wit).collect();
+        for ns in &declared {
+            ns.validate().map_err(|e| Error::Policy(format!("{}: {e}", self.name)))?;
+        }
+        Ok(declared)
     }
 
     /// Let the policy place (and, through the store imports, write)
@@ -194,17 +279,20 @@ impl Policy {
         services: &Arc<HostServices>,
         org: &str,
         content: &Content,
+        namespaces: Vec<Namespace>,
     ) -> Result<(PutOutcome, Vec<Reservation>)> {
-        let (mut store, instance) = self.instantiate(services, Some(org)).await?;
+        let (mut store, instance) = self.instantiate(services, Some(org), namespaces).await?;
         store.data_mut().put_content = Some(content.clone());
         let handle = store
             .data_mut()
             .table()
             .push(ContentHandle(content.clone()))
             .map_err(|e| Error::Internal(format!("content handle: {e}")))?;
-        let result = instance.coffer_storage_policy().call_put(&mut store, org, handle).await;
+        let clock = store.data().clock.clone();
+        let call = instance.coffer_storage_policy().call_put(&mut store, org, handle);
+        let result = Self::guarded(&clock, &services.config, call).await;
         let reservations = std::mem::take(&mut store.data_mut().reservations);
-        let outcome: types::PutOutcome = match self.finish(result, &services.config) {
+        let outcome: types::PutOutcome = match self.finish(result, &mut store) {
             Ok(o) => o,
             Err(e) => {
                 Reservation::release_all(reservations).await;
@@ -230,7 +318,7 @@ impl Policy {
         op: Operation,
         record: &Record,
     ) -> Result<()> {
-        let (mut store, instance) = self.instantiate(services, Some(org)).await?;
+        let (mut store, instance) = self.instantiate(services, Some(org), Vec::new()).await?;
         let op = match op {
             Operation::Get => types::Operation::Get,
             Operation::Stat => types::Operation::Stat,
@@ -238,12 +326,14 @@ impl Policy {
             Operation::Delete => types::Operation::Delete,
         };
         let info = convert::object_info(record);
-        let result = instance.coffer_storage_policy().call_authorize(&mut store, org, op, &info).await;
-        self.finish(result, &services.config)
+        let clock = store.data().clock.clone();
+        let call = instance.coffer_storage_policy().call_authorize(&mut store, org, op, &info);
+        let result = Self::guarded(&clock, &services.config, call).await;
+        self.finish(result, &mut store)
     }
 
     /// Time `n` policy decisions: `authorize` for a get of `record`, or
-    /// (`put`) the placement decision of a put, `container-name` (what the
+    /// (`put`) the placement decision of a put, `namespaces` (what the
     /// default policy computes before it writes). Each on a fresh instance
     /// (what Coffer does), or all on one reused instance. For the
     /// benchmarks.
@@ -259,36 +349,51 @@ impl Policy {
         let info = convert::object_info(record);
         let org = record.org.as_str();
         let mut times = Vec::with_capacity(n);
-        let mut warm = if reuse { Some(self.instantiate(services, Some(org)).await?) } else { None };
+        let mut warm = if reuse { Some(self.instantiate(services, Some(org), Vec::new()).await?) } else { None };
         for _ in 0..n {
             let start = std::time::Instant::now();
             let mut fresh = None;
             if warm.is_none() {
-                fresh = Some(self.instantiate(services, Some(org)).await?);
+                fresh = Some(self.instantiate(services, Some(org), Vec::new()).await?);
             }
             let (store, instance) = warm.as_mut().or(fresh.as_mut()).expect("an instance");
             let policy = instance.coffer_storage_policy();
             if put {
-                let result = policy.call_container_name(&mut *store, org).await;
-                self.finish(result, &services.config)?;
+                let result = policy.call_namespaces(&mut *store, org).await;
+                self.finish(result, store)?;
             } else {
                 let result = policy.call_authorize(&mut *store, org, types::Operation::Get, &info).await;
-                self.finish(result, &services.config)?;
+                self.finish(result, store)?;
             }
             times.push(start.elapsed());
         }
         Ok(times)
     }
 
+    /// The call's result as the host reports it: a guest's error (or, if
+    /// the guest passed on a host error it was given, the host's full
+    /// error), or a description of the trap.
     fn finish<T>(
         &self,
         result: wasmtime::Result<std::result::Result<T, types::Error>>,
-        config: &crate::config::Config,
+        store: &mut Store<CallState>,
     ) -> Result<T> {
         match result {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(convert::error_from_wit(e)),
-            Err(trap) => Err(self.trap(trap, config)),
+            Ok(Err(e)) => Err(store.data_mut().withheld(&e).unwrap_or_else(|| convert::error_from_wit(e))),
+            Err(trap) => Err(self.trap(trap, &store.data().services().config)),
         }
     }
 }
+
+/// A call stopped at its time limit (milliseconds).
+#[derive(Debug)]
+struct TimedOut(u64);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped after {} ms of the policy's own time", self.0)
+    }
+}
+
+impl std::error::Error for TimedOut {}

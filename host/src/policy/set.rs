@@ -68,10 +68,33 @@ async fn load_file(config: &Config, slot: &Slot, path: &Path) -> Result<Policy> 
 }
 
 async fn load_bytes(config: &Config, bytes: Vec<u8>, name: String) -> Result<Policy> {
-    let memory = config.limits.memory;
+    let limits = config.limits;
     let cache = config.compiled_cache_dir();
     // Compiling a large component takes a while: off the async threads.
-    tokio::task::spawn_blocking(move || Policy::from_bytes(&bytes, &name, memory, cache.as_deref())).await?
+    tokio::task::spawn_blocking(move || Policy::from_bytes(&bytes, &name, &limits, cache.as_deref())).await?
+}
+
+/// Let `policy` check the settings it will run with: for the default
+/// slot, the deployment's and every configured tenant's (it declares every
+/// organisation's namespaces, also for tenants with a policy of their
+/// own); for a tenant's slot, that tenant's. An error names the tenant
+/// whose settings are wrong.
+async fn check_all(policy: &Policy, services: &Arc<HostServices>, slot: &Slot) -> Result<()> {
+    let config = &services.config;
+    let tenants: Vec<&str> = match slot {
+        Slot::Default => {
+            policy.check_config(services, None).await?;
+            config.tenants.keys().map(String::as_str).collect()
+        }
+        Slot::Tenant(org) => vec![org.as_str()],
+    };
+    for org in tenants {
+        policy.check_config(services, Some(org)).await.map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("tenants.{org}: {m}")),
+            other => other,
+        })?;
+    }
+    Ok(())
 }
 
 impl PolicySet {
@@ -83,12 +106,12 @@ impl PolicySet {
         let default = match &config.policy {
             Some(_) => None,
             None => {
-                let (memory, cache) = (config.limits.memory, config.compiled_cache_dir());
-                Some(tokio::task::spawn_blocking(move || Policy::default_policy(memory, cache.as_deref())).await??)
+                let (limits, cache) = (config.limits, config.compiled_cache_dir());
+                Some(tokio::task::spawn_blocking(move || Policy::default_policy(&limits, cache.as_deref())).await??)
             }
         };
         if let Some(p) = default {
-            p.check_config(services).await?;
+            check_all(&p, services, &Slot::Default).await?;
             set.current.write().unwrap_or_else(|e| e.into_inner()).default = Some(p);
         }
         for (slot, path) in configured_files(config) {
@@ -98,6 +121,12 @@ impl PolicySet {
             set.install(services, slot, policy, Some(&path)).await?;
         }
         Ok(set)
+    }
+
+    /// The deployment's policy now: it declares every organisation's
+    /// namespaces, also for tenants with a policy of their own.
+    pub fn deployment(&self) -> Policy {
+        self.for_org(None)
     }
 
     /// The policy for `org` now.
@@ -117,7 +146,7 @@ impl PolicySet {
         policy: Policy,
         path: Option<&Path>,
     ) -> Result<()> {
-        policy.check_config(services).await?;
+        check_all(&policy, services, &slot).await?;
         if let Some(path) = path {
             let meta = std::fs::metadata(path).ok();
             let stamp = (meta.as_ref().and_then(|m| m.modified().ok()), meta.map(|m| m.len()).unwrap_or(0));

@@ -6,10 +6,11 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{SqliteDb, now};
 use crate::backend::{BackendKind, Location};
+use crate::catalog::namespace::{Claimed, Namespace};
 use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token, Tombstone};
 use crate::content::Digest;
 use crate::error::{Error, Result};
@@ -143,14 +144,42 @@ impl Catalog for SqliteDb {
         .await
     }
 
-    async fn owners(&self, location: &Location) -> Result<Vec<String>> {
-        let l = location.clone();
+    async fn claim(&self, org: &str, namespace: &Namespace) -> Result<Claimed> {
+        let (o, ns) = (org.to_string(), namespace.clone());
+        self.with_durable_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            let taken = tx
+                .prepare_cached(
+                    "SELECT prefix FROM claims WHERE backend = ?1 AND container = ?2 AND org <> ?3
+                     AND (substr(?4, 1, length(prefix)) = prefix OR substr(prefix, 1, length(?4)) = ?4) LIMIT 1",
+                )?
+                .query_row(params![ns.backend.as_str(), ns.container, o, ns.prefix], |r| r.get::<_, String>(0))
+                .optional()?;
+            if let Some(prefix) = taken {
+                return Ok(Claimed::Taken(Namespace { prefix, ..ns.clone() }));
+            }
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO claims (backend, container, prefix, org, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![ns.backend.as_str(), ns.container, ns.prefix, o, now()])?;
+            tx.commit()?;
+            Ok(Claimed::Held)
+        })
+        .await
+    }
+
+    async fn claims(&self, org: &str) -> Result<Vec<Namespace>> {
+        let o = org.to_string();
         self.with_conn(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT org FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3 ORDER BY org",
-            )?;
-            let orgs = stmt.query_map(params![l.backend.as_str(), l.container, l.name], |r| r.get(0))?;
-            Ok(orgs.collect::<rusqlite::Result<Vec<String>>>()?)
+            let mut stmt = conn
+                .prepare_cached("SELECT backend, container, prefix FROM claims WHERE org = ?1 ORDER BY claimed_at")?;
+            let rows = stmt.query_map(params![o], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (backend, container, prefix) = row?;
+                out.push(Namespace { backend: BackendKind::parse(&backend)?, container, prefix });
+            }
+            Ok(out)
         })
         .await
     }

@@ -38,8 +38,11 @@ const POOL_MAX: usize = 8;
 
 /// The schema, one numbered step at a time. A database records the steps
 /// it has taken in `coffer_schema`.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("migrations/0001_initial.sql")), (2, include_str!("migrations/0002_lifecycle.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_lifecycle.sql")),
+    (3, include_str!("migrations/0003_claims.sql")),
+];
 
 /// How SQLite syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,7 +334,7 @@ mod tests {
         let db = SqliteDb::open(&path).await.unwrap();
         let version: i64 =
             db.with_conn(|c| Ok(c.query_row("SELECT version FROM coffer_schema", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, MIGRATIONS.last().unwrap().0);
         let stream = crate::backend::BlobStore::get(&db, "acme", "k").await.unwrap();
         let bytes: Vec<_> = futures_util::StreamExt::collect::<Vec<_>>(stream).await;
         assert_eq!(bytes.into_iter().map(|b| b.unwrap()).collect::<Vec<_>>().concat(), b"hello");

@@ -1,6 +1,9 @@
 //! A policy written to misbehave, chosen by organisation name, so the
 //! tests can prove that the host contains it. For any other organisation
-//! it behaves like a plain policy (database, key = digest).
+//! it behaves like a plain policy (database, key = digest). The tests run
+//! it as the deployment's policy (sandbox limits) and as a tenant's own
+//! policy beside the built-in one (namespaces, which the deployment's
+//! policy declares).
 
 #![cfg(target_arch = "wasm32")]
 
@@ -8,12 +11,36 @@ wit_bindgen::generate!({ world: "policy-component", path: "../../../wit" });
 
 use coffer::storage::host;
 use coffer::storage::store::{self, Content};
-use coffer::storage::types::{Backend, Error, Location, ObjectInfo, Operation, PutOutcome};
+use coffer::storage::types::{Backend, Error, Location, Namespace, ObjectInfo, Operation, PutOutcome};
 
 struct Hostile;
 
 fn own(org: &str, sha: &str) -> Location {
     Location { backend: Backend::Database, container: org.to_string(), object_name: sha.to_string() }
+}
+
+fn truthy(name: &str) -> bool {
+    host::setting(name).is_some_and(|v| v == "true")
+}
+
+/// Where the built-in policy would put `sha` for `org` (without name
+/// mapping): the place an attack on `org` aims at.
+fn place(org: &str, sha: &str) -> Location {
+    if store::backends().first() != Some(&Backend::S3) {
+        return own(org, sha);
+    }
+    if truthy("bucket-per-org") {
+        let prefix = host::setting("s3-bucket-prefix").unwrap_or_default();
+        Location { backend: Backend::S3, container: format!("{prefix}{org}"), object_name: sha.to_string() }
+    } else {
+        let bucket = host::setting("s3-bucket").unwrap_or_default();
+        Location { backend: Backend::S3, container: bucket, object_name: format!("{org}/{sha}") }
+    }
+}
+
+fn write_at(at: Location, body: &Content) -> Result<PutOutcome, Error> {
+    store::write(&at, body)?;
+    Ok(PutOutcome { location: at, deduplicated: false })
 }
 
 /// Try to reach outside the sandbox; report what worked.
@@ -35,15 +62,22 @@ fn escape() -> String {
 }
 
 impl exports::coffer::storage::policy::Guest for Hostile {
-    fn check_config() -> Result<(), Error> {
+    fn check_config(_org: Option<String>) -> Result<(), Error> {
         Ok(())
     }
 
-    fn container_name(org: String) -> Result<String, Error> {
-        if org == "trap" {
-            panic!("deliberate trap in container-name");
+    fn namespaces(org: String) -> Result<Vec<Namespace>, Error> {
+        match org.as_str() {
+            "trap" => panic!("deliberate trap in namespaces"),
+            // As the deployment's policy: every "pool-*" organisation is
+            // given one shared container, which only the first may claim.
+            o if o.starts_with("pool-") => {
+                let backend = store::backends().first().copied().unwrap_or(Backend::Database);
+                let container = host::setting("pool").unwrap_or_else(|| "pool".to_string());
+                Ok(vec![Namespace { backend, container, prefix: String::new() }])
+            }
+            _ => Ok(vec![Namespace { backend: Backend::Database, container: org, prefix: String::new() }]),
         }
-        Ok(org)
     }
 
     fn put(org: String, body: &Content) -> Result<PutOutcome, Error> {
@@ -87,15 +121,47 @@ impl exports::coffer::storage::policy::Guest for Hostile {
                 store::write(&at, body)?;
                 Ok(PutOutcome { location: at, deduplicated: false })
             }
-            "mallory-write" => {
-                let at = own("victim", &info.sha256);
-                store::write(&at, body)?;
-                Ok(PutOutcome { location: at, deduplicated: false })
-            }
+            "mallory-write" => write_at(place("victim", &info.sha256), body),
+            // Not even a digest for a name.
+            "mallory-no-digest" => write_at(place("victim", &format!("{}1", "0".repeat(63))), body),
+            "mallory-own-no-digest" => write_at(place(&org, "00000000000000000000000000000001"), body),
             "mallory-head" => {
-                let at = own("victim", &info.sha256);
+                let at = place("victim", &info.sha256);
                 store::head(&at)?;
                 Ok(PutOutcome { location: at, deduplicated: true })
+            }
+            "mallory-bucket" => {
+                // Create (or probe) buckets that are not its own.
+                let target = host::setting("target-bucket").unwrap_or_else(|| "some-other-bucket".into());
+                store::ensure_container(Backend::S3, &target)?;
+                Err(Error::Internal("ensure-container of a foreign bucket succeeded".into()))
+            }
+            "mallory-poison" => {
+                // Plant this content under the name the victim's future
+                // file will have (`poison-target`, its digest), same size.
+                let target = host::setting("poison-target").unwrap_or_default();
+                write_at(place("victim", &target), body)
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                Err(Error::Internal("slept through".into()))
+            }
+            "poll" => {
+                // Spin on the clock: the guest's own time.
+                let start = std::time::Instant::now();
+                while start.elapsed() < std::time::Duration::from_secs(30) {
+                    std::hint::black_box(0);
+                }
+                Err(Error::Internal("polled through".into()))
+            }
+            "log-flood" => loop {
+                host::log(host::Level::Info, "flood");
+            },
+            "log-forge" => {
+                host::log(host::Level::Error, "ok\n2026-01-01T00:00:00.000000Z ERROR coffer: FORGED host line");
+                let at = own(&org, &info.sha256);
+                let written = store::write(&at, body)?;
+                Ok(PutOutcome { location: at, deduplicated: !written })
             }
             "write-then-trap" => {
                 // Writes its own copy, then dies before it can report it.
@@ -127,11 +193,13 @@ impl exports::coffer::storage::policy::Guest for Hostile {
         }
     }
 
-    fn authorize(org: String, _op: Operation, _object: ObjectInfo) -> Result<(), Error> {
-        if org == "trap-on-read" {
-            panic!("deliberate trap in authorize");
+    fn authorize(org: String, _op: Operation, object: ObjectInfo) -> Result<(), Error> {
+        match org.as_str() {
+            "trap-on-read" => panic!("deliberate trap in authorize"),
+            // Store calls act for a put; here they must be refused.
+            "head-outside-put" => store::head(&object.location).map(|_| ()),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -1,0 +1,164 @@
+//! What bounds one policy call: memory and table elements counted over
+//! all the guest's memories and tables together (not per memory), counts
+//! of instances, tables and memories (enforced with either allocator), and
+//! a clock of the guest's own time that leaves out host I/O.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::ResourceLimiter;
+
+use super::engine::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
+use crate::error::Error;
+
+/// The store's limiter for one call.
+#[derive(Debug)]
+pub struct CallLimiter {
+    memory_limit: usize,
+    memory_used: usize,
+    elements_used: usize,
+}
+
+impl CallLimiter {
+    pub fn new(memory_limit: usize) -> CallLimiter {
+        CallLimiter { memory_limit, memory_used: 0, elements_used: 0 }
+    }
+}
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.memory_used.saturating_sub(current).saturating_add(desired);
+        if total > self.memory_limit {
+            return Err(Error::Policy(format!(
+                "tried to use more than its memory limit ({} bytes across all its memories, COFFER_POLICY_MEMORY)",
+                self.memory_limit
+            ))
+            .into());
+        }
+        self.memory_used = total;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.elements_used.saturating_sub(current).saturating_add(desired);
+        if total > MAX_TABLE_ELEMENTS {
+            return Err(Error::Policy(format!(
+                "tried to hold more than {MAX_TABLE_ELEMENTS} table elements across all its tables"
+            ))
+            .into());
+        }
+        self.elements_used = total;
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+/// The guest's own time in one call: wall time since the call began,
+/// minus the time spent inside the host's storage imports (which wait on
+/// I/O the guest does not control). Time the guest spends blocked in
+/// anything else (a WASI clock's `poll`, say) is its own.
+#[derive(Debug)]
+pub struct GuestClock {
+    state: Mutex<ClockState>,
+}
+
+#[derive(Debug)]
+struct ClockState {
+    started: Instant,
+    in_host: Duration,
+    host_since: Option<Instant>,
+}
+
+/// Marks the time until it is dropped as host time.
+#[derive(Debug)]
+pub struct InHost<'a>(&'a GuestClock);
+
+impl Drop for InHost<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(since) = s.host_since.take() {
+            s.in_host += since.elapsed();
+        }
+    }
+}
+
+impl GuestClock {
+    pub fn start() -> Arc<GuestClock> {
+        Arc::new(GuestClock {
+            state: Mutex::new(ClockState { started: Instant::now(), in_host: Duration::ZERO, host_since: None }),
+        })
+    }
+
+    /// Count the time from now until the guard is dropped as the host's.
+    pub fn in_host(&self) -> InHost<'_> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.host_since.get_or_insert_with(Instant::now);
+        InHost(self)
+    }
+
+    /// The guest's time so far, and whether the host is working now.
+    fn guest_time(&self) -> (Duration, bool) {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let host = s.in_host + s.host_since.map(|t| t.elapsed()).unwrap_or_default();
+        (s.started.elapsed().saturating_sub(host), s.host_since.is_some())
+    }
+
+    /// Completes once the guest has used `limit` of its own time. Raced
+    /// against the call, it stops a guest that runs (the engine yields
+    /// every few instructions) or blocks too long.
+    pub async fn expired(&self, limit: Duration) {
+        loop {
+            let (used, in_host) = self.guest_time();
+            if used >= limit && !in_host {
+                return;
+            }
+            let left = limit.saturating_sub(used).max(Duration::from_millis(5));
+            tokio::time::sleep(left).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_and_elements_count_across_memories_and_tables() {
+        let mut l = CallLimiter::new(100);
+        assert!(l.memory_growing(0, 60, None).unwrap());
+        // A second memory may not take the total past the limit.
+        assert!(l.memory_growing(0, 50, None).is_err());
+        assert!(l.memory_growing(0, 40, None).unwrap());
+        // Growing the first from 60 to 61 makes 101.
+        assert!(l.memory_growing(60, 61, None).is_err());
+        assert!(l.table_growing(0, MAX_TABLE_ELEMENTS - 1, None).unwrap());
+        assert!(l.table_growing(0, 2, None).is_err());
+    }
+
+    #[tokio::test]
+    async fn host_time_is_not_the_guest_s() {
+        let clock = GuestClock::start();
+        {
+            let _host = clock.in_host();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // 300 ms in the host, next to none of its own: a 200 ms limit is
+        // far away still.
+        let early = tokio::time::timeout(Duration::from_millis(100), clock.expired(Duration::from_millis(200))).await;
+        assert!(early.is_err(), "host time was counted as the guest's");
+        // Its own time does count.
+        let late = tokio::time::timeout(Duration::from_secs(5), clock.expired(Duration::from_millis(200))).await;
+        assert!(late.is_ok());
+    }
+}
