@@ -138,8 +138,7 @@ pub struct PolicyLimits {
     /// Linear memory a single call may grow to, all its memories
     /// together, in bytes.
     pub memory: usize,
-    /// Host imports (store operations, `peek`, `log`) a single call may
-    /// make.
+    /// Host imports (of every kind) a single call may make.
     pub host_calls: u32,
     /// Milliseconds of the guest's own time (instantiation included, host
     /// I/O inside imports not) a single call may take.
@@ -156,7 +155,7 @@ impl Default for PolicyLimits {
         PolicyLimits {
             fuel: 500_000_000,
             memory: 64 << 20,
-            host_calls: 64,
+            host_calls: 256,
             timeout_ms: 250,
             instances: 128,
             queue: 1024,

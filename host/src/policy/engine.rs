@@ -33,13 +33,18 @@ pub mod cache;
 /// Guest instructions between two yields to the async runtime.
 pub const YIELD_FUEL: u64 = 1_000_000;
 
+/// How often the engines' epoch advances: the longest a running guest
+/// goes without yielding to the runtime (and so without its time limit
+/// being looked at).
+pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Core instances, tables and memories one call may create; checked by
 /// wasmtime against the store's limiter with either allocator. Generous
 /// enough for language runtimes (componentize-py components hold a dozen
 /// core instances); memory and table sizes are what is really bounded.
-pub const MAX_INSTANCES: usize = 64;
-pub const MAX_TABLES: usize = 64;
-pub const MAX_MEMORIES: usize = 16;
+pub const MAX_INSTANCES: usize = 32;
+pub const MAX_TABLES: usize = 32;
+pub const MAX_MEMORIES: usize = 4;
 /// Table elements one call may hold, all its tables together.
 pub const MAX_TABLE_ELEMENTS: usize = 200_000;
 
@@ -67,13 +72,21 @@ fn config(memory: usize, instances: u32, pooling: bool) -> wasmtime::Config {
     // Fuel counts only the guest's own instructions, not time spent in
     // host I/O, so a slow upload never makes a policy "time out".
     config.consume_fuel(true);
+    // Epochs tick every EPOCH_TICK; a guest yields to the runtime at the
+    // first loop or call after each tick (see `Policy::instantiate`), so
+    // the time limit can stop it even while it makes cheap host calls in
+    // a loop.
+    config.epoch_interruption(true);
     config.max_wasm_stack(512 << 10);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
+        // Room for every slot's call at its limits, so one tenant's
+        // calls at the limits never leave another's without an instance.
+        let per_call = |n: usize| instances.saturating_mul(n as u32);
         pool.total_component_instances(instances)
-            .total_core_instances(instances * 16)
-            .total_memories(instances * 4)
-            .total_tables(instances * 16)
+            .total_core_instances(per_call(MAX_INSTANCES))
+            .total_memories(per_call(MAX_MEMORIES))
+            .total_tables(per_call(MAX_TABLES))
             .max_memories_per_component(MAX_MEMORIES as u32)
             .max_tables_per_component(MAX_TABLES as u32)
             .table_elements(MAX_TABLE_ELEMENTS)
@@ -112,6 +125,19 @@ impl PolicyEngine {
                 )
             }
         };
+        let weak = engine.weak();
+        let ticker = std::thread::Builder::new().name("coffer-epoch".into()).spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        });
+        if let Err(e) = ticker {
+            tracing::error!(error = %e, "cannot start the policy epoch ticker; guests yield only on fuel");
+        }
         PolicyEngine {
             engine,
             pooling,
@@ -234,6 +260,8 @@ mod tests {
         let mut store = wasmtime::Store::new(engine, crate::policy::limits::CallLimiter::new(memory));
         store.limiter(|l| l);
         store.set_fuel(u64::MAX).unwrap();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
         store
     }
 

@@ -40,6 +40,15 @@ pub struct ContentHandle(pub Content);
 /// Host errors kept back from the guest, at most this many per call.
 const WITHHELD: usize = 16;
 
+/// Longest container and object name a policy may pass to the store.
+const MAX_CONTAINER: usize = 255;
+const MAX_NAME: usize = 1024;
+/// Locations one put may reserve (look at or write to): its place, and a
+/// fallback (say, the database while S3 is down).
+const MAX_WRITES: usize = 2;
+/// Longest setting name a policy may ask for.
+const MAX_SETTING_NAME: usize = 128;
+
 /// The state of one policy call: for one organisation, with its own
 /// resource table, an empty WASI context (no files, network, environment
 /// or stdio), memory limits, and the locations the host has seen hold the
@@ -51,6 +60,8 @@ pub struct CallState {
     wasi: WasiCtx,
     limits: CallLimiter,
     host_calls_left: u32,
+    /// Locations this call reserved.
+    writes: usize,
     /// The guest's own time; host I/O in the imports below is left out.
     pub(super) clock: Arc<GuestClock>,
     /// The organisation's namespaces, as the deployment's policy declares
@@ -90,9 +101,11 @@ impl CallState {
         CallState {
             org,
             table: ResourceTable::new(),
-            wasi: WasiCtx::builder().build(),
+            // Random bytes are a host loop: a few KiB per call at most.
+            wasi: WasiCtx::builder().max_random_size(4096).build(),
             limits: CallLimiter::new(limits.memory),
             host_calls_left: limits.host_calls,
+            writes: 0,
             clock: GuestClock::start(),
             namespaces,
             withheld: Vec::new(),
@@ -141,14 +154,16 @@ impl CallState {
             .ok_or_else(|| Error::Policy("store operations act for an organisation; check-config has none".into()))
     }
 
-    /// Count a host call against the per-call budget, so a guest cannot
-    /// keep the host busy (with I/O, or writing logs) forever.
-    fn spend_host_call(&mut self) -> Result<()> {
+    /// Count a host call against the per-call budget; past it the call is
+    /// stopped (a trap, not an error the guest could ignore and loop on),
+    /// so a guest cannot keep the host busy with calls of any kind.
+    fn spend_host_call(&mut self) -> wasmtime::Result<()> {
         if self.host_calls_left == 0 {
             return Err(Error::Policy(format!(
-                "made more than {} host calls (store operations, peek, log) in one operation",
+                "made more than {} host calls in one operation",
                 self.services.config.limits.host_calls
-            )));
+            ))
+            .into());
         }
         self.host_calls_left -= 1;
         Ok(())
@@ -163,9 +178,19 @@ impl CallState {
     }
 
     /// The host's checks before a policy touches `at` for the content being
-    /// put: the name carries the content's digest, and `at` lies in a
-    /// namespace of the organisation that no one else holds.
+    /// put: sane lengths (checked first, so nothing the guest sends is
+    /// copied into messages or rows at any size), the name carries the
+    /// content's digest, and `at` lies in a namespace of the organisation
+    /// that no one else holds.
     async fn check_location(&mut self, at: &Location, content: &Content) -> Result<()> {
+        if at.container.len() > MAX_CONTAINER || at.name.len() > MAX_NAME {
+            return Err(Error::InvalidName(format!(
+                "containers have at most {MAX_CONTAINER} bytes and object names at most {MAX_NAME}"
+            )));
+        }
+        if self.writes >= MAX_WRITES && self.reservations.iter().all(|r| r.location() != at) {
+            return Err(Error::Denied(format!("a put may use at most {MAX_WRITES} locations")));
+        }
         let digest = content.sha256().to_string();
         if !at.name.contains(&digest) {
             return Err(Error::Denied(format!(
@@ -179,8 +204,10 @@ impl CallState {
     }
 
     async fn lookup(&mut self, sha256: String) -> Result<Option<types::ObjectInfo>> {
-        self.spend_host_call()?;
         let org = self.org()?.to_string();
+        if sha256.len() != 64 {
+            return Err(Error::InvalidName("a digest is 64 lowercase hex digits".into()));
+        }
         let digest = sha256.parse()?;
         let clock = self.clock.clone();
         let _host = clock.in_host();
@@ -200,11 +227,11 @@ impl CallState {
         let org = self.org()?.to_string();
         let r = self.services.lifecycle.reserve(&org, content.sha256(), content.size(), at).await?;
         self.reservations.push(r);
+        self.writes += 1;
         Ok(self.reservations.len() - 1)
     }
 
     async fn head(&mut self, at: types::Location) -> Result<Option<u64>> {
-        self.spend_host_call()?;
         let at = convert::location_from_wit(at);
         let content = self.put_in_progress()?;
         self.check_location(&at, &content).await?;
@@ -231,7 +258,6 @@ impl CallState {
     }
 
     async fn ensure_container(&mut self, backend: types::Backend, container: String) -> Result<()> {
-        self.spend_host_call()?;
         self.put_in_progress()?;
         let org = self.org()?.to_string();
         let kind = convert::backend_from_wit(backend);
@@ -247,7 +273,6 @@ impl CallState {
     }
 
     async fn write(&mut self, at: types::Location, body: &Resource<ContentHandle>) -> Result<bool> {
-        self.spend_host_call()?;
         let at = convert::location_from_wit(at);
         let content = self.table.get(body).map_err(|e| Error::Policy(format!("bad content handle: {e}")))?.0.clone();
         if self.put_in_progress()?.sha256() != content.sha256() {
@@ -280,6 +305,7 @@ impl types::Host for CallState {}
 
 impl store::HostContent for CallState {
     async fn describe(&mut self, this: Resource<ContentHandle>) -> wasmtime::Result<types::ContentInfo> {
+        self.spend_host_call()?;
         let c = &self.table.get(&this)?.0;
         Ok(types::ContentInfo {
             sha256: c.sha256().to_string(),
@@ -308,14 +334,17 @@ impl store::HostContent for CallState {
 
 impl store::Host for CallState {
     async fn backends(&mut self) -> wasmtime::Result<Vec<types::Backend>> {
+        self.spend_host_call()?;
         Ok(self.services.backends.kinds().into_iter().map(convert::backend_to_wit).collect())
     }
 
     async fn lookup(&mut self, sha256: String) -> wasmtime::Result<Result<Option<types::ObjectInfo>, types::Error>> {
+        self.spend_host_call()?;
         Ok(CallState::lookup(self, sha256).await.map_err(|e| self.for_guest(e)))
     }
 
     async fn head(&mut self, at: types::Location) -> wasmtime::Result<Result<Option<u64>, types::Error>> {
+        self.spend_host_call()?;
         Ok(CallState::head(self, at).await.map_err(|e| self.for_guest(e)))
     }
 
@@ -324,6 +353,7 @@ impl store::Host for CallState {
         backend: types::Backend,
         container: String,
     ) -> wasmtime::Result<Result<(), types::Error>> {
+        self.spend_host_call()?;
         Ok(CallState::ensure_container(self, backend, container).await.map_err(|e| self.for_guest(e)))
     }
 
@@ -332,16 +362,22 @@ impl store::Host for CallState {
         at: types::Location,
         body: Resource<ContentHandle>,
     ) -> wasmtime::Result<Result<bool, types::Error>> {
+        self.spend_host_call()?;
         Ok(CallState::write(self, at, &body).await.map_err(|e| self.for_guest(e)))
     }
 }
 
 impl host::Host for CallState {
     async fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        self.spend_host_call()?;
+        if name.len() > MAX_SETTING_NAME {
+            return Ok(None);
+        }
         Ok(self.services.config.setting(self.org.as_deref(), &name))
     }
 
     async fn now(&mut self) -> wasmtime::Result<u64> {
+        self.spend_host_call()?;
         Ok(crate::now_secs())
     }
 
@@ -370,7 +406,13 @@ pub fn escape_log(message: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.extend(c.escape_default()),
+            // Control characters, and what viewers treat as line breaks or
+            // use to reorder text.
+            c if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
+                out.extend(c.escape_default())
+            }
             c => out.push(c),
         }
     }
@@ -389,5 +431,6 @@ mod tests {
         assert!(!line.chars().any(char::is_control), "{line}");
         assert_eq!(line, r#""ok\n2026-11-23T00:00:00Z ERROR coffer: forged\r\u{1b}[2K\"x\" org=victim""#);
         assert_eq!(escape_log(&"x".repeat(5000)).len(), 1026);
+        assert_eq!(escape_log("a\u{2028}b\u{202e}c"), r#""a\u{2028}b\u{202e}c""#);
     }
 }

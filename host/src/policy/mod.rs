@@ -184,6 +184,8 @@ impl Policy {
         let internal = |e: wasmtime::Error| Error::Internal(e.to_string());
         store.set_fuel(limits.fuel).map_err(internal)?;
         store.fuel_async_yield_interval(Some(engine::YIELD_FUEL)).map_err(internal)?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
         let clock = store.data().clock.clone();
         let instantiated = Self::guarded(&clock, &services.config, self.pre.instantiate_async(&mut store)).await;
         let instance = instantiated.map_err(|e| self.trap(e, &services.config))?;
@@ -292,7 +294,11 @@ impl Policy {
         let call = instance.coffer_storage_policy().call_put(&mut store, org, handle);
         let result = Self::guarded(&clock, &services.config, call).await;
         let reservations = std::mem::take(&mut store.data_mut().reservations);
-        let outcome: types::PutOutcome = match self.finish(result, &mut store) {
+        let finished = self.finish(result, &mut store);
+        let verified = std::mem::take(&mut store.data_mut().verified);
+        // The instance (and its slot) is not needed for what follows.
+        drop(store);
+        let outcome: types::PutOutcome = match finished {
             Ok(o) => o,
             Err(e) => {
                 Reservation::release_all(reservations).await;
@@ -300,7 +306,7 @@ impl Policy {
             }
         };
         let location = convert::location_from_wit(outcome.location);
-        if !store.data().verified.contains(&location) {
+        if !verified.contains(&location) {
             Reservation::release_all(reservations).await;
             return Err(Error::Policy(format!(
                 "{} reported {location} for the content, but neither wrote it there nor found it there",

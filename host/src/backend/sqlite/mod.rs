@@ -319,6 +319,52 @@ mod tests {
         }
     }
 
+    /// Records from before claims become their organisations' claims, so
+    /// no one is locked out of their own files; the first organisation at
+    /// a place keeps it.
+    #[tokio::test]
+    async fn records_from_before_claims_become_claims() {
+        use crate::catalog::Catalog;
+        use crate::catalog::namespace::Namespace;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        let sha = crate::Digest::of(b"x").to_string();
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0].1).unwrap();
+            c.execute_batch(MIGRATIONS[1].1).unwrap();
+            c.execute_batch(
+                "CREATE TABLE coffer_schema (version INTEGER NOT NULL); INSERT INTO coffer_schema VALUES (2)",
+            )
+            .unwrap();
+            let row = |org: &str, backend: &str, container: &str, name: &str, at: i64| {
+                c.execute(
+                    "INSERT INTO objects (org, sha256, size, content_type, backend, container, name, created_at)
+                     VALUES (?1, ?2, 1, 'x', ?3, ?4, ?5, ?6)",
+                    params![org, format!("{at:064x}"), backend, container, name, at],
+                )
+                .unwrap();
+            };
+            row("acme", "database", "acme", &sha, 1);
+            row("acme", "s3", "shared", &format!("acme/{sha}"), 2);
+            row("acme", "s3", "old-bucket", "not-a-digest", 3);
+            // A later organisation at the same place does not get it.
+            row("mallory", "s3", "shared", &format!("acme/{sha}"), 9);
+        }
+        let db = SqliteDb::open(&path).await.unwrap();
+        let ns = |backend, container: &str, prefix: &str| Namespace {
+            backend,
+            container: container.into(),
+            prefix: prefix.into(),
+        };
+        use crate::backend::BackendKind::{Database, S3};
+        assert_eq!(
+            db.claims("acme").await.unwrap(),
+            vec![ns(Database, "acme", ""), ns(S3, "shared", "acme/"), ns(S3, "old-bucket", "not-a-digest")]
+        );
+        assert!(db.claims("mallory").await.unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn a_database_from_before_versioning_is_migrated_and_keeps_its_blobs() {
         let dir = tempfile::tempdir().unwrap();

@@ -13,9 +13,9 @@
 //!   and the compiled bytes. An artefact compiled from another component,
 //!   or written by anyone who cannot read the key, never verifies.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -114,18 +114,22 @@ impl Cache {
 
 fn read_or_create_key(path: &Path, uid: u32) -> Result<[u8; KEY_LEN], String> {
     let mut key = [0u8; KEY_LEN];
-    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(mut f) => {
-            File::open("/dev/urandom")
-                .and_then(|mut r| r.read_exact(&mut key))
-                .map_err(|e| format!("cannot read random bytes for the cache key: {e}"))?;
-            f.write_all(&key)
-                .and_then(|()| f.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            return Ok(key);
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+    if !path.exists() {
+        // Written whole to a private temporary file, then linked into
+        // place, which fails if another process got there first: nobody
+        // ever reads half a key.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut create = || -> std::io::Result<()> {
+            File::open("/dev/urandom")?.read_exact(&mut key)?;
+            let mut tmp = tempfile::Builder::new().permissions(fs::Permissions::from_mode(0o600)).tempfile_in(dir)?;
+            tmp.write_all(&key)?;
+            tmp.as_file().sync_all()?;
+            match fs::hard_link(tmp.path(), path) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+                _ => Ok(()),
+            }
+        };
+        create().map_err(|e| format!("cannot create the cache key {}: {e}", path.display()))?;
     }
     let meta = fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.is_file() {

@@ -11,3 +11,16 @@ CREATE TABLE claims (
 ) WITHOUT ROWID;
 
 CREATE INDEX claims_by_org ON claims (org);
+
+-- Records from before claims: each organisation holds the places its
+-- records already are (the name up to the digest it ends with, or the
+-- whole name), the earliest record first, so upgrading locks no one out
+-- of their own files. A place two organisations both used goes to the
+-- one that used it first.
+INSERT OR IGNORE INTO claims (backend, container, prefix, org, claimed_at)
+SELECT backend, container, prefix, org, first_at FROM (
+    SELECT backend, container, org, min(created_at) AS first_at,
+           CASE WHEN length(name) >= 64 AND substr(name, -64) NOT GLOB '*[^0-9a-f]*'
+                THEN substr(name, 1, length(name) - 64) ELSE name END AS prefix
+    FROM objects GROUP BY backend, container, org, prefix
+) ORDER BY first_at;
