@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench coffer            # the full run (a few minutes)
 //! cargo bench --bench coffer -- --quick # smoke run (CI)
+//! cargo bench --bench coffer -- --guest-only # the policy-decision table alone
 //! cargo bench --bench coffer -- --large-only # the large file alone, for profiling
 //! ```
 //!
@@ -197,7 +198,7 @@ async fn guest_overhead(plan: &Plan, dir: &Path) {
     println!("\n## Guest overhead: one policy decision, µs\n");
     println!("| decision | instance | median | p99 | calls |");
     println!("|---|---|---:|---:|---:|");
-    for (decision, put) in [("put: placement (container-name)", true), ("get: authorize", false)] {
+    for (decision, put) in [("put: placement (namespaces)", true), ("get: authorize", false)] {
         for (label, reuse) in [("warm (reused)", true), ("fresh per call (what Coffer does)", false)] {
             let times = coffer.time_policy_decisions("acme", &sha, plan.decisions, reuse, put).await.unwrap();
             let mut us: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e6).collect();
@@ -530,6 +531,9 @@ fn main() {
         return;
     }
     rt.block_on(guest_overhead(&plan, dir.path()));
+    if std::env::args().any(|a| a == "--guest-only") {
+        return;
+    }
     rt.block_on(throughput(&plan, dir.path(), &endpoint));
     large_file(&plan, dir.path(), &endpoint);
     rt.block_on(sqlite(&plan, dir.path()));

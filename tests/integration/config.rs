@@ -63,3 +63,21 @@ async fn an_unreadable_database_location_is_a_clear_error() {
     let err = Coffer::open(config).await.unwrap_err();
     assert!(err.to_string().contains("/nonexistent-dir/sub/coffer.db"), "{err}");
 }
+
+/// Every tenant's settings are checked when Coffer opens, and the error
+/// names the tenant and the setting.
+#[tokio::test]
+async fn a_bad_tenant_setting_stops_coffer_at_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sqlite_config(dir.path(), &[]);
+    config.tenants.insert("acme".into(), [("max-size".to_string(), "ten".to_string())].into());
+    let err = Coffer::open(config).await.unwrap_err();
+    assert!(matches!(&err, Error::Config(m) if m.contains("tenants.acme") && m.contains("max-size")), "{err}");
+
+    // A tenant whose name cannot have a bucket, configured with a bucket
+    // per organisation and no name mapping, is refused at start-up too.
+    let mut config = crate::support::s3_config(dir.path(), None, Some("cyn-"));
+    config.tenants.insert("My_Org".into(), Default::default());
+    let err = Coffer::open(config).await.unwrap_err();
+    assert!(matches!(&err, Error::InvalidName(m) if m.contains("My_Org")), "{err}");
+}

@@ -70,14 +70,19 @@ pub fn error_to_wit(e: &Error) -> types::Error {
 }
 
 /// `m` with every URL (anything from `scheme://` to the next white space)
-/// replaced by `<url>`.
+/// replaced by `<url>`, and every AWS resource name (`arn:…`, which names
+/// the account) by `<arn>`.
 fn scrub(m: &str) -> String {
     m.split_inclusive(char::is_whitespace)
         .map(|word| {
             let trimmed = word.trim_end();
-            match trimmed.find("://") {
-                Some(_) => format!("<url>{}", &word[trimmed.len()..]),
-                None => word.to_string(),
+            let rest = &word[trimmed.len()..];
+            if trimmed.contains("://") {
+                format!("<url>{rest}")
+            } else if trimmed.trim_start_matches(|c: char| !c.is_alphanumeric()).starts_with("arn:") {
+                format!("<arn>{rest}")
+            } else {
+                word.to_string()
             }
         })
         .collect()
@@ -120,5 +125,8 @@ mod tests {
         let denied = Error::Denied("s3:b/acme/x lies outside; see https://evil.example/x?y now".into());
         let types::Error::Denied(m) = error_to_wit(&denied) else { panic!("kind") };
         assert_eq!(m, "s3:b/acme/x lies outside; see <url> now");
+        let denied = Error::Denied("AccessDenied: User: arn:aws:iam::123456789012:user/x is not authorized".into());
+        let types::Error::Denied(m) = error_to_wit(&denied) else { panic!("kind") };
+        assert_eq!(m, "AccessDenied: User: <arn> is not authorized");
     }
 }

@@ -117,6 +117,12 @@ impl CallState {
         }
     }
 
+    /// A new call's budget and clock, for the benchmarks' reused instance.
+    pub(super) fn refill(&mut self) {
+        self.host_calls_left = self.services.config.limits.host_calls;
+        self.clock = GuestClock::start();
+    }
+
     pub(super) fn services(&self) -> &HostServices {
         &self.services
     }

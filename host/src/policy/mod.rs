@@ -363,6 +363,9 @@ impl Policy {
                 fresh = Some(self.instantiate(services, Some(org), Vec::new()).await?);
             }
             let (store, instance) = warm.as_mut().or(fresh.as_mut()).expect("an instance");
+            // A reused instance gets each decision's budget afresh, as a
+            // fresh one would.
+            store.data_mut().refill();
             let policy = instance.coffer_storage_policy();
             if put {
                 let result = policy.call_namespaces(&mut *store, org).await;

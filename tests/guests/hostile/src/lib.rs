@@ -157,6 +157,14 @@ impl exports::coffer::storage::policy::Guest for Hostile {
             "log-flood" => loop {
                 host::log(host::Level::Info, "flood");
             },
+            "setting-loop" => {
+                // Cheap for the guest, work for the host: a huge name, over
+                // and over, ignoring the answers.
+                let name = "n".repeat(64 << 10);
+                loop {
+                    std::hint::black_box(host::setting(&name));
+                }
+            }
             "log-forge" => {
                 host::log(host::Level::Error, "ok\n2026-01-01T00:00:00.000000Z ERROR coffer: FORGED host line");
                 let at = own(&org, &info.sha256);
