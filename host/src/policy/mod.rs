@@ -40,7 +40,7 @@ pub const FROM_0_1: &str = "to move a policy from 0.1.0 to 0.2.0: (1) replace `c
     objects may live in (the deployment's policy answers for every organisation); (2) `check-config` now \
     takes `org: option<string>` and checks the settings as that tenant sees them; (3) object names passed to \
     `head` and `write` must contain the content's SHA-256, inside one of the organisation's namespaces; \
-    (4) call `head`, `ensure-container` and `write` only from `put`; (5) `log` and `peek` now count against \
+    (4) call `head`, `ensure-container` and `write` only from `put`; (5) every import now counts against \
     the call's host-call budget. Then rebuild against this host's wit/";
 
 /// The built-in default policy component.
@@ -90,8 +90,8 @@ fn exported_names(engine: &PolicyEngine, component: &Component) -> Vec<String> {
 impl Policy {
     /// Load a policy component from its bytes, checking that it implements
     /// this host's contract and imports nothing the host does not give.
-    /// `memory` is the per-call memory limit; `cache_dir` holds compiled
-    /// components across restarts.
+    /// `limits` choose the engine (memory, instance slots); `cache_dir`
+    /// holds compiled components across restarts.
     pub fn from_bytes(
         bytes: &[u8],
         name: &str,
@@ -129,20 +129,7 @@ impl Policy {
             ))
         })?;
         let pre = PolicyComponentPre::new(instance_pre).map_err(|_| {
-            let exports = exported_names(&engine, &component);
-            let other_version = exports.iter().find(|n| n.starts_with("coffer:storage/policy@"));
-            match other_version {
-                Some(found) if found.ends_with("@0.1.0") => {
-                    Error::Policy(format!("{name} implements {found}, but this host speaks {CONTRACT}; {FROM_0_1}"))
-                }
-                Some(found) => Error::Policy(format!(
-                    "{name} implements {found}, but this host speaks {CONTRACT}: rebuild the policy against \
-                     this host's wit/ (contract versions must match)"
-                )),
-                None => {
-                    Error::Policy(format!("{name} does not implement {CONTRACT}; it exports [{}]", exports.join(", ")))
-                }
-            }
+            Error::Policy(format!("{name} does not implement {CONTRACT}; it exports [{}]", exports.join(", ")))
         })?;
         Ok(Policy { pre, engine, name: name.into(), digest: Digest::of(bytes) })
     }
@@ -194,9 +181,9 @@ impl Policy {
 
     /// Run `call` against the call's time limit: the guest's own time
     /// (host I/O in the storage imports left out). Past it, the call is
-    /// dropped where it stands (the engine yields every
-    /// [`engine::YIELD_FUEL`] instructions, so even a tight loop gets
-    /// there) and a trap-like error returned.
+    /// dropped where it stands (a running guest yields at its first loop
+    /// or call after each epoch tick, [`engine::EPOCH_TICK`], so even a
+    /// tight loop gets there) and a trap-like error returned.
     async fn guarded<T>(
         clock: &limits::GuestClock,
         config: &crate::config::Config,
