@@ -319,6 +319,33 @@ mod tests {
         }
     }
 
+    /// A claim is refused when it overlaps another organisation's: the same
+    /// container and one prefix a prefix of the other, either way round.
+    #[tokio::test]
+    async fn overlapping_claims_of_another_organisation_are_refused() {
+        use crate::backend::BackendKind::{Database, S3};
+        use crate::catalog::Catalog;
+        use crate::catalog::namespace::{Claimed, Namespace};
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::open(dir.path().join("c.db")).await.unwrap();
+        let ns = |backend, container: &str, prefix: &str| Namespace {
+            backend,
+            container: container.into(),
+            prefix: prefix.into(),
+        };
+        let acme = ns(S3, "b", "acme/");
+        assert_eq!(db.claim("acme", &acme).await.unwrap(), Claimed::Held);
+        assert_eq!(db.claim("acme", &acme).await.unwrap(), Claimed::Held, "again: still held");
+        for wider_or_narrower in [ns(S3, "b", ""), ns(S3, "b", "acme/x/"), acme.clone()] {
+            assert_eq!(db.claim("evil", &wider_or_narrower).await.unwrap(), Claimed::Taken(acme.clone()));
+        }
+        for apart in [ns(S3, "b", "acmex/"), ns(S3, "c", ""), ns(Database, "b", "")] {
+            assert_eq!(db.claim("evil", &apart).await.unwrap(), Claimed::Held, "{apart}");
+        }
+        assert_eq!(db.claims("acme").await.unwrap(), vec![acme]);
+        assert_eq!(db.claims("evil").await.unwrap().len(), 3);
+    }
+
     /// Records from before claims become their organisations' claims, so
     /// no one is locked out of their own files; the first organisation at
     /// a place keeps it.
