@@ -281,3 +281,17 @@ fn a_policy_cannot_forge_host_log_lines() {
         assert!(!line.starts_with("2026-01-01T00:00:00.000000Z"), "a forged line: {line}");
     }
 }
+
+/// A put may reserve two locations (its place and a fallback), and names
+/// are bounded before anything is done with them: refused with a short
+/// message, nothing stored, the reservations released.
+#[tokio::test]
+async fn a_put_is_bounded_in_places_and_name_lengths() {
+    let t = hostile().await;
+    let err = contained(&t, "many-places").await;
+    assert!(matches!(&err, Error::Denied(m) if m.contains("at most 2 locations")), "{err}");
+    for org in ["long-name", "long-container"] {
+        let err = contained(&t, org).await;
+        assert!(matches!(&err, Error::InvalidName(m) if m.contains("at most") && m.len() < 200), "{org}: {err}");
+    }
+}

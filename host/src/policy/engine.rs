@@ -1,10 +1,11 @@
 //! The wasmtime engine, its instance slots, and compiled components.
 //!
 //! - One engine per (memory limit, instance count), shared by the process:
-//!   fuel metering on (yielding to the runtime every [`YIELD_FUEL`]
-//!   instructions, so a busy guest never holds a worker thread), the
-//!   pooling allocator when the machine can reserve its memory (a fresh
-//!   instance per call is then cheap), on-demand allocation if not.
+//!   fuel metering on, an epoch ticking every [`EPOCH_TICK`] (a running
+//!   guest yields to the runtime at each tick, so it never holds a worker
+//!   thread), the pooling allocator when the machine can reserve its
+//!   memory (a fresh instance per call is then cheap), on-demand
+//!   allocation if not.
 //! - Instance slots: at most `instances` calls hold an instance at once;
 //!   more wait in a bounded queue, and beyond it fail as busy, whatever the
 //!   allocator (see [`PolicyEngine::slot`]).
@@ -29,9 +30,6 @@ use crate::content::Digest;
 use crate::error::{Error, Result};
 
 pub mod cache;
-
-/// Guest instructions between two yields to the async runtime.
-pub const YIELD_FUEL: u64 = 1_000_000;
 
 /// How often the engines' epoch advances: the longest a running guest
 /// goes without yielding to the runtime (and so without its time limit
@@ -126,18 +124,18 @@ impl PolicyEngine {
             }
         };
         let weak = engine.weak();
-        let ticker = std::thread::Builder::new().name("coffer-epoch".into()).spawn(move || {
-            loop {
-                std::thread::sleep(EPOCH_TICK);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => return,
+        // Without the ticker no guest would ever yield or be stopped in
+        // time: a process that cannot start a thread cannot run policies.
+        std::thread::Builder::new()
+            .name("coffer-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
                 }
-            }
-        });
-        if let Err(e) = ticker {
-            tracing::error!(error = %e, "cannot start the policy epoch ticker; guests yield only on fuel");
-        }
+            })
+            .expect("starting the policy engine's epoch ticker thread");
         PolicyEngine {
             engine,
             pooling,

@@ -60,8 +60,6 @@ pub struct CallState {
     wasi: WasiCtx,
     limits: CallLimiter,
     host_calls_left: u32,
-    /// Locations this call reserved.
-    writes: usize,
     /// The guest's own time; host I/O in the imports below is left out.
     pub(super) clock: Arc<GuestClock>,
     /// The organisation's namespaces, as the deployment's policy declares
@@ -105,7 +103,6 @@ impl CallState {
             wasi: WasiCtx::builder().max_random_size(4096).build(),
             limits: CallLimiter::new(limits.memory),
             host_calls_left: limits.host_calls,
-            writes: 0,
             clock: GuestClock::start(),
             namespaces,
             withheld: Vec::new(),
@@ -194,7 +191,7 @@ impl CallState {
                 "containers have at most {MAX_CONTAINER} bytes and object names at most {MAX_NAME}"
             )));
         }
-        if self.writes >= MAX_WRITES && self.reservations.iter().all(|r| r.location() != at) {
+        if self.reservations.len() >= MAX_WRITES && self.reservations.iter().all(|r| r.location() != at) {
             return Err(Error::Denied(format!("a put may use at most {MAX_WRITES} locations")));
         }
         let digest = content.sha256().to_string();
@@ -204,8 +201,7 @@ impl CallState {
             )));
         }
         let org = self.org()?.to_string();
-        let clock = self.clock.clone();
-        let _host = clock.in_host();
+        let _host = self.clock.in_host();
         self.services.boundaries.check_call(&org, at, &self.namespaces).await
     }
 
@@ -215,8 +211,7 @@ impl CallState {
             return Err(Error::InvalidName("a digest is 64 lowercase hex digits".into()));
         }
         let digest = sha256.parse()?;
-        let clock = self.clock.clone();
-        let _host = clock.in_host();
+        let _host = self.clock.in_host();
         let record = self.services.catalog.lookup(&org, &digest).await?;
         if let Some(r) = &record {
             self.verified.insert(r.location.clone());
@@ -233,7 +228,6 @@ impl CallState {
         let org = self.org()?.to_string();
         let r = self.services.lifecycle.reserve(&org, content.sha256(), content.size(), at).await?;
         self.reservations.push(r);
-        self.writes += 1;
         Ok(self.reservations.len() - 1)
     }
 
@@ -242,8 +236,7 @@ impl CallState {
         let content = self.put_in_progress()?;
         self.check_location(&at, &content).await?;
         let store = self.services.backends.get(at.backend)?.clone();
-        let clock = self.clock.clone();
-        let _host = clock.in_host();
+        let _host = self.clock.in_host();
         // Reserved before looking (the reservation refuses another
         // organisation's location): what is found cannot be deleted before
         // this put commits or lets go.
@@ -267,13 +260,15 @@ impl CallState {
         self.put_in_progress()?;
         let org = self.org()?.to_string();
         let kind = convert::backend_from_wit(backend);
+        if container.len() > MAX_CONTAINER {
+            return Err(Error::InvalidName(format!("containers have at most {MAX_CONTAINER} bytes")));
+        }
         let Some(ns) = self.namespaces.iter().find(|n| n.backend == kind && n.container == container).cloned() else {
             return Err(Error::Denied(format!(
                 "container {kind}:{container} is not one of organisation {org:?}'s namespaces"
             )));
         };
-        let clock = self.clock.clone();
-        let _host = clock.in_host();
+        let _host = self.clock.in_host();
         self.services.boundaries.hold(&org, &ns).await?;
         self.services.backends.get(kind)?.ensure_container(&container).await
     }
@@ -286,8 +281,7 @@ impl CallState {
         }
         self.check_location(&at, &content).await?;
         let store = self.services.backends.get(at.backend)?.clone();
-        let clock = self.clock.clone();
-        let _host = clock.in_host();
+        let _host = self.clock.in_host();
         let i = self.reservation_for(&at, &content).await?;
         let reservation = &mut self.reservations[i];
         // Marked before the write: if the call is cancelled mid-upload, the
@@ -324,8 +318,7 @@ impl store::HostContent for CallState {
         // Over budget, the call is stopped: the signature has no error.
         self.spend_host_call()?;
         let content = self.table.get(&this)?.0.clone();
-        let clock = self.clock.clone();
-        let _host = clock.in_host();
+        let _host = self.clock.in_host();
         let peeked = tokio::task::spawn_blocking(move || content.peek(max_len as usize)).await??;
         Ok(peeked)
     }

@@ -82,9 +82,9 @@ struct ClockState {
 
 /// Marks the time until it is dropped as host time.
 #[derive(Debug)]
-pub struct InHost<'a>(&'a GuestClock);
+pub struct InHost(Arc<GuestClock>);
 
-impl Drop for InHost<'_> {
+impl Drop for InHost {
     fn drop(&mut self) {
         let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(since) = s.host_since.take() {
@@ -101,10 +101,12 @@ impl GuestClock {
     }
 
     /// Count the time from now until the guard is dropped as the host's.
-    pub fn in_host(&self) -> InHost<'_> {
+    /// The guard holds its own reference, so a call's state stays free to
+    /// borrow meanwhile.
+    pub fn in_host(self: &Arc<Self>) -> InHost {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.host_since.get_or_insert_with(Instant::now);
-        InHost(self)
+        InHost(self.clone())
     }
 
     /// The guest's time so far, and whether the host is working now.

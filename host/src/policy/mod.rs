@@ -155,8 +155,9 @@ impl Policy {
     }
 
     /// A fresh instance for one call, once an instance slot is free, with
-    /// the call's limits set: fuel (yielding to the runtime as it burns),
-    /// memory, tables, instances; the time limit is [`Policy::guarded`]'s.
+    /// the call's limits set: fuel, memory, tables, instances, and a yield
+    /// to the runtime at every epoch tick; the time limit is
+    /// [`Policy::guarded`]'s.
     async fn instantiate(
         &self,
         services: &Arc<HostServices>,
@@ -170,7 +171,6 @@ impl Policy {
         store.limiter(|s| s.limiter());
         let internal = |e: wasmtime::Error| Error::Internal(e.to_string());
         store.set_fuel(limits.fuel).map_err(internal)?;
-        store.fuel_async_yield_interval(Some(engine::YIELD_FUEL)).map_err(internal)?;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
         let clock = store.data().clock.clone();

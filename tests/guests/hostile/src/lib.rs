@@ -154,6 +154,18 @@ impl exports::coffer::storage::policy::Guest for Hostile {
                 }
                 Err(Error::Internal("polled through".into()))
             }
+            "many-places" => {
+                // Three names of its own, each with the digest in it.
+                for suffix in ["", "-again", "-once-more"] {
+                    store::write(&own(&org, &format!("{}{suffix}", info.sha256)), body)?;
+                }
+                Err(Error::Internal("wrote to three places".into()))
+            }
+            "long-name" => write_at(own(&org, &format!("{}{}", info.sha256, "x".repeat(1 << 20))), body),
+            "long-container" => {
+                store::ensure_container(Backend::Database, &"c".repeat(1 << 20))?;
+                Err(Error::Internal("ensured a 1 MiB container name".into()))
+            }
             "log-flood" => loop {
                 host::log(host::Level::Info, "flood");
             },
