@@ -6,6 +6,7 @@
 //! cargo bench --bench coffer -- --quick # smoke run (CI)
 //! cargo bench --bench coffer -- --guest-only # the policy-decision table alone
 //! cargo bench --bench coffer -- --large-only # the large file alone, for profiling
+//! cargo bench --bench coffer -- --catalogs-only # SQLite against PostgreSQL alone
 //! ```
 //!
 //! Compared, on the same in-process S3 server (s3s-fs on 127.0.0.1, with
@@ -16,7 +17,9 @@
 //! - a large file through the `coffer` binary: throughput, peak RSS, and
 //!   SHA-256 alone as the ceiling;
 //! - a duplicate put against a first put;
-//! - small objects on SQLite.
+//! - small objects on SQLite;
+//! - 4 KiB puts and gets with the catalog on PostgreSQL against SQLite (the
+//!   database fallback and S3), one host against two.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,6 +30,11 @@ use coffer::backend::BlobStore;
 use coffer::backend::s3::S3Store;
 use coffer::{Coffer, Config, Content};
 use futures_util::StreamExt;
+
+/// The tests' PostgreSQL harness: a throwaway server on a free port.
+#[allow(dead_code)]
+#[path = "../../tests/integration/pg_server.rs"]
+mod pg_server;
 
 const KEY: &str = "bench-key";
 const SECRET: &str = "bench-secret-0123456789";
@@ -517,6 +525,91 @@ async fn sqlite(plan: &Plan, dir: &Path) {
     println!("\nFULL/NORMAL puts: {:.2}", medians[0] / medians[1]);
 }
 
+/// Put then get `objects` 4 KiB objects for "acme", spread round-robin
+/// over `hosts`, `concurrency` at a time; puts/s and gets/s.
+async fn small_load(hosts: &[Coffer], objects: usize, concurrency: usize, tag: u64) -> (f64, f64) {
+    let bodies: Vec<(usize, Vec<u8>)> = (0..objects).map(|n| (n, payload(4 << 10, tag + n as u64))).collect();
+    let t = Instant::now();
+    let shas: Vec<_> = futures_util::stream::iter(bodies)
+        .map(|(n, b)| {
+            let host = hosts[n % hosts.len()].clone();
+            async move { (n, host.put("acme", Content::from_bytes(b, None).unwrap()).await.unwrap().sha256) }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let puts = objects as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    futures_util::stream::iter(shas)
+        .map(|(n, sha)| {
+            let host = hosts[n % hosts.len()].clone();
+            async move { host.get_bytes("acme", &sha).await.unwrap() }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    (puts, objects as f64 / t.elapsed().as_secs_f64())
+}
+
+/// 4 KiB objects with the catalog (and the fallback's blobs) on SQLite
+/// and on PostgreSQL, both syncing their commits (SQLite FULL, PostgreSQL
+/// fsync on), on the database fallback and on S3; one host, and two hosts
+/// (two Coffers with a pool each) sharing the same number of operations in
+/// flight. Every host, PostgreSQL and the S3 server share this machine's
+/// cores.
+async fn catalogs(plan: &Plan, dir: &Path, endpoint: &str) {
+    let server = tokio::task::spawn_blocking(|| pg_server::start(true)).await.unwrap();
+    let rounds = if plan.quick { 1 } else { 3 };
+    let objects = if plan.quick { 20 } else { 400 };
+    // (catalog, blobs, hosts, concurrency)
+    let cases: &[(&str, &str, usize, usize)] = &[
+        ("SQLite", "database", 1, 1),
+        ("PostgreSQL", "database", 1, 1),
+        ("SQLite", "S3", 1, 1),
+        ("PostgreSQL", "S3", 1, 1),
+        ("SQLite", "database", 1, 8),
+        ("PostgreSQL", "database", 1, 8),
+        ("PostgreSQL", "database", 2, 8),
+        ("SQLite", "S3", 1, 8),
+        ("PostgreSQL", "S3", 1, 8),
+        ("PostgreSQL", "S3", 2, 8),
+    ];
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); cases.len()];
+    for round in 0..rounds {
+        for (i, (catalog, blobs, hosts, concurrency)) in cases.iter().enumerate() {
+            let case_dir = dir.join(format!("catalogs-{round}-{i}"));
+            std::fs::create_dir_all(&case_dir).unwrap();
+            let mut config = match *blobs {
+                "S3" => s3_config(&case_dir, endpoint, &format!("catalogs-{round}-{i}")),
+                _ => Config { cache_dir: Some(dir.join("cache")), ..Config::default() },
+            };
+            config.cache_dir = Some(dir.join("cache"));
+            config.database_url = Some(match *catalog {
+                "PostgreSQL" => pg_server::fresh_database_on(&server, &format!("bench_{round}_{i}")).await,
+                _ => format!("sqlite:{}", case_dir.join("c.db").display()),
+            });
+            let mut opened = Vec::new();
+            for _ in 0..*hosts {
+                opened.push(Coffer::open(config.clone()).await.unwrap());
+            }
+            let tag = 9_000_000 + (round * cases.len() + i) as u64 * 100_000;
+            let (p, g) = small_load(&opened, objects, *concurrency, tag).await;
+            results[i].0.push(p);
+            results[i].1.push(g);
+        }
+    }
+    println!("\n## 4 KiB objects: the catalog on SQLite and on PostgreSQL (medians over {rounds} rounds)\n");
+    println!("| catalog | blobs | hosts | in flight | objects | puts/s | gets/s |\n|---|---|---:|---:|---:|---:|---:|");
+    for ((catalog, blobs, hosts, concurrency), (puts, gets)) in cases.iter().zip(&mut results) {
+        let (p, g) = (median(puts), median(gets));
+        println!(
+            "| {catalog} | {blobs} | {hosts} | {concurrency} | {objects} | {p:.0} ({}) | {g:.0} ({}) |",
+            spread(puts),
+            spread(gets)
+        );
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let plan = plan(quick);
@@ -530,6 +623,10 @@ fn main() {
         large_file(&plan, dir.path(), &endpoint);
         return;
     }
+    if std::env::args().any(|a| a == "--catalogs-only") {
+        rt.block_on(catalogs(&plan, dir.path(), &endpoint));
+        return;
+    }
     rt.block_on(guest_overhead(&plan, dir.path()));
     if std::env::args().any(|a| a == "--guest-only") {
         return;
@@ -537,4 +634,5 @@ fn main() {
     rt.block_on(throughput(&plan, dir.path(), &endpoint));
     large_file(&plan, dir.path(), &endpoint);
     rt.block_on(sqlite(&plan, dir.path()));
+    rt.block_on(catalogs(&plan, dir.path(), &endpoint));
 }

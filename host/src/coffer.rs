@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use crate::backend::postgres::PgDb;
 use crate::backend::s3::S3Store;
 use crate::backend::sqlite::SqliteDb;
 use crate::backend::{BackendKind, Backends, BlobStore, Location};
@@ -118,11 +119,20 @@ impl Coffer {
     /// error surfaces here, not at the first write.
     pub async fn open(config: Config) -> Result<Coffer> {
         config.validate()?;
-        let DatabaseUrl::Sqlite(path) = config.database()?;
-        let db = SqliteDb::open(&path).await?;
         let s3: Option<Arc<dyn BlobStore>> =
             if config.s3.any() { Some(Arc::new(S3Store::new(&config.s3)?)) } else { None };
-        Coffer::from_parts(config, Arc::new(db.clone()), Backends { database: Arc::new(db), s3 }).await
+        // One database holds both the catalog and the fallback's blobs.
+        let (catalog, database): (Arc<dyn Catalog>, Arc<dyn BlobStore>) = match config.database()? {
+            DatabaseUrl::Sqlite(path) => {
+                let db = Arc::new(SqliteDb::open(&path).await?);
+                (db.clone(), db)
+            }
+            DatabaseUrl::Postgres(url) => {
+                let db = Arc::new(PgDb::open(&url).await?);
+                (db.clone(), db)
+            }
+        };
+        Coffer::from_parts(config, catalog, Backends { database, s3 }).await
     }
 
     /// Open Coffer on a catalog and stores the caller built (to wrap them,

@@ -6,7 +6,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `COFFER_CONFIG` | TOML file with the same settings plus per-tenant policy | none |
-//! | `COFFER_DATABASE_URL` | `sqlite:PATH` (or a plain path) | `sqlite:coffer.db` |
+//! | `COFFER_DATABASE_URL` | `sqlite:PATH` (or a plain path), or `postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=…&pool_size=N` | `sqlite:coffer.db` |
 //! | `COFFER_POLICY` | policy component (`.wasm`) replacing the built-in one | built-in |
 //! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | S3 credentials (host only) | none |
 //! | `AWS_ENDPOINT_URL` | S3-compatible endpoint | none |
@@ -42,23 +42,26 @@ pub const DEFAULT_DATABASE: &str = "coffer.db";
 pub enum DatabaseUrl {
     /// An SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL server (its `Debug` never shows the password).
+    Postgres(Box<crate::backend::postgres::PgUrl>),
 }
 
 impl DatabaseUrl {
-    /// Parse `sqlite:PATH`, `sqlite://PATH` or a plain path.
+    /// Parse `sqlite:PATH`, `sqlite://PATH`, a plain path, or a
+    /// `postgres://` / `postgresql://` URL.
     pub fn parse(url: &str) -> Result<DatabaseUrl> {
         let url = url.trim();
         if url.is_empty() {
             return Err(Error::Config("COFFER_DATABASE_URL is empty".into()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(Error::Config(
-                "COFFER_DATABASE_URL names PostgreSQL, which this build does not support yet; use sqlite:PATH".into(),
-            ));
+            return Ok(DatabaseUrl::Postgres(Box::new(crate::backend::postgres::PgUrl::parse(url)?)));
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if let Some((scheme, _)) = path.split_once("://") {
-            return Err(Error::Config(format!("COFFER_DATABASE_URL: unknown scheme {scheme:?}; use sqlite:PATH")));
+            return Err(Error::Config(format!(
+                "COFFER_DATABASE_URL: unknown scheme {scheme:?}; use sqlite:PATH or postgres://USER:PASSWORD@HOST/DB"
+            )));
         }
         if crate::backend::sqlite::is_in_memory(path) {
             return Err(Error::Config(format!(
@@ -163,11 +166,12 @@ impl Default for PolicyLimits {
     }
 }
 
-/// Everything Coffer is configured with.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+/// Everything Coffer is configured with. Its `Debug` hides the secrets
+/// (the S3 secret key, the database password).
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// `sqlite:PATH`; default `sqlite:coffer.db`.
+    /// `sqlite:PATH` or `postgres://…`; default `sqlite:coffer.db`.
     pub database_url: Option<String>,
     /// A policy component to use instead of the built-in one.
     pub policy: Option<PathBuf>,
@@ -184,6 +188,22 @@ pub struct Config {
     /// Seconds one deletion of bytes may take (default 60). A deletion
     /// left unfinished (its process died) is taken over after twice this.
     pub delete_timeout: Option<u64>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let database_url = self.database_url.as_deref().map(crate::backend::postgres::url::redact);
+        f.debug_struct("Config")
+            .field("database_url", &database_url)
+            .field("policy", &self.policy)
+            .field("s3", &self.s3)
+            .field("settings", &self.settings)
+            .field("tenants", &self.tenants)
+            .field("limits", &self.limits)
+            .field("cache_dir", &self.cache_dir)
+            .field("delete_timeout", &self.delete_timeout)
+            .finish()
+    }
 }
 
 /// Default for [`Config::delete_timeout`], seconds.
@@ -477,7 +497,8 @@ mod tests {
         assert_eq!(DatabaseUrl::parse("sqlite:///x/y.db").unwrap(), DatabaseUrl::Sqlite("/x/y.db".into()));
         assert_eq!(DatabaseUrl::parse("rel.db").unwrap(), DatabaseUrl::Sqlite("rel.db".into()));
         assert!(DatabaseUrl::parse("mysql://h/db").is_err());
-        assert!(matches!(DatabaseUrl::parse("postgres://h/db"), Err(Error::Config(m)) if m.contains("PostgreSQL")));
+        assert!(matches!(DatabaseUrl::parse("postgresql://u@h/db"), Ok(DatabaseUrl::Postgres(_))));
+        assert!(matches!(DatabaseUrl::parse("postgres://h/db"), Err(Error::Config(m)) if m.contains("no user")));
         for memory in ["sqlite::memory:", ":memory:", "sqlite:file::memory:?mode=memory"] {
             assert!(matches!(DatabaseUrl::parse(memory), Err(Error::Config(m)) if m.contains(":memory:")), "{memory}");
         }

@@ -136,6 +136,69 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+/// How a PostgreSQL error may clear up, if at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgTransient {
+    /// The transaction lost to a concurrent one (serialization failure,
+    /// deadlock): running it again will do.
+    Conflict,
+    /// The connection failed or was lost, or the server is starting,
+    /// shutting down or full: it may be back in a moment.
+    Connection,
+}
+
+/// Classify a PostgreSQL error: `None` when trying again will not help.
+pub fn pg_transient(e: &tokio_postgres::Error) -> Option<PgTransient> {
+    use tokio_postgres::error::SqlState;
+    if let Some(code) = e.code() {
+        let c = code.code();
+        return if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+            Some(PgTransient::Conflict)
+        } else if c.starts_with("08") || c.starts_with("57P") || *code == SqlState::TOO_MANY_CONNECTIONS {
+            Some(PgTransient::Connection)
+        } else {
+            None
+        };
+    }
+    // A connection that failed or broke; not a certificate or protocol
+    // error, which the next attempt would meet again.
+    let io = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() != std::io::ErrorKind::InvalidData);
+    (e.is_closed() || io || e.to_string().starts_with("timeout")).then_some(PgTransient::Connection)
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Error {
+        let retryable = pg_transient(&e).is_some();
+        // The server's own message (with its detail) says more than the
+        // client's summary of it.
+        let message = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => match std::error::Error::source(&e) {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            },
+        };
+        Error::Backend { message, retryable, source: Some(Box::new(e)) }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Error {
+        use deadpool_postgres::PoolError;
+        match e {
+            PoolError::Backend(e) => Error::from(e),
+            PoolError::Timeout(_) => Error::Backend {
+                message: "no database connection became free or could be made in time".into(),
+                retryable: true,
+                source: Some(Box::new(e)),
+            },
+            other => Error::Internal(format!("database pool: {other}")),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Error {
         Error::Internal(format!("a worker task failed: {e}"))

@@ -97,7 +97,8 @@ impl Progress for NoProgress {}
 
 /// Run gc over `services`' catalog and stores.
 pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: &dyn Progress) -> Result<GcReport> {
-    let now = crate::now_secs();
+    // In the catalog's clock, which its reservations were touched in.
+    let now = services.catalog.now().await?;
     let cutoff = now.saturating_sub(options.older_than.as_secs());
     let mut report =
         GcReport { dry_run: options.dry_run, older_than_secs: options.older_than.as_secs(), ..GcReport::default() };

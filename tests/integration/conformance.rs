@@ -1,9 +1,18 @@
 //! One conformance suite for the `BlobStore` trait, run against every
-//! backend: the embedded SQLite database and S3 (on the real test server).
+//! backend: the embedded SQLite database, PostgreSQL and S3 (on the real
+//! test servers); and one for the `Catalog` trait, on SQLite and
+//! PostgreSQL, alone and with two catalogs ("hosts") racing on one
+//! database.
 
+use std::sync::Arc;
+
+use coffer::backend::postgres::PgDb;
 use coffer::backend::s3::S3Store;
 use coffer::backend::sqlite::SqliteDb;
-use coffer::backend::{BlobMeta, BlobStore};
+use coffer::backend::{BackendKind, BlobMeta, BlobStore, Location};
+use coffer::catalog::namespace::{Claimed, Namespace};
+use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token};
+use coffer::config::DatabaseUrl;
 use coffer::{Content, Digest, Error};
 use futures_util::StreamExt;
 
@@ -125,4 +134,204 @@ async fn buckets_outside_us_east_1_are_created_with_their_region() {
     store.ensure_container(&bucket).await.unwrap();
     store.put(&bucket, "k", &Content::from_bytes("x", None).unwrap()).await.unwrap();
     assert_eq!(store.head(&bucket, "k").await.unwrap().map(|m| m.size), Some(1));
+}
+
+#[tokio::test]
+async fn postgres_conforms() {
+    let url = crate::pg_server::fresh_database("blobs").await;
+    conformance(&*open_pg(&url).await, "acme").await;
+}
+
+/// A PostgreSQL database opened the way Coffer opens it (a pool of its own:
+/// each call is another "host").
+pub async fn open_pg(url: &str) -> std::sync::Arc<PgDb> {
+    let Ok(DatabaseUrl::Postgres(url)) = DatabaseUrl::parse(url) else { panic!("not a PostgreSQL URL") };
+    std::sync::Arc::new(PgDb::open(&url).await.unwrap())
+}
+
+fn location(container: &str, name: &str) -> Location {
+    Location { backend: BackendKind::Database, container: container.into(), name: name.into() }
+}
+
+fn pending(org: &str, sha: Digest, at: &Location) -> Pending {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    Pending {
+        token: Token::new(),
+        org: org.into(),
+        sha256: sha,
+        size: 1,
+        location: at.clone(),
+        created_at: now,
+        touched_at: now,
+    }
+}
+
+fn record(org: &str, sha: Digest, at: &Location) -> Record {
+    Record { org: org.into(), sha256: sha, size: 1, content_type: "x".into(), location: at.clone(), created_at: 1 }
+}
+
+/// The catalog's rules, whatever the database (see host/src/catalog/mod.rs).
+async fn catalog_conformance(cat: &dyn Catalog) {
+    let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(cat.now().await.unwrap().abs_diff(host_now) < 60, "the catalog's clock is far off");
+    let sha = Digest::of(b"catalog");
+    let at = location("acme", &sha.to_string());
+    let lease = Lease { token: Token::new(), secs: 60 };
+    assert_eq!(cat.lookup("acme", &sha).await.unwrap(), None);
+
+    // Reserve → commit; again with the same token → the existing record.
+    let p = pending("acme", sha, &at);
+    assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+    assert_eq!(
+        cat.referenced(BackendKind::Database, "acme", &[at.name.clone(), "other".into()]).await.unwrap().len(),
+        1
+    );
+    assert!(cat.containers(BackendKind::Database).await.unwrap().contains(&"acme".to_string()));
+    assert!(cat.touch(&p.token, host_now).await.unwrap());
+    let Committed::Inserted(r) = cat.commit(Some(&p.token), &record("acme", sha, &at)).await.unwrap() else {
+        panic!("not inserted")
+    };
+    assert_eq!(r.location, at);
+    assert!(matches!(cat.commit(Some(&p.token), &record("acme", sha, &at)).await.unwrap(), Committed::Existing(_)));
+    assert!(matches!(cat.commit(None, &record("acme", sha, &at)).await.unwrap(), Committed::Existing(_)));
+    assert_eq!(cat.list("acme", None, 10).await.unwrap(), vec![r.clone()]);
+    assert!(cat.list("acme", Some(&sha), 10).await.unwrap().is_empty());
+    assert!(cat.pending_untouched_since(u64::MAX).await.unwrap().is_empty(), "committed: nothing pending");
+
+    // Another organisation's record: not this one's to use.
+    assert_eq!(cat.reserve(&pending("evil", sha, &at)).await.unwrap(), Reserved::OwnedByOthers);
+
+    // Remove → tombstone; while it lasts no reservation, no takeover; only
+    // its holder clears it.
+    let (gone, t) = cat.remove("acme", &sha, &lease).await.unwrap().unwrap();
+    assert_eq!(gone, r);
+    let t = t.expect("unreferenced: tombstoned");
+    assert_eq!(t.lease_until - t.created_at, 60);
+    assert!(matches!(cat.reserve(&pending("acme", sha, &at)).await.unwrap(), Reserved::Tombstoned(_)));
+    assert_eq!(cat.take_over(&at, &t.token, &Lease { token: Token::new(), secs: 60 }).await.unwrap(), None);
+    assert_eq!(cat.tombstone_if_unreferenced(&at, &lease).await.unwrap(), None, "one tombstone per location");
+    assert!(!cat.clear_tombstone(&at, &Token::new()).await.unwrap());
+    assert!(cat.clear_tombstone(&at, &t.token).await.unwrap());
+    assert!(cat.tombstones().await.unwrap().is_empty());
+    assert_eq!(cat.remove("acme", &sha, &lease).await.unwrap(), None);
+
+    // A lease that ran out is taken over.
+    let expired = cat.tombstone_if_unreferenced(&at, &Lease { token: Token::new(), secs: 0 }).await.unwrap().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let taken = cat.take_over(&at, &expired.token, &lease).await.unwrap().expect("lease ran out");
+    assert_eq!(taken.token, lease.token);
+    assert!(cat.clear_tombstone(&at, &lease.token).await.unwrap());
+
+    // Release: with a lease, the unreferenced location is tombstoned; gc's
+    // cutoff never reaps a reservation touched after it.
+    let p = pending("acme", sha, &at);
+    assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+    assert_eq!(cat.release(&p.token, Some(0), None).await.unwrap(), Released::NotHeld, "touched after the cutoff");
+    assert_eq!(cat.pending_at(&at).await.unwrap().len(), 1);
+    let Released::Released(Some(t)) = cat.release(&p.token, None, Some(&lease)).await.unwrap() else {
+        panic!("released without a tombstone")
+    };
+    assert_eq!(cat.release(&p.token, None, Some(&lease)).await.unwrap(), Released::NotHeld);
+    assert!(cat.clear_tombstone(&at, &t.token).await.unwrap());
+    assert!(cat.commit(Some(&p.token), &record("acme", sha, &at)).await.unwrap() == Committed::Lost);
+
+    // Claims: none overlapping another organisation's.
+    let ns = |container: &str, prefix: &str| Namespace {
+        backend: BackendKind::S3,
+        container: container.into(),
+        prefix: prefix.into(),
+    };
+    assert_eq!(cat.claim("acme", &ns("b", "acme/")).await.unwrap(), Claimed::Held);
+    assert_eq!(cat.claim("acme", &ns("b", "acme/")).await.unwrap(), Claimed::Held, "again: still held");
+    for overlapping in [ns("b", ""), ns("b", "acme/x/"), ns("b", "acme/")] {
+        assert_eq!(cat.claim("evil", &overlapping).await.unwrap(), Claimed::Taken(ns("b", "acme/")));
+    }
+    for apart in [ns("b", "acmex/"), ns("c", "")] {
+        assert_eq!(cat.claim("evil", &apart).await.unwrap(), Claimed::Held, "{apart}");
+    }
+    assert_eq!(cat.claims("acme").await.unwrap(), vec![ns("b", "acme/")]);
+    assert_eq!(cat.claims("evil").await.unwrap().len(), 2);
+}
+
+/// Two catalogs on one database ("two hosts") racing: organisations
+/// claiming overlapping namespaces (exactly one wins), and deletes racing
+/// puts of the same location (a record's location is never tombstoned).
+async fn catalog_races(a: Arc<dyn Catalog>, b: Arc<dyn Catalog>) {
+    let ns = Namespace { backend: BackendKind::S3, container: "contested".into(), prefix: String::new() };
+    let claims = (0..8).map(|i| {
+        let cat = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let ns = Namespace { prefix: if i % 3 == 0 { String::new() } else { format!("org{i}/") }, ..ns.clone() };
+        tokio::spawn(async move { (cat.claim(&format!("org{i}"), &ns).await.unwrap(), ns) })
+    });
+    let held: Vec<Namespace> = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .filter_map(|(claimed, ns)| (claimed == Claimed::Held).then_some(ns))
+        .collect();
+    // The whole container ("") overlaps every prefix: held by one
+    // organisation alone, or by none, never beside another.
+    assert!(!held.is_empty());
+    assert!(held.len() == 1 || held.iter().all(|n| !n.prefix.is_empty()), "overlapping claims held: {held:?}");
+
+    let lease = Lease { token: Token::new(), secs: 60 };
+    for round in 0..15u8 {
+        let sha = Digest::of(&[round]);
+        let at = location("race", &sha.to_string());
+        let p = pending("acme", sha, &at);
+        assert_eq!(a.reserve(&p).await.unwrap(), Reserved::Granted);
+        a.commit(Some(&p.token), &record("acme", sha, &at)).await.unwrap();
+        // Host A deletes while host B puts the same content again.
+        let (a2, b2, l2) = (a.clone(), b.clone(), lease.clone());
+        let delete = tokio::spawn(async move { a2.remove("acme", &sha, &l2).await.unwrap() });
+        let at2 = at.clone();
+        let put = tokio::spawn(async move {
+            let p = pending("acme", sha, &at2);
+            match b2.reserve(&p).await.unwrap() {
+                Reserved::Granted => {
+                    let c = b2.commit(Some(&p.token), &record("acme", sha, &at2)).await.unwrap();
+                    if !matches!(c, Committed::Inserted(_)) {
+                        b2.release(&p.token, None, None).await.unwrap();
+                    }
+                }
+                other => assert!(matches!(other, Reserved::Tombstoned(_)), "{other:?}"),
+            }
+        });
+        let (deleted, _) = (delete.await.unwrap(), put.await.unwrap());
+        let recorded = a.lookup("acme", &sha).await.unwrap().is_some();
+        let tombstoned = a.tombstones().await.unwrap().into_iter().any(|t| t.location == at);
+        assert!(!(recorded && tombstoned), "round {round}: a record whose location is being deleted");
+        if let Some((_, Some(t))) = deleted {
+            assert!(!recorded || t.location != at, "round {round}");
+            a.clear_tombstone(&at, &t.token).await.unwrap();
+        }
+        assert!(a.pending_untouched_since(u64::MAX).await.unwrap().is_empty(), "round {round}: left pending");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_catalog_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    catalog_conformance(&SqliteDb::open(dir.path().join("c.db")).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_catalogs_racing_keep_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    let a = Arc::new(SqliteDb::open(&path).await.unwrap());
+    let b = Arc::new(SqliteDb::open(&path).await.unwrap());
+    catalog_races(a, b).await;
+}
+
+#[tokio::test]
+async fn postgres_catalog_conforms() {
+    let url = crate::pg_server::fresh_database("catalog").await;
+    catalog_conformance(&*open_pg(&url).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_catalogs_on_two_hosts_racing_keep_the_rules() {
+    let url = crate::pg_server::fresh_database("races").await;
+    catalog_races(open_pg(&url).await, open_pg(&url).await).await;
 }

@@ -138,6 +138,9 @@ pub struct PausingCatalog {
 
 #[async_trait]
 impl Catalog for PausingCatalog {
+    async fn now(&self) -> Result<u64> {
+        self.inner.now().await
+    }
     async fn lookup(&self, org: &str, sha: &Digest) -> Result<Option<Record>> {
         self.inner.lookup(org, sha).await
     }

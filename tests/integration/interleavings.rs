@@ -1,14 +1,18 @@
 //! Puts and deletes interleaved in a chosen order (the store or catalog
-//! paused at one step while another operation runs), on SQLite and on S3:
+//! paused at one step while another operation runs), on SQLite, on
+//! PostgreSQL (catalog and database fallback) and on S3:
 //! afterwards every record reads back verified, and nothing is left
 //! pending or half-deleted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use coffer::backend::postgres::PgDb;
 use coffer::backend::s3::S3Store;
 use coffer::backend::sqlite::SqliteDb;
 use coffer::backend::{Backends, BlobStore};
+use coffer::catalog::Catalog;
+use coffer::config::DatabaseUrl;
 use coffer::gc::{GcOptions, NoProgress};
 use coffer::{Coffer, Content, Digest, Error, ObjectInfo};
 use tokio::task::JoinHandle;
@@ -19,6 +23,7 @@ use crate::support::{data, sqlite_config, unique_bucket};
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Database,
+    Postgres,
     S3,
 }
 
@@ -27,17 +32,13 @@ struct Gated {
     gates: Arc<Gates>,
     /// The preferred store, unwrapped, to look at what is really there.
     raw: Arc<dyn BlobStore>,
-    dir: tempfile::TempDir,
+    catalog: Arc<dyn Catalog>,
+    _dir: tempfile::TempDir,
 }
 
 impl Gated {
     async fn holds(&self, container: &str, key: &str) -> bool {
         self.raw.head(container, key).await.unwrap().is_some()
-    }
-
-    fn rows(&self, table: &str) -> i64 {
-        let db = rusqlite::Connection::open(self.dir.path().join("coffer.db")).unwrap();
-        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
     }
 
     /// Every record of `orgs` reads back verified; nothing pending or
@@ -49,7 +50,9 @@ impl Gated {
                 assert!(bytes.is_ok(), "{org}/{}: recorded but unreadable: {bytes:?}", info.sha256);
             }
         }
-        assert_eq!((self.rows("pending"), self.rows("tombstones")), (0, 0), "pending, tombstones left");
+        let pending = self.catalog.pending_untouched_since(u64::MAX).await.unwrap();
+        let tombstones = self.catalog.tombstones().await.unwrap();
+        assert!(pending.is_empty() && tombstones.is_empty(), "left: {pending:?} {tombstones:?}");
     }
 }
 
@@ -59,30 +62,41 @@ impl Gated {
 async fn gated(kind: Kind, pooled: bool) -> Gated {
     let dir = tempfile::tempdir().unwrap();
     let mut config = match kind {
-        Kind::Database => sqlite_config(dir.path(), &[]),
+        Kind::Database | Kind::Postgres => sqlite_config(dir.path(), &[]),
         Kind::S3 => crate::support::s3_config(dir.path(), Some(&unique_bucket("gated")), None),
     };
     if pooled {
         config.policy = Some(crate::sandbox::guest("hostile"));
         let pool = match kind {
-            Kind::Database => "pool".to_string(),
+            Kind::Database | Kind::Postgres => "pool".to_string(),
             Kind::S3 => unique_bucket("pool"),
         };
         config.settings.insert("pool".into(), pool);
     }
-    let db = SqliteDb::open(dir.path().join("coffer.db")).await.unwrap();
+    let (catalog, database): (Arc<dyn Catalog>, Arc<dyn BlobStore>) = match kind {
+        Kind::Postgres => {
+            let url = crate::pg_server::fresh_database("gated").await;
+            config.database_url = Some(url.clone());
+            let Ok(DatabaseUrl::Postgres(url)) = DatabaseUrl::parse(&url) else { unreachable!() };
+            let db = Arc::new(PgDb::open(&url).await.unwrap());
+            (db.clone(), db)
+        }
+        _ => {
+            let db = Arc::new(SqliteDb::open(dir.path().join("coffer.db")).await.unwrap());
+            (db.clone(), db)
+        }
+    };
     let gates = Arc::new(Gates::default());
-    let database: Arc<dyn BlobStore> = Arc::new(db.clone());
     let s3: Option<Arc<dyn BlobStore>> = match kind {
-        Kind::Database => None,
+        Kind::Database | Kind::Postgres => None,
         Kind::S3 => Some(Arc::new(S3Store::new(&config.s3).unwrap())),
     };
     let wrap =
         |inner: Arc<dyn BlobStore>| -> Arc<dyn BlobStore> { Arc::new(PausingStore { inner, gates: gates.clone() }) };
     let backends = Backends { database: wrap(database.clone()), s3: s3.clone().map(wrap) };
-    let catalog = Arc::new(PausingCatalog { inner: Arc::new(db), gates: gates.clone() });
-    let coffer = Coffer::from_parts(config, catalog, backends).await.unwrap();
-    Gated { coffer, gates, raw: s3.unwrap_or(database), dir }
+    let paused = Arc::new(PausingCatalog { inner: catalog.clone(), gates: gates.clone() });
+    let coffer = Coffer::from_parts(config, paused, backends).await.unwrap();
+    Gated { coffer, gates, raw: s3.unwrap_or(database), catalog, _dir: dir }
 }
 
 fn content(bytes: &[u8]) -> Content {
@@ -108,6 +122,12 @@ macro_rules! on_both {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name(super::Kind::Database).await;
+            }
+        )*}
+        mod on_postgres {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Kind::Postgres).await;
             }
         )*}
         mod on_s3 {$(
@@ -250,7 +270,7 @@ async fn gc_reaping_a_running_puts_reservation_makes_it_write_again(kind: Kind) 
     assert_eq!(report.reservations_released, 1, "{report:?}");
     let sha = Digest::of(&bytes);
     let (container, key) = match kind {
-        Kind::Database => ("acme".to_string(), sha.to_string()),
+        Kind::Database | Kind::Postgres => ("acme".to_string(), sha.to_string()),
         Kind::S3 => (g.coffer.config().s3.bucket.clone().unwrap(), format!("acme/{sha}")),
     };
     assert!(!g.holds(&container, &key).await, "gc deleted the abandoned-looking copy");

@@ -92,13 +92,13 @@ impl Lifecycle {
                 Reserved::OwnedByOthers => {
                     return Err(Error::Denied(format!("{at} belongs to another organisation")));
                 }
-                Reserved::Tombstoned(t) if t.lease_until < now => {
-                    // Its holder gave up or died: finish its deletion, then reserve.
-                    if self.take_over_and_finish(&t).await? {
-                        tracing::info!(location = %at, "took over an abandoned deletion");
-                    }
-                }
                 Reserved::Tombstoned(t) => {
+                    // Its holder gave up or died (its lease ran out, in the
+                    // catalog's clock): finish its deletion, then reserve.
+                    if t.lease_until < self.catalog.now().await? && self.take_over_and_finish(&t).await? {
+                        tracing::info!(location = %at, "took over an abandoned deletion");
+                        continue;
+                    }
                     if start.elapsed() > patience {
                         return Err(Error::Backend {
                             message: format!(
@@ -152,7 +152,11 @@ impl Lifecycle {
         let store = self.backends.get(t.location.backend)?;
         // Never act past the lease: after it, someone else may take over
         // and the location be written again.
-        let left = t.lease_until.saturating_sub(crate::now_secs()).saturating_sub(LEASE_SLACK_SECS);
+        // The lease is in the catalog's clock (the database server's on
+        // PostgreSQL): its length bounds what is left whatever this host's
+        // clock says, and this host's clock bounds it further.
+        let length = t.lease_until.saturating_sub(t.created_at);
+        let left = t.lease_until.saturating_sub(crate::now_secs()).min(length).saturating_sub(LEASE_SLACK_SECS);
         let budget = self.delete_timeout.min(Duration::from_secs(left));
         if budget.is_zero() {
             return Err(Error::Backend {

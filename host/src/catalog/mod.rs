@@ -160,6 +160,14 @@ pub enum Released {
 /// one transaction.
 #[async_trait]
 pub trait Catalog: Send + Sync + std::fmt::Debug {
+    /// The catalog's clock (seconds since the Unix epoch): the times it
+    /// keeps (reservations touched, tombstone leases) are in it. The
+    /// host's clock by default; the database server's on PostgreSQL, so
+    /// hosts with skewed clocks agree.
+    async fn now(&self) -> Result<u64> {
+        Ok(crate::now_secs())
+    }
+
     /// This organisation's record for `sha256`.
     async fn lookup(&self, org: &str, sha256: &Digest) -> Result<Option<Record>>;
 

@@ -310,12 +310,26 @@ impl S3Store {
     /// What is stored under `key` already: `None` when nothing is,
     /// `Some(false)` (nothing written) when it is confirmed to be this
     /// content, and a conflict otherwise (see [`BlobMeta::confirm`]).
+    ///
+    /// An object of the right size whose digest cannot be confirmed yet is
+    /// looked at again a few times (within about a second): a server that
+    /// does not write an object and its metadata in one step (s3s-fs does
+    /// not) shows a concurrent put's object before its checksum and
+    /// metadata, and that put is most likely this same content.
     async fn confirm_existing(&self, bucket: &str, key: &str, content: &Content) -> Result<Option<bool>> {
-        match self.head(bucket, key).await? {
-            None => Ok(None),
-            Some(meta) => {
-                meta.confirm(format!("s3://{bucket}/{key}"), content)?;
-                Ok(Some(false))
+        let (mut delay, mut attempt) = (Duration::from_millis(25), 0);
+        loop {
+            attempt += 1;
+            match self.head(bucket, key).await? {
+                None => return Ok(None),
+                Some(meta) if meta.sha256.is_none() && meta.size == content.size() && attempt < 6 => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Some(meta) => {
+                    meta.confirm(format!("s3://{bucket}/{key}"), content)?;
+                    return Ok(Some(false));
+                }
             }
         }
     }

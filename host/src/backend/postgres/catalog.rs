@@ -1,0 +1,449 @@
+//! The catalog on PostgreSQL: each [`Catalog`] method that checks and
+//! changes is one SERIALIZABLE transaction (see `mod.rs`), the same checks
+//! as the SQLite catalog's, in the same order; single-statement changes
+//! (a touch, a takeover, a clear) are atomic on their row as they stand.
+//! Times are the server's (`NOW`).
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use tokio_postgres::IsolationLevel;
+use tokio_postgres::Row;
+
+use super::PgDb;
+use crate::backend::{BackendKind, Location};
+use crate::catalog::namespace::{Claimed, Namespace};
+use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token, Tombstone};
+use crate::content::Digest;
+use crate::error::{Error, Result};
+
+const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at";
+const PENDING_COLUMNS: &str = "token, org, sha256, size, backend, container, name, created_at, touched_at";
+const TOMBSTONE_COLUMNS: &str = "backend, container, name, token, created_at, lease_until";
+
+/// The server's clock, in whole seconds since the Unix epoch (the start
+/// of the transaction).
+pub(super) const NOW: &str = "floor(extract(epoch from now()))::bigint";
+
+fn digest(s: String) -> Result<Digest> {
+    s.parse().map_err(|_| Error::Internal(format!("malformed digest {s:?} in the catalog")))
+}
+
+fn location(r: &Row, at: usize) -> Result<Location> {
+    Ok(Location { backend: BackendKind::parse(r.get(at))?, container: r.get(at + 1), name: r.get(at + 2) })
+}
+
+fn record_from(r: &Row) -> Result<Record> {
+    Ok(Record {
+        org: r.get(0),
+        sha256: digest(r.get(1))?,
+        size: r.get::<_, i64>(2) as u64,
+        content_type: r.get(3),
+        location: location(r, 4)?,
+        created_at: r.get::<_, i64>(7) as u64,
+    })
+}
+
+fn pending_from(r: &Row) -> Result<Pending> {
+    Ok(Pending {
+        token: Token::from_stored(r.get(0)),
+        org: r.get(1),
+        sha256: digest(r.get(2))?,
+        size: r.get::<_, i64>(3) as u64,
+        location: location(r, 4)?,
+        created_at: r.get::<_, i64>(7) as u64,
+        touched_at: r.get::<_, i64>(8) as u64,
+    })
+}
+
+fn tombstone_from(r: &Row) -> Result<Tombstone> {
+    Ok(Tombstone {
+        location: location(r, 0)?,
+        token: Token::from_stored(r.get(3)),
+        created_at: r.get::<_, i64>(4) as u64,
+        lease_until: r.get::<_, i64>(5) as u64,
+    })
+}
+
+fn all<T>(rows: Vec<Row>, map: fn(&Row) -> Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(map).collect()
+}
+
+async fn serializable<'c>(client: &'c mut deadpool_postgres::Object) -> Result<Transaction<'c>> {
+    Ok(client.build_transaction().isolation_level(IsolationLevel::Serializable).start().await?)
+}
+
+async fn lookup_in(tx: &Transaction<'_>, org: &str, sha: &str) -> Result<Option<Record>> {
+    let stmt =
+        tx.prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM objects WHERE org = $1 AND sha256 = $2")).await?;
+    all(tx.query(&stmt, &[&org, &sha]).await?, record_from).map(|mut v| v.pop())
+}
+
+async fn pending_in(tx: &Transaction<'_>, token: &Token) -> Result<Option<Pending>> {
+    let stmt = tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = $1")).await?;
+    all(tx.query(&stmt, &[&token.as_str()]).await?, pending_from).map(|mut v| v.pop())
+}
+
+/// Rule 1: tombstone `at` on `lease`'s terms if nothing refers to it.
+async fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -> Result<Option<Tombstone>> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO tombstones ({TOMBSTONE_COLUMNS})
+             SELECT $1, $2, $3, $4, {NOW}, {NOW} + $5
+             WHERE NOT EXISTS (SELECT 1 FROM objects WHERE backend = $1 AND container = $2 AND name = $3)
+               AND NOT EXISTS (SELECT 1 FROM pending WHERE backend = $1 AND container = $2 AND name = $3)
+               AND NOT EXISTS (SELECT 1 FROM tombstones WHERE backend = $1 AND container = $2 AND name = $3)
+             RETURNING {TOMBSTONE_COLUMNS}"
+        ))
+        .await?;
+    let secs = lease.secs as i64;
+    let rows = tx.query(&stmt, &[&at.backend.as_str(), &at.container, &at.name, &lease.token.as_str(), &secs]).await?;
+    all(rows, tombstone_from).map(|mut v| v.pop())
+}
+
+#[async_trait]
+impl Catalog for PgDb {
+    async fn now(&self) -> Result<u64> {
+        self.retry(move || async move {
+            let row = self.client().await?.query_one(&format!("SELECT {NOW}"), &[]).await?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+        .await
+    }
+
+    async fn lookup(&self, org: &str, sha256: &Digest) -> Result<Option<Record>> {
+        let sha = &sha256.to_string();
+        self.retry(move || async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM objects WHERE org = $1 AND sha256 = $2"))
+                .await?;
+            all(client.query(&stmt, &[&org, sha]).await?, record_from).map(|mut v| v.pop())
+        })
+        .await
+    }
+
+    async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>> {
+        let after = &after.map(|d| d.to_string()).unwrap_or_default();
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.retry(move || async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT {RECORD_COLUMNS} FROM objects WHERE org = $1 AND sha256 > $2 ORDER BY sha256 LIMIT $3"
+                ))
+                .await?;
+            all(client.query(&stmt, &[&org, after, &limit]).await?, record_from)
+        })
+        .await
+    }
+
+    async fn claim(&self, org: &str, namespace: &Namespace) -> Result<Claimed> {
+        let ns = namespace;
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT prefix FROM claims WHERE backend = $1 AND container = $2 AND org <> $3
+                     AND (starts_with($4, prefix) OR starts_with(prefix, $4)) LIMIT 1",
+                )
+                .await?;
+            let taken = tx.query_opt(&stmt, &[&ns.backend.as_str(), &ns.container, &org, &ns.prefix]).await?;
+            if let Some(row) = taken {
+                return Ok(Claimed::Taken(Namespace { prefix: row.get(0), ..ns.clone() }));
+            }
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO claims (backend, container, prefix, org, claimed_at)
+                     VALUES ($1, $2, $3, $4, {NOW}) ON CONFLICT DO NOTHING"
+                ))
+                .await?;
+            tx.execute(&stmt, &[&ns.backend.as_str(), &ns.container, &ns.prefix, &org]).await?;
+            tx.commit().await?;
+            Ok(Claimed::Held)
+        })
+        .await
+    }
+
+    async fn claims(&self, org: &str) -> Result<Vec<Namespace>> {
+        self.retry(move || async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT backend, container, prefix FROM claims WHERE org = $1 ORDER BY claimed_at, prefix",
+                )
+                .await?;
+            client
+                .query(&stmt, &[&org])
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(Namespace { backend: BackendKind::parse(r.get(0))?, container: r.get(1), prefix: r.get(2) })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn reserve(&self, pending: &Pending) -> Result<Reserved> {
+        let p = pending;
+        let sha = &p.sha256.to_string();
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            let at = &p.location;
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {TOMBSTONE_COLUMNS} FROM tombstones WHERE backend = $1 AND container = $2 AND name = $3"
+                ))
+                .await?;
+            let found = all(tx.query(&stmt, &[&at.backend.as_str(), &at.container, &at.name]).await?, tombstone_from)?;
+            if let Some(t) = found.into_iter().next() {
+                return Ok(Reserved::Tombstoned(t));
+            }
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM objects
+                     WHERE backend = $1 AND container = $2 AND name = $3 AND org <> $4)",
+                )
+                .await?;
+            let others: bool =
+                tx.query_one(&stmt, &[&at.backend.as_str(), &at.container, &at.name, &p.org]).await?.get(0);
+            if others {
+                return Ok(Reserved::OwnedByOthers);
+            }
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO containers (backend, container, first_seen) VALUES ($1, $2, {NOW})
+                     ON CONFLICT DO NOTHING"
+                ))
+                .await?;
+            tx.execute(&stmt, &[&at.backend.as_str(), &at.container]).await?;
+            // The same token again is this reservation, made by an attempt
+            // whose commit went through but whose answer was lost.
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO pending ({PENDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, {NOW}, {NOW})
+                     ON CONFLICT (token) DO NOTHING"
+                ))
+                .await?;
+            let size = p.size as i64;
+            tx.execute(&stmt, &[&p.token.as_str(), &p.org, sha, &size, &at.backend.as_str(), &at.container, &at.name])
+                .await?;
+            tx.commit().await?;
+            Ok(Reserved::Granted)
+        })
+        .await
+    }
+
+    async fn touch(&self, token: &Token, _now: u64) -> Result<bool> {
+        self.retry(move || async move {
+            let client = self.client().await?;
+            let stmt =
+                client.prepare_cached(&format!("UPDATE pending SET touched_at = {NOW} WHERE token = $1")).await?;
+            Ok(client.execute(&stmt, &[&token.as_str()]).await? == 1)
+        })
+        .await
+    }
+
+    async fn commit(&self, token: Option<&Token>, record: &Record) -> Result<Committed> {
+        let r = record;
+        let sha = &r.sha256.to_string();
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            if let Some(existing) = lookup_in(&tx, &r.org, sha).await? {
+                return Ok(Committed::Existing(existing));
+            }
+            let Some(t) = token else { return Ok(Committed::Lost) };
+            let Some(p) = pending_in(&tx, t).await? else { return Ok(Committed::Lost) };
+            if p.org != r.org || p.sha256 != r.sha256 {
+                return Err(Error::Internal(format!(
+                    "reservation {} is for {}/{}, not {}/{}",
+                    t.as_str(),
+                    p.org,
+                    p.sha256,
+                    r.org,
+                    r.sha256
+                )));
+            }
+            let record = Record { location: p.location, ..r.clone() };
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO objects ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ))
+                .await?;
+            let (size, created) = (record.size as i64, record.created_at as i64);
+            let at = &record.location;
+            tx.execute(
+                &stmt,
+                &[
+                    &record.org,
+                    sha,
+                    &size,
+                    &record.content_type,
+                    &at.backend.as_str(),
+                    &at.container,
+                    &at.name,
+                    &created,
+                ],
+            )
+            .await?;
+            tx.execute("DELETE FROM pending WHERE token = $1", &[&t.as_str()]).await?;
+            tx.commit().await?;
+            Ok(Committed::Inserted(record))
+        })
+        .await
+    }
+
+    async fn release(&self, token: &Token, untouched_since: Option<u64>, lease: Option<&Lease>) -> Result<Released> {
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            let Some(p) = pending_in(&tx, token).await? else { return Ok(Released::NotHeld) };
+            if untouched_since.is_some_and(|cutoff| p.touched_at > cutoff) {
+                return Ok(Released::NotHeld);
+            }
+            tx.execute("DELETE FROM pending WHERE token = $1", &[&token.as_str()]).await?;
+            let tombstone = match lease {
+                Some(lease) => tombstone_if_free(&tx, &p.location, lease).await?,
+                None => None,
+            };
+            tx.commit().await?;
+            Ok(Released::Released(tombstone))
+        })
+        .await
+    }
+
+    async fn remove(&self, org: &str, sha256: &Digest, lease: &Lease) -> Result<Option<(Record, Option<Tombstone>)>> {
+        let sha = &sha256.to_string();
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            let Some(record) = lookup_in(&tx, org, sha).await? else { return Ok(None) };
+            tx.execute("DELETE FROM objects WHERE org = $1 AND sha256 = $2", &[&org, sha]).await?;
+            let tombstone = tombstone_if_free(&tx, &record.location, lease).await?;
+            tx.commit().await?;
+            Ok(Some((record, tombstone)))
+        })
+        .await
+    }
+
+    async fn tombstone_if_unreferenced(&self, location: &Location, lease: &Lease) -> Result<Option<Tombstone>> {
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            let t = tombstone_if_free(&tx, location, lease).await?;
+            tx.commit().await?;
+            Ok(t)
+        })
+        .await
+    }
+
+    async fn take_over(&self, location: &Location, holder: &Token, lease: &Lease) -> Result<Option<Tombstone>> {
+        let secs = lease.secs as i64;
+        self.retry(move || async move {
+            let client = self.client().await?;
+            // Strictly after the lease: a holder is never overtaken while
+            // its lease lasts.
+            let stmt = client
+                .prepare_cached(&format!(
+                    "UPDATE tombstones SET token = $5, created_at = {NOW}, lease_until = {NOW} + $6
+                     WHERE backend = $1 AND container = $2 AND name = $3 AND token = $4 AND lease_until < {NOW}
+                     RETURNING {TOMBSTONE_COLUMNS}"
+                ))
+                .await?;
+            let l = location;
+            let rows = client
+                .query(
+                    &stmt,
+                    &[&l.backend.as_str(), &l.container, &l.name, &holder.as_str(), &lease.token.as_str(), &secs],
+                )
+                .await?;
+            all(rows, tombstone_from).map(|mut v| v.pop())
+        })
+        .await
+    }
+
+    async fn clear_tombstone(&self, location: &Location, token: &Token) -> Result<bool> {
+        self.retry(move || async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "DELETE FROM tombstones WHERE backend = $1 AND container = $2 AND name = $3 AND token = $4",
+                )
+                .await?;
+            let l = location;
+            Ok(client.execute(&stmt, &[&l.backend.as_str(), &l.container, &l.name, &token.as_str()]).await? == 1)
+        })
+        .await
+    }
+
+    async fn tombstones(&self) -> Result<Vec<Tombstone>> {
+        self.retry(move || async move {
+            let client = self.client().await?;
+            let sql = format!("SELECT {TOMBSTONE_COLUMNS} FROM tombstones ORDER BY backend, container, name");
+            all(client.query(&sql, &[]).await?, tombstone_from)
+        })
+        .await
+    }
+
+    async fn pending_untouched_since(&self, cutoff: u64) -> Result<Vec<Pending>> {
+        let cutoff = cutoff.min(i64::MAX as u64) as i64;
+        self.retry(move || async move {
+            let client = self.client().await?;
+            let sql = format!("SELECT {PENDING_COLUMNS} FROM pending WHERE touched_at <= $1 ORDER BY touched_at");
+            all(client.query(&sql, &[&cutoff]).await?, pending_from)
+        })
+        .await
+    }
+
+    async fn pending_at(&self, location: &Location) -> Result<Vec<Pending>> {
+        self.retry(move || async move {
+            let client = self.client().await?;
+            let sql =
+                format!("SELECT {PENDING_COLUMNS} FROM pending WHERE backend = $1 AND container = $2 AND name = $3");
+            let l = location;
+            all(client.query(&sql, &[&l.backend.as_str(), &l.container, &l.name]).await?, pending_from)
+        })
+        .await
+    }
+
+    async fn referenced(&self, backend: BackendKind, container: &str, names: &[String]) -> Result<HashSet<String>> {
+        self.retry(move || async move {
+            let client = self.client().await?;
+            // One statement, one snapshot, for the whole page.
+            let stmt = client
+                .prepare_cached(
+                    "SELECT n FROM unnest($3::text[]) AS page(n) WHERE
+                        EXISTS (SELECT 1 FROM objects WHERE backend = $1 AND container = $2 AND name = n)
+                     OR EXISTS (SELECT 1 FROM pending WHERE backend = $1 AND container = $2 AND name = n)
+                     OR EXISTS (SELECT 1 FROM tombstones WHERE backend = $1 AND container = $2 AND name = n)",
+                )
+                .await?;
+            let rows = client.query(&stmt, &[&backend.as_str(), &container, &names]).await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
+    }
+
+    async fn containers(&self, backend: BackendKind) -> Result<Vec<String>> {
+        self.retry(move || async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT container FROM objects WHERE backend = $1
+                     UNION SELECT container FROM containers WHERE backend = $1
+                     UNION SELECT container FROM pending WHERE backend = $1
+                     UNION SELECT container FROM tombstones WHERE backend = $1
+                     ORDER BY container",
+                    &[&backend.as_str()],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
+    }
+}

@@ -1,0 +1,230 @@
+//! `postgres://` URLs: what Coffer reads from them itself (TLS mode, root
+//! certificates, pool size) and what it hands to tokio-postgres (the
+//! rest: host, port, user, password, database, `application_name`,
+//! `connect_timeout`, keepalives …). The password is never shown: not in
+//! `Debug`, not in errors, not in logs.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Connections each host keeps to PostgreSQL, unless `pool_size` says.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// How long a connection attempt may take, unless `connect_timeout` says:
+/// a database that is down is an error in seconds, never a hang.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the connection is encrypted (`sslmode`, as libpq names them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, without checking its certificate
+    /// (libpq's default).
+    Prefer,
+    /// TLS or no connection; the certificate is not checked (it protects
+    /// against eavesdropping, not against an impostor).
+    Require,
+    /// TLS with the certificate checked against the roots
+    /// (`sslrootcert`, else the system's) and the host name.
+    VerifyFull,
+}
+
+/// A parsed `postgres://` or `postgresql://` URL.
+#[derive(Clone)]
+pub struct PgUrl {
+    /// For tokio-postgres: everything but Coffer's own options.
+    pub(crate) config: tokio_postgres::Config,
+    pub tls: TlsMode,
+    /// PEM file of the roots a `verify-full` connection trusts.
+    pub root_cert: Option<PathBuf>,
+    pub pool_size: usize,
+    /// `HOST:PORT/DATABASE`, for messages (no user, no password).
+    label: String,
+}
+
+impl PartialEq for PgUrl {
+    fn eq(&self, other: &PgUrl) -> bool {
+        // tokio_postgres::Config is not comparable; what matters is.
+        format!("{:?}", self.config) == format!("{:?}", other.config)
+            && (self.tls, &self.root_cert, self.pool_size) == (other.tls, &other.root_cert, other.pool_size)
+    }
+}
+
+impl Eq for PgUrl {}
+
+impl fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgUrl")
+            .field("at", &self.label)
+            .field("user", &self.config.get_user())
+            .field("password", &self.config.get_password().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl PgUrl {
+    /// Parse `url`; every problem is a configuration error, found at
+    /// start-up, that never repeats the password.
+    pub fn parse(url: &str) -> Result<PgUrl> {
+        let bad = |what: String| Error::Config(format!("COFFER_DATABASE_URL ({}): {what}", redact(url)));
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut passed = Vec::new();
+        let (mut tls, mut root_cert, mut pool_size) = (TlsMode::Prefer, None, DEFAULT_POOL_SIZE);
+        let mut has_timeout = false;
+        let mut has_name = false;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_encoding::percent_decode_str(value)
+                .decode_utf8()
+                .map_err(|_| bad(format!("the value of {key} is not UTF-8")))?;
+            match key {
+                "sslmode" => {
+                    tls = match &*value {
+                        "disable" => TlsMode::Disable,
+                        "prefer" | "allow" => TlsMode::Prefer,
+                        "require" => TlsMode::Require,
+                        "verify-full" => TlsMode::VerifyFull,
+                        "verify-ca" => {
+                            return Err(bad("sslmode=verify-ca is not supported: use verify-full, which also \
+                                            checks that the certificate names the host"
+                                .into()));
+                        }
+                        other => {
+                            return Err(bad(format!(
+                                "unknown sslmode {other:?}; use disable, prefer, require or verify-full"
+                            )));
+                        }
+                    }
+                }
+                "sslrootcert" => root_cert = Some(PathBuf::from(&*value)),
+                "pool_size" | "pool_max_size" => {
+                    pool_size = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| bad(format!("{key} must be 1 to 1000, not {value:?}")))?;
+                }
+                _ => {
+                    has_timeout |= key == "connect_timeout";
+                    has_name |= key == "application_name";
+                    passed.push(pair);
+                }
+            }
+        }
+        let rebuilt = if passed.is_empty() { base.to_string() } else { format!("{base}?{}", passed.join("&")) };
+        let mut config = tokio_postgres::Config::from_str(&rebuilt).map_err(|e| bad(e.to_string()))?;
+        if config.get_hosts().is_empty() {
+            return Err(bad("no host".into()));
+        }
+        if config.get_dbname().is_none() {
+            return Err(bad("no database name (postgres://USER:PASSWORD@HOST:PORT/DATABASE)".into()));
+        }
+        if config.get_user().is_none() {
+            return Err(bad("no user (postgres://USER:PASSWORD@HOST:PORT/DATABASE)".into()));
+        }
+        if !has_timeout {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        if !has_name {
+            config.application_name("coffer");
+        }
+        if tls == TlsMode::Disable {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        } else if matches!(tls, TlsMode::Require | TlsMode::VerifyFull) {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        if root_cert.is_some() && tls != TlsMode::VerifyFull {
+            return Err(bad("sslrootcert is only used with sslmode=verify-full".into()));
+        }
+        let label = label(&config);
+        Ok(PgUrl { config, tls, root_cert, pool_size, label })
+    }
+
+    /// `HOST:PORT/DATABASE`, for messages.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+fn label(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match h {
+                tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                tokio_postgres::config::Host::Unix(p) => format!("{}:{port}", p.display()),
+            }
+        })
+        .collect();
+    format!("{}/{}", hosts.join(","), config.get_dbname().unwrap_or(""))
+}
+
+/// `url` with the password (if any) replaced, for messages and `Debug`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    // The user information ends at the last '@' before the path.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_string() };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_coffer_reads_are_taken_out_and_the_rest_passed_on() {
+        let u = PgUrl::parse(
+            "postgresql://coffer:s3cr%40t@db.example:6543/files?sslmode=require&pool_size=4&application_name=ingest",
+        )
+        .unwrap();
+        assert_eq!((u.tls, u.pool_size), (TlsMode::Require, 4));
+        assert_eq!(u.config.get_password(), Some(&b"s3cr@t"[..]));
+        assert_eq!(u.config.get_application_name(), Some("ingest"));
+        assert_eq!(u.config.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
+        assert_eq!(u.label(), "db.example:6543/files");
+        let d = PgUrl::parse("postgres://u@h/d").unwrap();
+        assert_eq!((d.tls, d.pool_size), (TlsMode::Prefer, DEFAULT_POOL_SIZE));
+        assert_eq!(d.config.get_application_name(), Some("coffer"));
+        assert_eq!(d.label(), "h:5432/d");
+    }
+
+    #[test]
+    fn bad_urls_are_clear_errors_that_never_repeat_the_password() {
+        for (url, says) in [
+            ("postgres://u:hunter2@h/d?sslmode=verify-ca", "verify-ca"),
+            ("postgres://u:hunter2@h/d?sslmode=sometimes", "unknown sslmode"),
+            ("postgres://u:hunter2@h/d?pool_size=0", "pool_size"),
+            ("postgres://u:hunter2@h", "no database"),
+            ("postgres://u:hunter2@h/d?sslrootcert=/x.pem", "sslrootcert"),
+            ("postgres://u:hunter2@h/d?nonsense=1", "nonsense"),
+        ] {
+            let e = PgUrl::parse(url).unwrap_err().to_string();
+            assert!(e.contains(says), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_password_is_never_in_debug_output() {
+        let u = PgUrl::parse("postgres://u:hunter2@h:1/d?sslmode=disable").unwrap();
+        let shown = format!("{u:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("redacted") && shown.contains("h:1/d"), "{shown}");
+        assert_eq!(redact("postgres://u:hunter2@h:1/d?x=@"), "postgres://u:<redacted>@h:1/d?x=@");
+        assert_eq!(redact("postgres://u@h/d"), "postgres://u@h/d");
+    }
+}

@@ -1,0 +1,330 @@
+//! Coffer on PostgreSQL (a real server, see `pg_server.rs`): several hosts
+//! on one catalog, migrations, a database that is down or drops its
+//! connections, passwords that never show, the CLI as on SQLite.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use coffer::backend::postgres::{PgDb, PgOptions};
+use coffer::config::DatabaseUrl;
+use coffer::{Coffer, Config, Content, Digest, Error, ErrorKind};
+use serde_json::Value;
+
+use crate::pg_server::{PASSWORD, fresh_database};
+use crate::support::{data, s3_config, unique_bucket};
+
+fn pg_url(url: &str) -> coffer::backend::postgres::PgUrl {
+    match DatabaseUrl::parse(url).unwrap() {
+        DatabaseUrl::Postgres(u) => *u,
+        other => panic!("not PostgreSQL: {other:?}"),
+    }
+}
+
+/// A config on PostgreSQL at `url`; on S3 (one bucket) when `bucket`.
+fn config(dir: &std::path::Path, url: &str, bucket: Option<&str>) -> Config {
+    let mut config = match bucket {
+        Some(b) => s3_config(dir, Some(b), None),
+        None => Config::default(),
+    };
+    config.database_url = Some(url.to_string());
+    config
+}
+
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Two hosts (two Coffers, each with its own pool) on one PostgreSQL, and
+/// on one S3 bucket or on the database fallback: concurrent puts of the
+/// same and of different content for several organisations, duplicates
+/// and deletes. A host sees the other's objects at once; afterwards every
+/// record's bytes read back verified from either host.
+async fn two_hosts(bucket: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database("hosts").await;
+    let a = Coffer::open(config(dir.path(), &url, bucket)).await.unwrap();
+    let b = Coffer::open(config(dir.path(), &url, bucket)).await.unwrap();
+
+    // At once: what A stores, B reads.
+    let first = a.put("acme", Content::from_bytes(data(3000, 1), None).unwrap()).await.unwrap();
+    assert_eq!(b.get_bytes("acme", &first.sha256).await.unwrap(), data(3000, 1));
+    assert!(b.put("acme", Content::from_bytes(data(3000, 1), None).unwrap()).await.unwrap().deduplicated == Some(true));
+
+    let orgs = ["acme", "globex", "initech"];
+    let mut tasks = Vec::new();
+    for round in 0..12u8 {
+        for (i, org) in orgs.iter().enumerate() {
+            let (host, other) =
+                if (round as usize + i).is_multiple_of(2) { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+            let org = org.to_string();
+            tasks.push(tokio::spawn(async move {
+                // The same content on both hosts at once (shared by every
+                // organisation), content of its own, and a multi-row blob.
+                let shared = data(4096, round % 4);
+                let own = data(700 + round as usize, round.wrapping_add(i as u8 * 50));
+                let big = data(1_200_000, 200u8.wrapping_add(round));
+                let (x, y) = tokio::join!(
+                    host.put(&org, Content::from_bytes(shared.clone(), None).unwrap()),
+                    other.put(&org, Content::from_bytes(shared.clone(), None).unwrap()),
+                );
+                assert_eq!(x.unwrap().sha256, y.unwrap().sha256, "one key for one content");
+                let own = host.put(&org, Content::from_bytes(own, None).unwrap()).await.unwrap();
+                if round % 3 == 0 {
+                    host.put(&org, Content::from_bytes(big, None).unwrap()).await.unwrap();
+                }
+                // Deletes racing puts of the same content on the other host.
+                if round % 2 == 0 {
+                    let sha = own.sha256.to_string();
+                    let again = data(700 + round as usize, round.wrapping_add(i as u8 * 50));
+                    let (d, p) = tokio::join!(
+                        other.delete(&org, &sha),
+                        host.put(&org, Content::from_bytes(again, None).unwrap())
+                    );
+                    for r in [d.map(|_| ()), p.map(|_| ())] {
+                        if let Err(e) = r {
+                            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+                        }
+                    }
+                }
+                if round % 4 == 3 {
+                    let _ = other.delete(&org, &Digest::of(&shared).to_string()).await;
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let mut seen = HashMap::new();
+    for org in orgs {
+        let (la, lb) = (a.list(org, None, 1000).await.unwrap(), b.list(org, None, 1000).await.unwrap());
+        assert_eq!(la, lb, "{org}: both hosts see one catalog");
+        assert!(!la.is_empty());
+        for info in la {
+            for host in [&a, &b] {
+                let bytes = host.get_bytes(org, &info.sha256).await;
+                let bytes = bytes.unwrap_or_else(|e| panic!("{org}/{}: recorded but unreadable: {e}", info.sha256));
+                assert_eq!(Digest::of(&bytes), info.sha256);
+            }
+            seen.insert((org, info.sha256), info.key);
+        }
+    }
+    // Nothing left pending or half-deleted, and gc finds nothing to do.
+    let options = coffer::gc::GcOptions { older_than: Duration::ZERO, dry_run: false };
+    let report = a.gc(&options, &coffer::gc::NoProgress).await.unwrap();
+    assert_eq!(report.orphans_deleted, 0, "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    let client = raw(&url).await;
+    for table in ["pending", "tombstones", "blob_staging"] {
+        let n: i64 = client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0);
+        assert_eq!(n, 0, "{table} left");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_share_one_catalog_and_one_bucket() {
+    two_hosts(Some(&unique_bucket("two-hosts"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_share_one_catalog_and_the_database_fallback() {
+    two_hosts(None).await;
+}
+
+/// Hosts starting together on a new database: one migrates, the others
+/// wait and find the work done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_starting_together_migrate_once() {
+    let url = fresh_database("migrate").await;
+    let opens = (0..6).map(|_| {
+        let u = pg_url(&url);
+        tokio::spawn(async move { PgDb::open(&u).await })
+    });
+    for opened in futures_util::future::join_all(opens).await {
+        opened.unwrap().unwrap();
+    }
+    let rows = raw(&url).await.query("SELECT version FROM coffer_schema", &[]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_this_coffer_is_refused() {
+    let url = fresh_database("newer").await;
+    PgDb::open(&pg_url(&url)).await.unwrap();
+    raw(&url).await.execute("UPDATE coffer_schema SET version = 99", &[]).await.unwrap();
+    let err = PgDb::open(&pg_url(&url)).await.unwrap_err();
+    assert!(matches!(&err, Error::Config(m) if m.contains("version 99")), "{err}");
+}
+
+/// Every connection of the pool killed by the server (a restart, a
+/// failover, an idle timeout): the next operations reconnect and succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_connections_are_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database("lost").await;
+    let coffer = Coffer::open(config(dir.path(), &url, None)).await.unwrap();
+    let info = coffer.put("acme", Content::from_bytes(data(5000, 3), None).unwrap()).await.unwrap();
+    let db = url.rsplit_once('/').unwrap().1.split('?').next().unwrap().to_string();
+    let killer = raw(&url).await;
+    for round in 0..3u8 {
+        let killed: i64 = killer
+            .query_one(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()) k",
+                &[&db],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(killed > 0, "round {round}: no connection to kill");
+        assert_eq!(coffer.get_bytes("acme", &info.sha256).await.unwrap(), data(5000, 3));
+        coffer.put("acme", Content::from_bytes(data(100, round), None).unwrap()).await.unwrap();
+    }
+}
+
+/// `coffer` with a clean environment, in `dir`.
+fn cli(dir: &std::path::Path, url: &str) -> Command {
+    let mut cmd = Command::cargo_bin("coffer").unwrap();
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("COFFER_DATABASE_URL", url)
+        .env("RUST_LOG", "debug");
+    cmd
+}
+
+fn json(out: &[u8]) -> Value {
+    serde_json::from_slice(out).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
+}
+
+/// The CLI on PostgreSQL does what it does on SQLite; two processes share
+/// what they store; the password shows nowhere, even in debug logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_on_postgres_behaves_as_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database("cli").await;
+    let bytes = data(1_300_000, 8);
+    std::fs::write(dir.path().join("scan.bin"), &bytes).unwrap();
+    let out = cli(dir.path(), &url).args(["put", "--org", "acme", "scan.bin"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains(PASSWORD), "the password in the logs: {stderr}");
+    let put = json(&out.stdout);
+    let sha = put["sha256"].as_str().unwrap().to_string();
+    assert_eq!(put["backend"], "database");
+    assert!(!dir.path().join("coffer.db").exists(), "no SQLite file when PostgreSQL is configured");
+
+    let again = json(&cli(dir.path(), &url).args(["put", "--org", "acme", "scan.bin"]).output().unwrap().stdout);
+    assert_eq!(again["deduplicated"], true);
+    let got = cli(dir.path(), &url).args(["get", "--org", "acme", &sha]).output().unwrap();
+    assert!(got.status.success() && got.stdout == bytes);
+    let ls = cli(dir.path(), &url).args(["ls", "--org", "acme"]).output().unwrap();
+    assert_eq!(ls.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(), 1);
+    let other = cli(dir.path(), &url).args(["get", "--org", "globex", &sha]).output().unwrap();
+    assert_eq!(other.status.code(), Some(3), "another organisation's object is not found");
+    cli(dir.path(), &url).args(["rm", "--org", "acme", &sha]).assert().success();
+    let gone = cli(dir.path(), &url).args(["get", "--org", "acme", &sha]).output().unwrap();
+    assert_eq!(gone.status.code(), Some(3));
+    let blobs: i64 = raw(&url).await.query_one("SELECT count(*) FROM blob_data", &[]).await.unwrap().get(0);
+    assert_eq!(blobs, 0, "the bytes went with the record");
+}
+
+/// A database that is down, or refuses the password: exit code 6 within
+/// the connection timeout's few attempts, a message naming the server,
+/// never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_is_down_is_exit_6_naming_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = format!("postgres://coffer:{PASSWORD}@127.0.0.1:{port}/files?sslmode=disable&connect_timeout=2");
+    let server = tokio::task::spawn_blocking(crate::pg_server::server).await.unwrap();
+    let wrong = format!("postgres://coffer:not-{PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable", server.port);
+    for (url, says) in [(down, format!("127.0.0.1:{port}/files")), (wrong, "password authentication failed".into())] {
+        let mut cmd = cli(dir.path(), &url);
+        cmd.args(["ls", "--org", "acme"]).timeout(Duration::from_secs(60));
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{stderr}");
+        assert!(stderr.contains(&says), "{stderr}");
+        assert!(!stderr.contains(PASSWORD), "{stderr}");
+    }
+    // The library says the same, and that it may clear up.
+    let err = PgDb::open_with(
+        &pg_url(&format!("postgres://coffer:{PASSWORD}@127.0.0.1:{port}/files?sslmode=disable")),
+        PgOptions { connection_attempts: 1, ..PgOptions::default() },
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_retryable() && err.kind() == ErrorKind::Unavailable, "{err}");
+    assert!(!format!("{err:?}").contains(PASSWORD), "{err:?}");
+}
+
+#[test]
+fn the_password_is_never_in_debug_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), &format!("postgres://coffer:{PASSWORD}@db:5432/files"), None);
+    for shown in [format!("{c:?}"), format!("{:?}", c.database().unwrap())] {
+        assert!(!shown.contains(PASSWORD) && shown.contains("redacted"), "{shown}");
+    }
+}
+
+/// A database opened by a host that the schema has moved past, and a pool
+/// that is used from many tasks at once, keep working (sanity of the
+/// shared-pool path the benchmark measures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_operations_at_once_share_a_small_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{}&pool_size=2", fresh_database("pool").await);
+    let coffer = Arc::new(Coffer::open(config(dir.path(), &url, None)).await.unwrap());
+    let puts = (0..40u8).map(|i| {
+        let c = coffer.clone();
+        tokio::spawn(async move { c.put("acme", Content::from_bytes(data(4096, i), None).unwrap()).await.unwrap() })
+    });
+    let infos: Vec<_> = futures_util::future::join_all(puts).await.into_iter().map(|r| r.unwrap()).collect();
+    for (i, info) in infos.iter().enumerate() {
+        assert_eq!(coffer.get_bytes("acme", &info.sha256).await.unwrap(), data(4096, i as u8));
+    }
+}
+
+/// `sslmode=require` encrypts (the server says so); `verify-full` checks
+/// the certificate: trusted through `sslrootcert` and naming the host, or
+/// the connection is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_modes_encrypt_and_verify_full_checks_the_certificate() {
+    let url = fresh_database("tls").await;
+    let server = tokio::task::spawn_blocking(crate::pg_server::server).await.unwrap();
+    let base = url.strip_suffix("?sslmode=disable").unwrap().to_string();
+    let name = base.rsplit_once('/').unwrap().1.to_string();
+    let db = PgDb::open(&pg_url(&format!("{base}?sslmode=require&application_name=coffer-tls"))).await.unwrap();
+    coffer::catalog::Catalog::lookup(&db, "acme", &Digest::of(b"x")).await.unwrap();
+    let encrypted: i64 = raw(&url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE s.ssl AND a.datname = $1 AND a.application_name = 'coffer-tls'",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted > 0, "sslmode=require left the connection unencrypted");
+
+    let cert = server.ca.display().to_string();
+    let local = base.replace("127.0.0.1", "localhost");
+    PgDb::open(&pg_url(&format!("{local}?sslmode=verify-full&sslrootcert={cert}"))).await.unwrap();
+    let once = PgOptions { connection_attempts: 1, ..PgOptions::default() };
+    for (url, why) in [
+        (format!("{base}?sslmode=verify-full&sslrootcert={cert}"), "the certificate names localhost, not 127.0.0.1"),
+        (format!("{local}?sslmode=verify-full"), "no trusted root for a self-signed certificate"),
+    ] {
+        let err = PgDb::open_with(&pg_url(&url), once).await.unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("TLS") || shown.contains("certificate"), "{why}: {shown}");
+        assert!(!shown.contains(PASSWORD), "{shown}");
+    }
+}
