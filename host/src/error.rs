@@ -189,8 +189,13 @@ impl From<deadpool_postgres::PoolError> for Error {
         use deadpool_postgres::PoolError;
         match e {
             PoolError::Backend(e) => Error::from(e),
+            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => Error::Backend {
+                message: "no pooled database connection became free in time (all busy: raise pool_size?)".into(),
+                retryable: true,
+                source: Some(Box::new(e)),
+            },
             PoolError::Timeout(_) => Error::Backend {
-                message: "no database connection became free or could be made in time".into(),
+                message: "could not connect within the connect timeout (the server does not answer)".into(),
                 retryable: true,
                 source: Some(Box::new(e)),
             },

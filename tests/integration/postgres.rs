@@ -244,7 +244,20 @@ async fn a_database_that_is_down_is_exit_6_naming_the_server() {
     let down = format!("postgres://coffer:{PASSWORD}@127.0.0.1:{port}/files?sslmode=disable&connect_timeout=2");
     let server = tokio::task::spawn_blocking(crate::pg_server::server).await.unwrap();
     let wrong = format!("postgres://coffer:not-{PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable", server.port);
-    for (url, says) in [(down, format!("127.0.0.1:{port}/files")), (wrong, "password authentication failed".into())] {
+    // A server that accepts connections and never answers.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_port = mute.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = mute.incoming().take(10).collect();
+        std::thread::sleep(Duration::from_secs(120));
+        drop(held);
+    });
+    let silent = format!("postgres://coffer:{PASSWORD}@127.0.0.1:{mute_port}/files?sslmode=disable&connect_timeout=1");
+    for (url, says) in [
+        (down, format!("127.0.0.1:{port}/files")),
+        (wrong, "password authentication failed".into()),
+        (silent, format!("127.0.0.1:{mute_port}/files")),
+    ] {
         let mut cmd = cli(dir.path(), &url);
         cmd.args(["ls", "--org", "acme"]).timeout(Duration::from_secs(60));
         let out = cmd.output().unwrap();

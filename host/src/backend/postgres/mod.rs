@@ -26,7 +26,11 @@
 //! **Failures.** A lost connection, or a server that is starting or
 //! shutting down, is retried [`PgOptions::connection_attempts`] times;
 //! then the error names the server (never the password) and is
-//! `unavailable` (exit code 6). Each transaction is safe to repeat, also
+//! `unavailable` (exit code 6). Nothing waits without bound: connecting
+//! (`connect_timeout`, default 5 s), a free pooled connection
+//! ([`PgOptions::pool_wait`]), one attempt at a transaction
+//! ([`PgOptions::attempt_timeout`]), and a server gone from the network
+//! (TCP keepalives and a user timeout: about a minute) are all limited. Each transaction is safe to repeat, also
 //! when its commit went through but the answer was lost: a reservation is
 //! made under the same token, a record found already there answers a
 //! commit.
@@ -68,6 +72,9 @@ pub struct PgOptions {
     pub connection_attempts: u32,
     /// How long an operation waits for a free connection of the pool.
     pub pool_wait: Duration,
+    /// How long one attempt at a transaction may take, waits for locks
+    /// included, before it is given up (with the error naming the server).
+    pub attempt_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -76,6 +83,7 @@ impl Default for PgOptions {
             conflict_deadline: Duration::from_secs(30),
             connection_attempts: 3,
             pool_wait: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -146,9 +154,18 @@ impl PgDb {
         let start = Instant::now();
         let (mut conflicts, mut losses) = (0u32, 0u32);
         loop {
-            let e = match f().await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
+            let e = match tokio::time::timeout(self.options.attempt_timeout, f()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    let message =
+                        format!("no answer within {} s (a server that hangs)", self.options.attempt_timeout.as_secs());
+                    return Err(self.named(
+                        Error::Backend { message, retryable: true, source: None },
+                        conflicts,
+                        losses,
+                    ));
+                }
             };
             let again = match transient(&e) {
                 Some(PgTransient::Conflict) if start.elapsed() < self.options.conflict_deadline => {
@@ -217,15 +234,17 @@ impl PgDb {
 
 /// How `e` may clear up.
 fn transient(e: &Error) -> Option<PgTransient> {
-    let Error::Backend { source: Some(source), message, .. } = e else { return None };
+    let Error::Backend { source: Some(source), .. } = e else { return None };
     if let Some(pg) = source.downcast_ref::<tokio_postgres::Error>() {
         return pg_transient(pg);
     }
-    // The pool found no connection in time (it could not make one).
-    source.downcast_ref::<deadpool_postgres::PoolError>().map(|_| PgTransient::Connection).filter(|_| {
-        // Waiting for a free connection again only adds to the wait.
-        !message.contains("became free")
-    })
+    // The pool could not make a connection in time; waiting for a free
+    // one again would only add to the wait.
+    match source.downcast_ref::<deadpool_postgres::PoolError>() {
+        Some(deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => None,
+        Some(deadpool_postgres::PoolError::Timeout(_)) => Some(PgTransient::Connection),
+        _ => None,
+    }
 }
 
 /// The rustls configuration for `mode`.

@@ -77,8 +77,7 @@ impl PgUrl {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut passed = Vec::new();
         let (mut tls, mut root_cert, mut pool_size) = (TlsMode::Prefer, None, DEFAULT_POOL_SIZE);
-        let mut has_timeout = false;
-        let mut has_name = false;
+        let mut given = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let value = percent_encoding::percent_decode_str(value)
@@ -112,8 +111,7 @@ impl PgUrl {
                         .ok_or_else(|| bad(format!("{key} must be 1 to 1000, not {value:?}")))?;
                 }
                 _ => {
-                    has_timeout |= key == "connect_timeout";
-                    has_name |= key == "application_name";
+                    given.push(key);
                     passed.push(pair);
                 }
             }
@@ -129,11 +127,27 @@ impl PgUrl {
         if config.get_user().is_none() {
             return Err(bad("no user (postgres://USER:PASSWORD@HOST:PORT/DATABASE)".into()));
         }
-        if !has_timeout {
+        let unset = |key: &str| !given.contains(&key);
+        if unset("connect_timeout") {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
-        if !has_name {
+        if unset("application_name") {
             config.application_name("coffer");
+        }
+        // A server that vanished from the network (a failover, a cut
+        // link) is noticed in about a minute, not after the system's two
+        // hours of TCP keepalive idleness.
+        if unset("keepalives_idle") {
+            config.keepalives_idle(Duration::from_secs(30));
+        }
+        if unset("keepalives_interval") {
+            config.keepalives_interval(Duration::from_secs(10));
+        }
+        if unset("keepalives_retries") {
+            config.keepalives_retries(3);
+        }
+        if unset("tcp_user_timeout") {
+            config.tcp_user_timeout(Duration::from_secs(60));
         }
         if tls == TlsMode::Disable {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
