@@ -252,8 +252,16 @@ impl crate::gc::Progress for Bar {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let wanted = std::env::var("COFFER_LOG").unwrap_or_else(|_| "warn".into());
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_new(&wanted).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // tokio-postgres logs every statement's parameters at debug level: the
+    // tenants' content, in 1 MiB rows. Only when asked for by name.
+    if !wanted.contains("tokio_postgres")
+        && let Ok(quiet) = "tokio_postgres=info".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

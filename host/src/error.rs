@@ -152,7 +152,12 @@ pub fn pg_transient(e: &tokio_postgres::Error) -> Option<PgTransient> {
     use tokio_postgres::error::SqlState;
     if let Some(code) = e.code() {
         let c = code.code();
-        return if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+        // Losing a lock wait (lock_timeout) is losing to a concurrent
+        // transaction too.
+        return if *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::LOCK_NOT_AVAILABLE
+        {
             Some(PgTransient::Conflict)
         } else if c.starts_with("08") || c.starts_with("57P") || *code == SqlState::TOO_MANY_CONNECTIONS {
             Some(PgTransient::Connection)

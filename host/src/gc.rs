@@ -256,11 +256,12 @@ async fn orphans(
             let at = Location { backend: kind, container: container.to_string(), name: entry.name.clone() };
             // Referenced after all (a put reserved it since the listing)?
             // Then the transaction refuses and the bytes stay.
+            let asked = std::time::Instant::now();
             let Some(tombstone) = services.catalog.tombstone_if_unreferenced(&at, &services.lifecycle.lease()).await?
             else {
                 continue;
             };
-            match services.lifecycle.finish(&tombstone).await {
+            match services.lifecycle.finish(&tombstone, asked).await {
                 Ok(()) => {
                     report.orphans_deleted += 1;
                     report.orphan_bytes += meta.size;

@@ -128,12 +128,12 @@ impl Lifecycle {
     /// Remove `org`'s record of `sha256`; if nothing else refers to its
     /// location, delete the bytes. `None` if there was no record.
     pub async fn remove(&self, org: &str, sha256: &Digest) -> Result<Option<Record>> {
-        let lease = self.lease();
+        let (lease, asked) = (self.lease(), Instant::now());
         let Some((record, tombstone)) = self.catalog.remove(org, sha256, &lease).await? else {
             return Ok(None);
         };
         if let Some(t) = tombstone {
-            self.finish(&t).await.map_err(|e| Error::Backend {
+            self.finish(&t, asked).await.map_err(|e| Error::Backend {
                 message: format!(
                     "the record is removed, but its bytes at {} could not be deleted yet ({e}); `coffer gc` deletes them",
                     t.location
@@ -148,16 +148,19 @@ impl Lifecycle {
     /// Delete the bytes under tombstone `t`, which the caller holds, then
     /// clear it. On failure the tombstone stays, for `coffer gc` (or the
     /// next put of the location) to take over once its lease runs out.
-    pub async fn finish(&self, t: &Tombstone) -> Result<()> {
+    ///
+    /// `asked` is when the transaction that granted `t` was sent: the
+    /// lease began no earlier, so its length counted from then bounds
+    /// what is left of it, with no clock compared to another (the lease
+    /// is kept in the catalog's clock, the database server's on
+    /// PostgreSQL, which this host's clock may not agree with).
+    pub async fn finish(&self, t: &Tombstone, asked: Instant) -> Result<()> {
         let store = self.backends.get(t.location.backend)?;
         // Never act past the lease: after it, someone else may take over
         // and the location be written again.
-        // The lease is in the catalog's clock (the database server's on
-        // PostgreSQL): its length bounds what is left whatever this host's
-        // clock says, and this host's clock bounds it further.
-        let length = t.lease_until.saturating_sub(t.created_at);
-        let left = t.lease_until.saturating_sub(crate::now_secs()).min(length).saturating_sub(LEASE_SLACK_SECS);
-        let budget = self.delete_timeout.min(Duration::from_secs(left));
+        let length = Duration::from_secs(t.lease_until.saturating_sub(t.created_at));
+        let left = length.saturating_sub(asked.elapsed()).saturating_sub(Duration::from_secs(LEASE_SLACK_SECS));
+        let budget = self.delete_timeout.min(left);
         if budget.is_zero() {
             return Err(Error::Backend {
                 message: format!(
@@ -192,10 +195,11 @@ impl Lifecycle {
     /// Take over tombstone `t` if its lease ran out, and finish it. False
     /// when someone else holds it (now).
     pub async fn take_over_and_finish(&self, t: &Tombstone) -> Result<bool> {
+        let asked = Instant::now();
         let Some(ours) = self.catalog.take_over(&t.location, &t.token, &self.lease()).await? else {
             return Ok(false);
         };
-        self.finish(&ours).await?;
+        self.finish(&ours, asked).await?;
         Ok(true)
     }
 
@@ -233,12 +237,12 @@ impl Lifecycle {
                 }
             }
         };
-        let lease = ours.then(|| self.lease());
+        let (lease, asked) = (ours.then(|| self.lease()), Instant::now());
         match self.catalog.release(&pending.token, untouched_since, lease.as_ref()).await? {
             Released::NotHeld => Ok(false),
             Released::Released(None) => Ok(true),
             Released::Released(Some(t)) => {
-                self.finish(&t).await?;
+                self.finish(&t, asked).await?;
                 Ok(true)
             }
         }

@@ -11,7 +11,6 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::coffer::storage::{host, store, types};
 use super::convert;
-use super::engine::Slot;
 use super::limits::{CallLimiter, GuestClock};
 use crate::backend::{Backends, Location};
 use crate::catalog::Catalog;
@@ -68,8 +67,6 @@ pub struct CallState {
     /// Host errors as the guest saw them (scrubbed), with the full error
     /// the host reports instead if the guest passes one on.
     withheld: Vec<(String, Error)>,
-    /// The instance slot this call holds.
-    _slot: Slot,
     /// Locations proven (by lookup, head or write in this call) to hold
     /// the content being put. The host accepts a put outcome only for one
     /// of these.
@@ -89,12 +86,7 @@ impl std::fmt::Debug for CallState {
 }
 
 impl CallState {
-    pub(super) fn new(
-        services: Arc<HostServices>,
-        org: Option<String>,
-        namespaces: Vec<Namespace>,
-        slot: Slot,
-    ) -> CallState {
+    pub(super) fn new(services: Arc<HostServices>, org: Option<String>, namespaces: Vec<Namespace>) -> CallState {
         let limits = services.config.limits;
         CallState {
             org,
@@ -106,7 +98,6 @@ impl CallState {
             clock: GuestClock::start(),
             namespaces,
             withheld: Vec::new(),
-            _slot: slot,
             services,
             verified: HashSet::new(),
             put_content: None,

@@ -163,10 +163,10 @@ impl Policy {
         services: &Arc<HostServices>,
         org: Option<&str>,
         namespaces: Vec<Namespace>,
-    ) -> Result<(Store<CallState>, PolicyComponent)> {
+    ) -> Result<Call> {
         let limits = services.config.limits;
         let slot = self.engine.slot(limits.queue).await?;
-        let state = CallState::new(services.clone(), org.map(str::to_string), namespaces, slot);
+        let state = CallState::new(services.clone(), org.map(str::to_string), namespaces);
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| s.limiter());
         let internal = |e: wasmtime::Error| Error::Internal(e.to_string());
@@ -176,7 +176,7 @@ impl Policy {
         let clock = store.data().clock.clone();
         let instantiated = Self::guarded(&clock, &services.config, self.pre.instantiate_async(&mut store)).await;
         let instance = instantiated.map_err(|e| self.trap(e, &services.config))?;
-        Ok((store, instance))
+        Ok(Call { store, instance, _slot: slot })
     }
 
     /// Run `call` against the call's time limit: the guest's own time
@@ -229,7 +229,7 @@ impl Policy {
     /// Ask the policy to validate the settings as `org` sees them (none:
     /// the deployment's).
     pub async fn check_config(&self, services: &Arc<HostServices>, org: Option<&str>) -> Result<()> {
-        let (mut store, instance) = self.instantiate(services, org, Vec::new()).await?;
+        let Call { _slot, mut store, instance } = self.instantiate(services, org, Vec::new()).await?;
         let clock = store.data().clock.clone();
         let call = instance.coffer_storage_policy().call_check_config(&mut store, org);
         let result = Self::guarded(&clock, &services.config, call).await;
@@ -238,7 +238,7 @@ impl Policy {
 
     /// The namespaces the policy declares for `org`, checked for sense.
     pub async fn namespaces(&self, services: &Arc<HostServices>, org: &str) -> Result<Vec<Namespace>> {
-        let (mut store, instance) = self.instantiate(services, Some(org), Vec::new()).await?;
+        let Call { _slot, mut store, instance } = self.instantiate(services, Some(org), Vec::new()).await?;
         let clock = store.data().clock.clone();
         let call = instance.coffer_storage_policy().call_namespaces(&mut store, org);
         let result = Self::guarded(&clock, &services.config, call).await;
@@ -270,7 +270,7 @@ impl Policy {
         content: &Content,
         namespaces: Vec<Namespace>,
     ) -> Result<(PutOutcome, Vec<Reservation>)> {
-        let (mut store, instance) = self.instantiate(services, Some(org), namespaces).await?;
+        let Call { _slot, mut store, instance } = self.instantiate(services, Some(org), namespaces).await?;
         store.data_mut().put_content = Some(content.clone());
         let handle = store
             .data_mut()
@@ -283,8 +283,11 @@ impl Policy {
         let reservations = std::mem::take(&mut store.data_mut().reservations);
         let finished = self.finish(result, &mut store);
         let verified = std::mem::take(&mut store.data_mut().verified);
-        // The instance (and its slot) is not needed for what follows.
+        // The instance (and its slot) is not needed for what follows: the
+        // store goes first, then the slot, so the pool always has room
+        // for a call the slot lets in.
         drop(store);
+        drop(_slot);
         let outcome: types::PutOutcome = match finished {
             Ok(o) => o,
             Err(e) => {
@@ -311,7 +314,7 @@ impl Policy {
         op: Operation,
         record: &Record,
     ) -> Result<()> {
-        let (mut store, instance) = self.instantiate(services, Some(org), Vec::new()).await?;
+        let Call { _slot, mut store, instance } = self.instantiate(services, Some(org), Vec::new()).await?;
         let op = match op {
             Operation::Get => types::Operation::Get,
             Operation::Stat => types::Operation::Stat,
@@ -349,7 +352,7 @@ impl Policy {
             if warm.is_none() {
                 fresh = Some(self.instantiate(services, Some(org), Vec::new()).await?);
             }
-            let (store, instance) = warm.as_mut().or(fresh.as_mut()).expect("an instance");
+            let Call { store, instance, .. } = warm.as_mut().or(fresh.as_mut()).expect("an instance");
             // A reused instance gets each decision's budget afresh, as a
             // fresh one would.
             store.data_mut().refill();
@@ -393,3 +396,15 @@ impl std::fmt::Display for TimedOut {
 }
 
 impl std::error::Error for TimedOut {}
+
+/// One call's instance, and the instance slot it holds. Bound as
+/// `let Call { _slot, mut store, instance } = …`, the store is dropped
+/// before the slot (locals drop in reverse order): wasmtime drops a
+/// store's data before it gives its instance back to the pool, so a slot
+/// kept in the data would let the next call in while the pool is still
+/// full ("maximum concurrent limit … reached").
+pub(crate) struct Call {
+    pub(crate) store: Store<CallState>,
+    pub(crate) instance: PolicyComponent,
+    pub(crate) _slot: engine::Slot,
+}

@@ -11,13 +11,15 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use std::time::Duration;
+
 use tokio_postgres::IsolationLevel;
 
 use super::PgDb;
 use super::catalog::NOW;
 use crate::backend::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload};
 use crate::content::{ByteStream, CHUNK, Content, Digest, verify_stream};
-use crate::error::{Error, Result};
+use crate::error::{Error, PgTransient, Result};
 
 /// Bytes per stored chunk row (and per staging transaction).
 const ROW_CHUNK: usize = CHUNK * 4;
@@ -30,6 +32,11 @@ fn meta_from(size: i64, sha: String) -> Result<BlobMeta> {
         sha.parse().map_err(|_| Error::Internal(format!("malformed digest {sha:?} in the blobs table")))?;
     Ok(BlobMeta { size: size as u64, sha256: Some(sha256) })
 }
+
+/// A publish raced a publish and a delete of the same name: run again.
+#[derive(Debug, thiserror::Error)]
+#[error("raced another publish and its deletion")]
+pub(super) struct Raced;
 
 /// `coffer gc` aborted a staged blob (as abandoned) while it was written.
 fn aborted(c: &str, n: &str) -> Error {
@@ -65,12 +72,27 @@ impl PgDb {
             }
             if !publish(&tx, c, n, sha, size, blob_id).await? {
                 drop(tx); // rolled back: nothing of this attempt stays
-                return self.head_on(&client, c, n).await;
+                return self.winner(&client, c, n).await;
             }
             tx.commit().await?;
             Ok(None)
         })
         .await
+    }
+
+    /// The blob that was published under `c`/`n` first, after this put's
+    /// publish found it there (and rolled back). Deleted again since? Then
+    /// this put's attempt is run again (as a lost race), so "written" is
+    /// never answered for a blob that is not there.
+    async fn winner(&self, client: &deadpool_postgres::Object, c: &str, n: &str) -> Result<Option<BlobMeta>> {
+        match self.head_on(client, c, n).await? {
+            Some(meta) => Ok(Some(meta)),
+            None => Err(Error::Backend {
+                message: format!("database blob {c}/{n} was published and deleted while this put published it"),
+                retryable: true,
+                source: Some(Box::new(Raced)),
+            }),
+        }
     }
 
     /// A blob of any size: staged row by row, then published.
@@ -106,15 +128,23 @@ impl PgDb {
         loop {
             let chunk = input.next().await.transpose()?;
             let end = chunk.is_none();
-            if let Some(chunk) = chunk {
-                row.extend_from_slice(&chunk);
-            }
-            if row.len() >= ROW_CHUNK || (end && !row.is_empty()) {
-                self.write_row(blob_id, seq, &row, c, n).await?;
-                seq += 1;
-                row.clear();
+            // Rows of exactly ROW_CHUNK bytes, however the input is cut
+            // (content in memory comes as one chunk).
+            let mut rest = chunk.as_deref().unwrap_or_default();
+            while !rest.is_empty() {
+                let take = rest.len().min(ROW_CHUNK - row.len());
+                row.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if row.len() == ROW_CHUNK {
+                    self.write_row(blob_id, seq, &row, c, n).await?;
+                    seq += 1;
+                    row.clear();
+                }
             }
             if end {
+                if !row.is_empty() {
+                    self.write_row(blob_id, seq, &row, c, n).await?;
+                }
                 break;
             }
         }
@@ -132,7 +162,7 @@ impl PgDb {
             }
             if !publish(&tx, c, n, sha, size, blob_id).await? {
                 drop(tx);
-                return self.head_on(&client, c, n).await;
+                return self.winner(&client, c, n).await;
             }
             tx.commit().await?;
             Ok(None)
@@ -258,45 +288,61 @@ impl BlobStore for PgDb {
 
     async fn get(&self, container: &str, name: &str) -> Result<ByteStream> {
         let (c, n) = (container.to_string(), name.to_string());
-        let client = self.retry(move || async move { self.client().await }).await?;
         let (found_tx, found_rx) = tokio::sync::oneshot::channel::<Result<()>>();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
         let db = self.clone();
+        // A task holds one connection and one snapshot while the reader
+        // reads; until the blob is found, a lost connection is tried again.
         tokio::spawn(async move {
-            let mut client = client;
             let mut found_tx = Some(found_tx);
-            let streamed = async {
-                let read = client
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await?;
-                let stmt = read.prepare_cached("SELECT blob_id FROM blobs WHERE container = $1 AND name = $2").await?;
-                let Some(row) = read.query_opt(&stmt, &[&c, &n]).await? else {
-                    return Err(Error::NotFound(format!("no blob {n} in database container {c}")));
-                };
-                let blob_id: i64 = row.get(0);
-                let stmt = read.prepare_cached("SELECT data FROM blob_data WHERE blob_id = $1 ORDER BY seq").await?;
-                let portal = read.bind(&stmt, &[&blob_id]).await?;
-                if let Some(f) = found_tx.take() {
-                    let _ = f.send(Ok(()));
-                }
-                loop {
-                    let rows = read.query_portal(&portal, ROWS_PER_FETCH).await?;
-                    if rows.is_empty() {
-                        return Ok(());
+            let mut attempt = 0;
+            let streamed = loop {
+                attempt += 1;
+                let streamed = async {
+                    let mut client = db.client().await?;
+                    let read = client
+                        .build_transaction()
+                        .isolation_level(IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()
+                        .await?;
+                    let stmt =
+                        read.prepare_cached("SELECT blob_id FROM blobs WHERE container = $1 AND name = $2").await?;
+                    let Some(row) = read.query_opt(&stmt, &[&c, &n]).await? else {
+                        return Err(Error::NotFound(format!("no blob {n} in database container {c}")));
+                    };
+                    let blob_id: i64 = row.get(0);
+                    let stmt =
+                        read.prepare_cached("SELECT data FROM blob_data WHERE blob_id = $1 ORDER BY seq").await?;
+                    let portal = read.bind(&stmt, &[&blob_id]).await?;
+                    if let Some(f) = found_tx.take() {
+                        let _ = f.send(Ok(()));
                     }
-                    for row in rows {
-                        let data: Vec<u8> = row.get(0);
-                        if tx.send(Ok(Bytes::from(data))).await.is_err() {
-                            return Ok(()); // the reader went away
+                    loop {
+                        let rows = read.query_portal(&portal, ROWS_PER_FETCH).await?;
+                        if rows.is_empty() {
+                            return Ok(());
+                        }
+                        for row in rows {
+                            let data: Vec<u8> = row.get(0);
+                            if tx.send(Ok(Bytes::from(data))).await.is_err() {
+                                return Ok(()); // the reader went away
+                            }
                         }
                     }
                 }
-            }
-            .await
-            .map_err(|e| db.named(e, 0, 0));
+                .await;
+                match streamed {
+                    Err(e)
+                        if found_tx.is_some()
+                            && attempt < db.options.connection_attempts
+                            && super::transient(&e) == Some(PgTransient::Connection) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                    }
+                    other => break other.map_err(|e| db.named(e, 0, attempt - 1)),
+                }
+            };
             if let Err(e) = streamed {
                 match found_tx.take() {
                     Some(f) => {

@@ -3,6 +3,13 @@
 //! as the SQLite catalog's, in the same order; single-statement changes
 //! (a touch, a takeover, a clear) are atomic on their row as they stand.
 //! Times are the server's (`NOW`).
+//!
+//! Each transaction is safe to run again after a lost connection, also
+//! when its COMMIT went through and only the answer was lost: a repeat
+//! finds its own work (the reservation under its token, the tombstone
+//! under its lease's token) and answers as the first attempt would have.
+//! The one that cannot (a record's removal: the record is gone) reports
+//! the doubt instead of guessing.
 
 use std::collections::HashSet;
 
@@ -16,7 +23,7 @@ use crate::backend::{BackendKind, Location};
 use crate::catalog::namespace::{Claimed, Namespace};
 use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token, Tombstone};
 use crate::content::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, PgTransient, Result, pg_transient};
 
 const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at";
 const PENDING_COLUMNS: &str = "token, org, sha256, size, backend, container, name, created_at, touched_at";
@@ -72,6 +79,29 @@ fn all<T>(rows: Vec<Row>, map: fn(&Row) -> Result<T>) -> Result<Vec<T>> {
 
 async fn serializable<'c>(client: &'c mut deadpool_postgres::Object) -> Result<Transaction<'c>> {
     Ok(client.build_transaction().isolation_level(IsolationLevel::Serializable).start().await?)
+}
+
+/// The tombstone held under `token` (a lease's: fresh for every call, so
+/// one found is this call's own, from an attempt whose answer was lost).
+async fn tombstone_held(tx: &Transaction<'_>, token: &Token) -> Result<Option<Tombstone>> {
+    let stmt = tx.prepare_cached(&format!("SELECT {TOMBSTONE_COLUMNS} FROM tombstones WHERE token = $1")).await?;
+    all(tx.query(&stmt, &[&token.as_str()]).await?, tombstone_from).map(|mut v| v.pop())
+}
+
+/// Commit `tx`, whose repeat could not tell that it had been made: a
+/// connection lost during the COMMIT leaves it in doubt, and that is said
+/// (and not retried), never guessed.
+async fn commit_in_doubt(tx: Transaction<'_>, what: &str) -> Result<()> {
+    tx.commit().await.map_err(|e| match pg_transient(&e) {
+        Some(PgTransient::Connection) => Error::Backend {
+            message: format!(
+                "the connection was lost while {what} was committed, so it may or may not have been made ({e})"
+            ),
+            retryable: true,
+            source: None,
+        },
+        _ => Error::from(e),
+    })
 }
 
 async fn lookup_in(tx: &Transaction<'_>, org: &str, sha: &str) -> Result<Option<Record>> {
@@ -193,6 +223,10 @@ impl Catalog for PgDb {
         self.retry(move || async move {
             let mut client = self.client().await?;
             let tx = serializable(&mut client).await?;
+            // A repeat of a reservation that was made.
+            if pending_in(&tx, &p.token).await?.is_some() {
+                return Ok(Reserved::Granted);
+            }
             let at = &p.location;
             let stmt = tx
                 .prepare_cached(&format!(
@@ -221,12 +255,9 @@ impl Catalog for PgDb {
                 ))
                 .await?;
             tx.execute(&stmt, &[&at.backend.as_str(), &at.container]).await?;
-            // The same token again is this reservation, made by an attempt
-            // whose commit went through but whose answer was lost.
             let stmt = tx
                 .prepare_cached(&format!(
-                    "INSERT INTO pending ({PENDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, {NOW}, {NOW})
-                     ON CONFLICT (token) DO NOTHING"
+                    "INSERT INTO pending ({PENDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, {NOW}, {NOW})"
                 ))
                 .await?;
             let size = p.size as i64;
@@ -302,7 +333,16 @@ impl Catalog for PgDb {
         self.retry(move || async move {
             let mut client = self.client().await?;
             let tx = serializable(&mut client).await?;
-            let Some(p) = pending_in(&tx, token).await? else { return Ok(Released::NotHeld) };
+            let Some(p) = pending_in(&tx, token).await? else {
+                // A repeat of a release that was made, with its tombstone?
+                return Ok(match lease {
+                    Some(lease) => match tombstone_held(&tx, &lease.token).await? {
+                        Some(t) => Released::Released(Some(t)),
+                        None => Released::NotHeld,
+                    },
+                    None => Released::NotHeld,
+                });
+            };
             if untouched_since.is_some_and(|cutoff| p.touched_at > cutoff) {
                 return Ok(Released::NotHeld);
             }
@@ -325,7 +365,7 @@ impl Catalog for PgDb {
             let Some(record) = lookup_in(&tx, org, sha).await? else { return Ok(None) };
             tx.execute("DELETE FROM objects WHERE org = $1 AND sha256 = $2", &[&org, sha]).await?;
             let tombstone = tombstone_if_free(&tx, &record.location, lease).await?;
-            tx.commit().await?;
+            commit_in_doubt(tx, "the removal of the record").await?;
             Ok(Some((record, tombstone)))
         })
         .await
@@ -335,6 +375,9 @@ impl Catalog for PgDb {
         self.retry(move || async move {
             let mut client = self.client().await?;
             let tx = serializable(&mut client).await?;
+            if let Some(t) = tombstone_held(&tx, &lease.token).await? {
+                return Ok(Some(t)); // a repeat of one that was made
+            }
             let t = tombstone_if_free(&tx, location, lease).await?;
             tx.commit().await?;
             Ok(t)
@@ -347,11 +390,13 @@ impl Catalog for PgDb {
         self.retry(move || async move {
             let client = self.client().await?;
             // Strictly after the lease: a holder is never overtaken while
-            // its lease lasts.
+            // its lease lasts. Already ours: a repeat of a takeover that
+            // was made (its lease restarts, later; still one holder).
             let stmt = client
                 .prepare_cached(&format!(
                     "UPDATE tombstones SET token = $5, created_at = {NOW}, lease_until = {NOW} + $6
-                     WHERE backend = $1 AND container = $2 AND name = $3 AND token = $4 AND lease_until < {NOW}
+                     WHERE backend = $1 AND container = $2 AND name = $3
+                       AND ((token = $4 AND lease_until < {NOW}) OR token = $5)
                      RETURNING {TOMBSTONE_COLUMNS}"
                 ))
                 .await?;

@@ -123,7 +123,8 @@ impl PgDb {
             .max_size(url.pool_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(options.pool_wait))
-            .create_timeout(Some(connect + Duration::from_secs(1)))
+            // Each of the URL's hosts may take the connect timeout.
+            .create_timeout(Some(connect * url.config.get_hosts().len().max(1) as u32 + Duration::from_secs(1)))
             .recycle_timeout(Some(connect))
             .build()
             .map_err(|e| Error::Internal(format!("database pool: {e}")))?;
@@ -206,7 +207,13 @@ impl PgDb {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
-            tx.batch_execute("CREATE TABLE IF NOT EXISTS coffer_schema (version BIGINT NOT NULL)").await?;
+            // Looked for first: CREATE … IF NOT EXISTS needs the right to
+            // create even when the table is there, and a role that only
+            // uses an existing schema need not have it.
+            let exists: bool = tx.query_one("SELECT to_regclass('coffer_schema') IS NOT NULL", &[]).await?.get(0);
+            if !exists {
+                tx.batch_execute("CREATE TABLE coffer_schema (version BIGINT NOT NULL)").await?;
+            }
             let current: Option<i64> = tx.query_one("SELECT max(version) FROM coffer_schema", &[]).await?.get(0);
             let current = current.unwrap_or(0);
             if current > latest {
@@ -237,6 +244,9 @@ fn transient(e: &Error) -> Option<PgTransient> {
     let Error::Backend { source: Some(source), .. } = e else { return None };
     if let Some(pg) = source.downcast_ref::<tokio_postgres::Error>() {
         return pg_transient(pg);
+    }
+    if source.is::<blobs::Raced>() {
+        return Some(PgTransient::Conflict);
     }
     // The pool could not make a connection in time; waiting for a free
     // one again would only add to the wait.

@@ -18,6 +18,12 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// a database that is down is an error in seconds, never a hang.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The server's limits on one statement, on one wait for a lock, and on a
+/// transaction left idle, unless the URL's `options` sets its own.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How the connection is encrypted (`sslmode`, as libpq names them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
@@ -49,8 +55,10 @@ pub struct PgUrl {
 
 impl PartialEq for PgUrl {
     fn eq(&self, other: &PgUrl) -> bool {
-        // tokio_postgres::Config is not comparable; what matters is.
+        // tokio_postgres::Config is not comparable; what matters is (its
+        // Debug hides the password, so that is compared on its own).
         format!("{:?}", self.config) == format!("{:?}", other.config)
+            && self.config.get_password() == other.config.get_password()
             && (self.tls, &self.root_cert, self.pool_size) == (other.tls, &other.root_cert, other.pool_size)
     }
 }
@@ -73,7 +81,9 @@ impl PgUrl {
     /// Parse `url`; every problem is a configuration error, found at
     /// start-up, that never repeats the password.
     pub fn parse(url: &str) -> Result<PgUrl> {
-        let bad = |what: String| Error::Config(format!("COFFER_DATABASE_URL ({}): {what}", redact(url)));
+        // The URL itself is never repeated: a password can hide in it in
+        // more ways than a redaction would catch.
+        let bad = |what: String| Error::Config(format!("COFFER_DATABASE_URL (PostgreSQL): {what}"));
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut passed = Vec::new();
         let (mut tls, mut root_cert, mut pool_size) = (TlsMode::Prefer, None, DEFAULT_POOL_SIZE);
@@ -149,6 +159,17 @@ impl PgUrl {
         if unset("tcp_user_timeout") {
             config.tcp_user_timeout(Duration::from_secs(60));
         }
+        // The server ends what a host left waiting (a statement, a lock
+        // wait, a transaction whose host vanished), so one host's trouble
+        // never holds another's rows for long.
+        if unset("options") {
+            config.options(format!(
+                "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+                STATEMENT_TIMEOUT.as_millis(),
+                LOCK_TIMEOUT.as_millis(),
+                IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+            ));
+        }
         if tls == TlsMode::Disable {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
         } else if matches!(tls, TlsMode::Require | TlsMode::VerifyFull) {
@@ -184,15 +205,18 @@ fn label(config: &tokio_postgres::Config) -> String {
     format!("{}/{}", hosts.join(","), config.get_dbname().unwrap_or(""))
 }
 
-/// `url` with the password (if any) replaced, for messages and `Debug`.
+/// A database URL as it may be shown: SQLite paths as they are; a
+/// PostgreSQL URL as its user, server and database only (a password can
+/// be in the user information, with or without `/` or `?` in it, or in a
+/// `password=` option, so the URL's text is never shown).
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    // The user information ends at the last '@' before the path.
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_string() };
-    match rest[..at].split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{}", &rest[at + 1..]),
-        None => url.to_string(),
+    let url = url.trim();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return url.to_string();
+    }
+    match PgUrl::parse(url) {
+        Ok(u) => format!("postgres://{}@{} (password redacted)", u.config.get_user().unwrap_or(""), u.label()),
+        Err(_) => "postgres://<unparsable, redacted>".into(),
     }
 }
 
@@ -226,6 +250,7 @@ mod tests {
             ("postgres://u:hunter2@h", "no database"),
             ("postgres://u:hunter2@h/d?sslrootcert=/x.pem", "sslrootcert"),
             ("postgres://u:hunter2@h/d?nonsense=1", "nonsense"),
+            ("postgres://u:hunter2@h/d?password=hunter2&pool_size=x", "pool_size"),
         ] {
             let e = PgUrl::parse(url).unwrap_err().to_string();
             assert!(e.contains(says), "{url}: {e}");
@@ -238,7 +263,19 @@ mod tests {
         let u = PgUrl::parse("postgres://u:hunter2@h:1/d?sslmode=disable").unwrap();
         let shown = format!("{u:?}");
         assert!(!shown.contains("hunter2") && shown.contains("redacted") && shown.contains("h:1/d"), "{shown}");
-        assert_eq!(redact("postgres://u:hunter2@h:1/d?x=@"), "postgres://u:<redacted>@h:1/d?x=@");
-        assert_eq!(redact("postgres://u@h/d"), "postgres://u@h/d");
+        for url in [
+            "postgres://u:hunter2@h:1/d",
+            "postgres://u:hun/ter2@h:1/d?sslmode=verfy-full",
+            "postgres://u@h:1/d?password=hunter2",
+            "postgresql://u:hunter2?@h:1/d",
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains("hunter2") && !shown.contains("ter2"), "{url}: {shown}");
+            if let Err(e) = PgUrl::parse(url) {
+                assert!(!e.to_string().contains("ter2"), "{url}: {e}");
+            }
+        }
+        assert_eq!(redact("postgres://u:hunter2@h:1/d"), "postgres://u@h:1/d (password redacted)");
+        assert_eq!(redact("sqlite:x.db"), "sqlite:x.db");
     }
 }

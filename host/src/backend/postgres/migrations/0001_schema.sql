@@ -44,6 +44,7 @@ CREATE TABLE tombstones (
     lease_until BIGINT NOT NULL,
     PRIMARY KEY (backend, container, name)
 );
+CREATE INDEX tombstones_by_token ON tombstones (token);
 
 -- Every container a put has reserved a location in (for coffer gc).
 CREATE TABLE containers (
