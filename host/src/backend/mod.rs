@@ -108,6 +108,21 @@ impl BlobMeta {
     }
 }
 
+impl BlobMeta {
+    /// What a store's put answers once it has tried to publish at `at`:
+    /// `true` (written) when nothing was there, and otherwise `false` if
+    /// the blob there is confirmed to be `content` (see [`BlobMeta::confirm`]).
+    pub fn settle(existing: Option<BlobMeta>, at: impl fmt::Display, content: &Content) -> Result<bool> {
+        match existing {
+            None => Ok(true),
+            Some(existing) => {
+                existing.confirm(at, content)?;
+                Ok(false)
+            }
+        }
+    }
+}
+
 /// One object as a [`BlobStore`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobEntry {

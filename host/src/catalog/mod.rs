@@ -87,6 +87,24 @@ pub struct Pending {
     pub touched_at: u64,
 }
 
+impl Pending {
+    /// Check that this reservation is the one for `record` (the same
+    /// organisation and content) before the record is committed from it.
+    pub fn check_for(&self, record: &Record) -> Result<()> {
+        if self.org != record.org || self.sha256 != record.sha256 {
+            return Err(crate::Error::Internal(format!(
+                "reservation {} is for {}/{}, not {}/{}",
+                self.token.as_str(),
+                self.org,
+                self.sha256,
+                record.org,
+                record.sha256
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A location whose bytes are being deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tombstone {

@@ -277,13 +277,7 @@ impl BlobStore for PgDb {
         } else {
             self.put_staged(container, name, content).await?
         };
-        match stored {
-            None => Ok(true),
-            Some(existing) => {
-                existing.confirm(&at, content)?;
-                Ok(false)
-            }
-        }
+        BlobMeta::settle(stored, &at, content)
     }
 
     async fn get(&self, container: &str, name: &str) -> Result<ByteStream> {

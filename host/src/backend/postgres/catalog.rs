@@ -290,16 +290,7 @@ impl Catalog for PgDb {
             }
             let Some(t) = token else { return Ok(Committed::Lost) };
             let Some(p) = pending_in(&tx, t).await? else { return Ok(Committed::Lost) };
-            if p.org != r.org || p.sha256 != r.sha256 {
-                return Err(Error::Internal(format!(
-                    "reservation {} is for {}/{}, not {}/{}",
-                    t.as_str(),
-                    p.org,
-                    p.sha256,
-                    r.org,
-                    r.sha256
-                )));
-            }
+            p.check_for(&r)?;
             let record = Record { location: p.location, ..r.clone() };
             let stmt = tx
                 .prepare_cached(&format!(

@@ -222,13 +222,7 @@ impl BlobStore for SqliteDb {
         let stored = tokio::task::spawn_blocking(move || {
             if small { db.put_small_blocking(&c, &n, &content2) } else { db.put_blocking(&c, &n, &content2) }
         });
-        match stored.await?? {
-            None => Ok(true),
-            Some(existing) => {
-                existing.confirm(&at, content)?;
-                Ok(false)
-            }
-        }
+        BlobMeta::settle(stored.await??, &at, content)
     }
 
     async fn get(&self, container: &str, name: &str) -> Result<ByteStream> {

@@ -249,16 +249,7 @@ impl Catalog for SqliteDb {
                 collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
             };
             let Some(p) = pending else { return Ok(Committed::Lost) };
-            if p.org != r.org || p.sha256 != r.sha256 {
-                return Err(Error::Internal(format!(
-                    "reservation {} is for {}/{}, not {}/{}",
-                    t.as_str(),
-                    p.org,
-                    p.sha256,
-                    r.org,
-                    r.sha256
-                )));
-            }
+            p.check_for(&r)?;
             let record = Record { location: p.location, ..r.clone() };
             tx.prepare_cached(&format!(
                 "INSERT INTO objects ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
