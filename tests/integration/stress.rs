@@ -1,4 +1,5 @@
-//! Two OS processes on one catalog, one putting and one deleting the same
+//! Two OS processes on one catalog (an SQLite file, or PostgreSQL: two
+//! hosts), one putting and one deleting the same
 //! content over and over (what OpenKAT's re-uploads and clean-up jobs do),
 //! while a reader in a third process checks every read: a read is the
 //! verified bytes or "not found", never a record without bytes. Afterwards
@@ -16,19 +17,42 @@ use crate::support::{data, objects_on_server, s3_config, sqlite_config, unique_b
 /// Rounds per process: 2 × 120 = 240 interleaved puts and deletes.
 const ROUNDS: usize = 120;
 
-fn count(dir: &std::path::Path, sql: &str) -> i64 {
-    let db = rusqlite::Connection::open(dir.join("coffer.db")).unwrap();
-    db.query_row(sql, [], |r| r.get(0)).unwrap()
+/// Where the catalog is: the SQLite file in the test's directory, or a
+/// PostgreSQL database (its URL).
+enum Db {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
 }
 
-async fn two_processes(s3_bucket: Option<&str>) {
+async fn count(db: &Db, sql: &str) -> i64 {
+    match db {
+        Db::Sqlite(dir) => {
+            let db = rusqlite::Connection::open(dir.join("coffer.db")).unwrap();
+            db.query_row(sql, [], |r| r.get(0)).unwrap()
+        }
+        Db::Postgres(url) => {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.query_one(sql, &[]).await.unwrap().get(0)
+        }
+    }
+}
+
+async fn two_processes(s3_bucket: Option<&str>, postgres: bool) {
     let dir = tempfile::tempdir().unwrap();
+    let db = match postgres {
+        true => Db::Postgres(crate::pg_server::fresh_database("stress").await),
+        false => Db::Sqlite(dir.path().to_path_buf()),
+    };
     let bytes = data(64 * 1024, 99);
     std::fs::write(dir.path().join("x.bin"), &bytes).unwrap();
     let sha = Digest::of(&bytes).to_string();
     let coffer_cmd = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
         cmd.current_dir(dir.path()).env_clear().env("COFFER_CACHE_DIR", dir.path().join("cache")).args(args);
+        if let Db::Postgres(url) = &db {
+            cmd.env("COFFER_DATABASE_URL", url);
+        }
         if let Some(bucket) = s3_bucket {
             cmd.env("AWS_ACCESS_KEY_ID", crate::s3_server::ACCESS_KEY)
                 .env("AWS_SECRET_ACCESS_KEY", crate::s3_server::SECRET_KEY)
@@ -40,10 +64,13 @@ async fn two_processes(s3_bucket: Option<&str>) {
     // Warm the compiled-policy cache and create the database.
     assert!(coffer_cmd(&["ls", "--org", "acme"]).output().unwrap().status.success());
 
-    let config = match s3_bucket {
+    let mut config = match s3_bucket {
         Some(b) => s3_config(dir.path(), Some(b), None),
         None => sqlite_config(dir.path(), &[]),
     };
+    if let Db::Postgres(url) = &db {
+        config.database_url = Some(url.clone());
+    }
     let reader = Coffer::open(config).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn({
@@ -102,17 +129,17 @@ async fn two_processes(s3_bucket: Option<&str>) {
     }
     // Without any crash, nothing is left for gc: no reservation, no
     // tombstone, no byte that no record refers to.
-    assert_clean(dir.path(), &reader, s3_bucket).await;
+    assert_clean(&db, &reader, s3_bucket).await;
     let gc = coffer_cmd(&["gc", "--older-than", "0s"]).output().unwrap();
     assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
     let report: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
     assert_eq!(report["orphans_deleted"], 0, "{report}");
-    assert_clean(dir.path(), &reader, s3_bucket).await;
+    assert_clean(&db, &reader, s3_bucket).await;
 }
 
-async fn assert_clean(dir: &std::path::Path, reader: &Coffer, s3_bucket: Option<&str>) {
-    assert_eq!(count(dir, "SELECT count(*) FROM pending"), 0);
-    assert_eq!(count(dir, "SELECT count(*) FROM tombstones"), 0);
+async fn assert_clean(db: &Db, reader: &Coffer, s3_bucket: Option<&str>) {
+    assert_eq!(count(db, "SELECT count(*) FROM pending").await, 0);
+    assert_eq!(count(db, "SELECT count(*) FROM tombstones").await, 0);
     let records = reader.list("acme", None, 100).await.unwrap();
     match s3_bucket {
         Some(bucket) => {
@@ -121,18 +148,20 @@ async fn assert_clean(dir: &std::path::Path, reader: &Coffer, s3_bucket: Option<
         }
         None => {
             let unreferenced = count(
-                dir,
+                db,
                 "SELECT count(*) FROM blobs b WHERE NOT EXISTS
                  (SELECT 1 FROM objects o WHERE o.backend = 'database' AND o.container = b.container AND o.name = b.name)",
-            );
+            )
+            .await;
             assert_eq!(unreferenced, 0, "unreferenced blobs");
-            assert_eq!(count(dir, "SELECT count(*) FROM blobs"), records.len() as i64);
-            assert_eq!(count(dir, "SELECT count(*) FROM blob_staging"), 0);
+            assert_eq!(count(db, "SELECT count(*) FROM blobs").await, records.len() as i64);
+            assert_eq!(count(db, "SELECT count(*) FROM blob_staging").await, 0);
             let stray = count(
-                dir,
+                db,
                 "SELECT count(*) FROM blob_data WHERE blob_id NOT IN (SELECT blob_id FROM blobs)
                  AND blob_id NOT IN (SELECT blob_id FROM blob_staging)",
-            );
+            )
+            .await;
             assert_eq!(stray, 0, "chunk rows that belong to no blob");
         }
     }
@@ -140,10 +169,20 @@ async fn assert_clean(dir: &std::path::Path, reader: &Coffer, s3_bucket: Option<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_putting_and_deleting_on_one_sqlite_database_lose_nothing() {
-    two_processes(None).await;
+    two_processes(None, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_putting_and_deleting_on_one_postgres_database_lose_nothing() {
+    two_processes(None, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_putting_and_deleting_on_postgres_and_one_bucket_lose_nothing() {
+    two_processes(Some(&unique_bucket("stress-pg")), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_putting_and_deleting_on_one_bucket_lose_nothing() {
-    two_processes(Some(&unique_bucket("stress"))).await;
+    two_processes(Some(&unique_bucket("stress")), false).await;
 }

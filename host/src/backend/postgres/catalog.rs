@@ -290,7 +290,7 @@ impl Catalog for PgDb {
             }
             let Some(t) = token else { return Ok(Committed::Lost) };
             let Some(p) = pending_in(&tx, t).await? else { return Ok(Committed::Lost) };
-            p.check_for(&r)?;
+            p.check_for(r)?;
             let record = Record { location: p.location, ..r.clone() };
             let stmt = tx
                 .prepare_cached(&format!(
