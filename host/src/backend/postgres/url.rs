@@ -127,7 +127,13 @@ impl PgUrl {
             }
         }
         let rebuilt = if passed.is_empty() { base.to_string() } else { format!("{base}?{}", passed.join("&")) };
-        let mut config = tokio_postgres::Config::from_str(&rebuilt).map_err(|e| bad(e.to_string()))?;
+        // tokio-postgres's parse errors name an option, a position or one
+        // character, never a value.
+        let mut config =
+            tokio_postgres::Config::from_str(&rebuilt).map_err(|e| match std::error::Error::source(&e) {
+                Some(detail) => bad(format!("{e}: {detail}")),
+                None => bad(e.to_string()),
+            })?;
         if config.get_hosts().is_empty() {
             return Err(bad("no host".into()));
         }
