@@ -220,6 +220,10 @@ async fn the_cli_on_postgres_behaves_as_on_sqlite() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!stderr.contains(PASSWORD), "the password in the logs: {stderr}");
+    // Debug logs name what Coffer does, but never carry the statements'
+    // parameters (tokio-postgres would log the content's bytes).
+    assert!(stderr.contains("DEBUG"), "debug logging is on: {stderr}");
+    assert!(!stderr.contains("with parameters"), "statement parameters in the logs");
     let put = json(&out.stdout);
     let sha = put["sha256"].as_str().unwrap().to_string();
     assert_eq!(put["backend"], "database");

@@ -106,9 +106,7 @@ impl BlobMeta {
             ))),
         }
     }
-}
 
-impl BlobMeta {
     /// What a store's put answers once it has tried to publish at `at`:
     /// `true` (written) when nothing was there, and otherwise `false` if
     /// the blob there is confirmed to be `content` (see [`BlobMeta::confirm`]).

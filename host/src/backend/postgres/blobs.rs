@@ -24,6 +24,9 @@ use crate::error::{Error, PgTransient, Result};
 /// Bytes per stored chunk row (and per staging transaction).
 const ROW_CHUNK: usize = CHUNK * 4;
 
+/// A blob's size and digest.
+const HEAD: &str = "SELECT size, sha256 FROM blobs WHERE container = $1 AND name = $2";
+
 /// Rows a read fetches at a time.
 const ROWS_PER_FETCH: i32 = 2;
 
@@ -214,7 +217,7 @@ impl PgDb {
     }
 
     async fn head_on(&self, client: &deadpool_postgres::Object, c: &str, n: &str) -> Result<Option<BlobMeta>> {
-        let stmt = client.prepare_cached("SELECT size, sha256 FROM blobs WHERE container = $1 AND name = $2").await?;
+        let stmt = client.prepare_cached(HEAD).await?;
         client.query_opt(&stmt, &[&c, &n]).await?.map(|r| meta_from(r.get(0), r.get(1))).transpose()
     }
 }
@@ -249,7 +252,8 @@ impl BlobStore for PgDb {
     }
 
     async fn head(&self, container: &str, name: &str) -> Result<Option<BlobMeta>> {
-        self.retry(move || async move { self.head_on(&self.client().await?, container, name).await }).await
+        let rows = self.query(HEAD, &[&container, &name]).await?;
+        rows.first().map(|r| meta_from(r.get(0), r.get(1))).transpose()
     }
 
     async fn ensure_container(&self, _container: &str) -> Result<()> {
@@ -269,10 +273,16 @@ impl BlobStore for PgDb {
         let stored = if small {
             let what = format!("the input for {at}");
             let mut input = verify_stream(content.stream().await?, content.sha256(), content.size(), what);
-            let mut row = Vec::with_capacity(content.size() as usize);
+            let mut chunks = Vec::new();
             while let Some(chunk) = input.next().await {
-                row.extend_from_slice(&chunk?);
+                chunks.push(chunk?);
             }
+            // Content in memory (or a file of one chunk) is sent as it is,
+            // not copied into a row first.
+            let row = match chunks.len() {
+                1 => chunks.pop().unwrap_or_default(),
+                _ => Bytes::from(chunks.concat()),
+            };
             self.put_small(container, name, content, &row).await?
         } else {
             self.put_staged(container, name, content).await?
@@ -377,59 +387,37 @@ impl BlobStore for PgDb {
     }
 
     async fn list(&self, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobEntry>> {
-        let after = after.unwrap_or("");
-        let limit = limit.min(i64::MAX as usize) as i64;
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(
-                    "SELECT name, size, created_at FROM blobs
-                     WHERE container = $1 AND starts_with(name, $2) AND name > $3 ORDER BY name LIMIT $4",
-                )
-                .await?;
-            let rows = client.query(&stmt, &[&container, &prefix, &after, &limit]).await?;
-            Ok(rows
-                .iter()
-                .map(|r| BlobEntry {
-                    name: r.get(0),
-                    size: r.get::<_, i64>(1) as u64,
-                    modified: Some(r.get::<_, i64>(2) as u64),
-                })
-                .collect())
-        })
-        .await
+        let (after, limit) = (after.unwrap_or(""), limit.min(i64::MAX as usize) as i64);
+        let sql = "SELECT name, size, created_at FROM blobs
+             WHERE container = $1 AND starts_with(name, $2) AND name > $3 ORDER BY name LIMIT $4";
+        let rows = self.query(sql, &[&container, &prefix, &after, &limit]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| BlobEntry {
+                name: r.get(0),
+                size: r.get::<_, i64>(1) as u64,
+                modified: Some(r.get::<_, i64>(2) as u64),
+            })
+            .collect())
     }
 
     async fn containers(&self) -> Result<Option<Vec<String>>> {
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let rows = client
-                .query("SELECT container FROM blobs UNION SELECT container FROM blob_staging ORDER BY container", &[])
-                .await?;
-            Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
-        })
-        .await
+        let sql = "SELECT container FROM blobs UNION SELECT container FROM blob_staging ORDER BY container";
+        Ok(Some(self.query(sql, &[]).await?.iter().map(|r| r.get(0)).collect()))
     }
 
     async fn incomplete_uploads(&self, container: &str) -> Result<Vec<IncompleteUpload>> {
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let rows = client
-                .query(
-                    "SELECT blob_id, name, touched_at FROM blob_staging WHERE container = $1 ORDER BY blob_id",
-                    &[&container],
-                )
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|r| IncompleteUpload {
-                    id: r.get::<_, i64>(0).to_string(),
-                    name: r.get(1),
-                    active_at: r.get::<_, i64>(2) as u64,
-                })
-                .collect())
-        })
-        .await
+        let sql = "SELECT blob_id, name, touched_at FROM blob_staging WHERE container = $1 ORDER BY blob_id";
+        Ok(self
+            .query(sql, &[&container])
+            .await?
+            .iter()
+            .map(|r| IncompleteUpload {
+                id: r.get::<_, i64>(0).to_string(),
+                name: r.get(1),
+                active_at: r.get::<_, i64>(2) as u64,
+            })
+            .collect())
     }
 
     async fn abort_upload(&self, container: &str, upload: &IncompleteUpload) -> Result<()> {

@@ -15,8 +15,8 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
-use tokio_postgres::IsolationLevel;
-use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, Row};
 
 use super::PgDb;
 use crate::backend::{BackendKind, Location};
@@ -135,38 +135,21 @@ async fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -
 #[async_trait]
 impl Catalog for PgDb {
     async fn now(&self) -> Result<u64> {
-        self.retry(move || async move {
-            let row = self.client().await?.query_one(&format!("SELECT {NOW}"), &[]).await?;
-            Ok(row.get::<_, i64>(0) as u64)
-        })
-        .await
+        let rows = self.query(&format!("SELECT {NOW}"), &[]).await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
     }
 
     async fn lookup(&self, org: &str, sha256: &Digest) -> Result<Option<Record>> {
-        let sha = &sha256.to_string();
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM objects WHERE org = $1 AND sha256 = $2"))
-                .await?;
-            all(client.query(&stmt, &[&org, sha]).await?, record_from).map(|mut v| v.pop())
-        })
-        .await
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM objects WHERE org = $1 AND sha256 = $2");
+        all(self.query(&sql, &[&org, &sha256.to_string()]).await?, record_from).map(|mut v| v.pop())
     }
 
     async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>> {
-        let after = &after.map(|d| d.to_string()).unwrap_or_default();
+        let after = after.map(|d| d.to_string()).unwrap_or_default();
         let limit = limit.min(i64::MAX as usize) as i64;
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(&format!(
-                    "SELECT {RECORD_COLUMNS} FROM objects WHERE org = $1 AND sha256 > $2 ORDER BY sha256 LIMIT $3"
-                ))
-                .await?;
-            all(client.query(&stmt, &[&org, after, &limit]).await?, record_from)
-        })
-        .await
+        let sql =
+            format!("SELECT {RECORD_COLUMNS} FROM objects WHERE org = $1 AND sha256 > $2 ORDER BY sha256 LIMIT $3");
+        all(self.query(&sql, &[&org, &after, &limit]).await?, record_from)
     }
 
     async fn claim(&self, org: &str, namespace: &Namespace) -> Result<Claimed> {
@@ -198,23 +181,12 @@ impl Catalog for PgDb {
     }
 
     async fn claims(&self, org: &str) -> Result<Vec<Namespace>> {
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(
-                    "SELECT backend, container, prefix FROM claims WHERE org = $1 ORDER BY claimed_at, prefix",
-                )
-                .await?;
-            client
-                .query(&stmt, &[&org])
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok(Namespace { backend: BackendKind::parse(r.get(0))?, container: r.get(1), prefix: r.get(2) })
-                })
-                .collect()
-        })
-        .await
+        let sql = "SELECT backend, container, prefix FROM claims WHERE org = $1 ORDER BY claimed_at, prefix";
+        self.query(sql, &[&org])
+            .await?
+            .iter()
+            .map(|r| Ok(Namespace { backend: BackendKind::parse(r.get(0))?, container: r.get(1), prefix: r.get(2) }))
+            .collect()
     }
 
     async fn reserve(&self, pending: &Pending) -> Result<Reserved> {
@@ -270,13 +242,8 @@ impl Catalog for PgDb {
     }
 
     async fn touch(&self, token: &Token, _now: u64) -> Result<bool> {
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let stmt =
-                client.prepare_cached(&format!("UPDATE pending SET touched_at = {NOW} WHERE token = $1")).await?;
-            Ok(client.execute(&stmt, &[&token.as_str()]).await? == 1)
-        })
-        .await
+        let sql = format!("UPDATE pending SET touched_at = {NOW} WHERE token = $1");
+        Ok(self.execute(&sql, &[&token.as_str()]).await? == 1)
     }
 
     async fn commit(&self, token: Option<&Token>, record: &Record) -> Result<Committed> {
@@ -377,109 +344,60 @@ impl Catalog for PgDb {
     }
 
     async fn take_over(&self, location: &Location, holder: &Token, lease: &Lease) -> Result<Option<Tombstone>> {
+        // Strictly after the lease: a holder is never overtaken while its
+        // lease lasts. Already ours: a repeat of a takeover that was made
+        // (its lease restarts, later; still one holder).
+        let sql = format!(
+            "UPDATE tombstones SET token = $5, created_at = {NOW}, lease_until = {NOW} + $6
+             WHERE backend = $1 AND container = $2 AND name = $3
+               AND ((token = $4 AND lease_until < {NOW}) OR token = $5)
+             RETURNING {TOMBSTONE_COLUMNS}"
+        );
+        let l = location;
         let secs = lease.secs as i64;
-        self.retry(move || async move {
-            let client = self.client().await?;
-            // Strictly after the lease: a holder is never overtaken while
-            // its lease lasts. Already ours: a repeat of a takeover that
-            // was made (its lease restarts, later; still one holder).
-            let stmt = client
-                .prepare_cached(&format!(
-                    "UPDATE tombstones SET token = $5, created_at = {NOW}, lease_until = {NOW} + $6
-                     WHERE backend = $1 AND container = $2 AND name = $3
-                       AND ((token = $4 AND lease_until < {NOW}) OR token = $5)
-                     RETURNING {TOMBSTONE_COLUMNS}"
-                ))
-                .await?;
-            let l = location;
-            let rows = client
-                .query(
-                    &stmt,
-                    &[&l.backend.as_str(), &l.container, &l.name, &holder.as_str(), &lease.token.as_str(), &secs],
-                )
-                .await?;
-            all(rows, tombstone_from).map(|mut v| v.pop())
-        })
-        .await
+        let params: [&(dyn ToSql + Sync); 6] =
+            [&l.backend.as_str(), &l.container, &l.name, &holder.as_str(), &lease.token.as_str(), &secs];
+        all(self.query(&sql, &params).await?, tombstone_from).map(|mut v| v.pop())
     }
 
     async fn clear_tombstone(&self, location: &Location, token: &Token) -> Result<bool> {
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(
-                    "DELETE FROM tombstones WHERE backend = $1 AND container = $2 AND name = $3 AND token = $4",
-                )
-                .await?;
-            let l = location;
-            Ok(client.execute(&stmt, &[&l.backend.as_str(), &l.container, &l.name, &token.as_str()]).await? == 1)
-        })
-        .await
+        let sql = "DELETE FROM tombstones WHERE backend = $1 AND container = $2 AND name = $3 AND token = $4";
+        let l = location;
+        Ok(self.execute(sql, &[&l.backend.as_str(), &l.container, &l.name, &token.as_str()]).await? == 1)
     }
 
     async fn tombstones(&self) -> Result<Vec<Tombstone>> {
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let sql = format!("SELECT {TOMBSTONE_COLUMNS} FROM tombstones ORDER BY backend, container, name");
-            all(client.query(&sql, &[]).await?, tombstone_from)
-        })
-        .await
+        let sql = format!("SELECT {TOMBSTONE_COLUMNS} FROM tombstones ORDER BY backend, container, name");
+        all(self.query(&sql, &[]).await?, tombstone_from)
     }
 
     async fn pending_untouched_since(&self, cutoff: u64) -> Result<Vec<Pending>> {
         let cutoff = cutoff.min(i64::MAX as u64) as i64;
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let sql = format!("SELECT {PENDING_COLUMNS} FROM pending WHERE touched_at <= $1 ORDER BY touched_at");
-            all(client.query(&sql, &[&cutoff]).await?, pending_from)
-        })
-        .await
+        let sql = format!("SELECT {PENDING_COLUMNS} FROM pending WHERE touched_at <= $1 ORDER BY touched_at");
+        all(self.query(&sql, &[&cutoff]).await?, pending_from)
     }
 
     async fn pending_at(&self, location: &Location) -> Result<Vec<Pending>> {
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let sql =
-                format!("SELECT {PENDING_COLUMNS} FROM pending WHERE backend = $1 AND container = $2 AND name = $3");
-            let l = location;
-            all(client.query(&sql, &[&l.backend.as_str(), &l.container, &l.name]).await?, pending_from)
-        })
-        .await
+        let sql = format!("SELECT {PENDING_COLUMNS} FROM pending WHERE backend = $1 AND container = $2 AND name = $3");
+        let l = location;
+        all(self.query(&sql, &[&l.backend.as_str(), &l.container, &l.name]).await?, pending_from)
     }
 
     async fn referenced(&self, backend: BackendKind, container: &str, names: &[String]) -> Result<HashSet<String>> {
-        self.retry(move || async move {
-            let client = self.client().await?;
-            // One statement, one snapshot, for the whole page.
-            let stmt = client
-                .prepare_cached(
-                    "SELECT n FROM unnest($3::text[]) AS page(n) WHERE
-                        EXISTS (SELECT 1 FROM objects WHERE backend = $1 AND container = $2 AND name = n)
-                     OR EXISTS (SELECT 1 FROM pending WHERE backend = $1 AND container = $2 AND name = n)
-                     OR EXISTS (SELECT 1 FROM tombstones WHERE backend = $1 AND container = $2 AND name = n)",
-                )
-                .await?;
-            let rows = client.query(&stmt, &[&backend.as_str(), &container, &names]).await?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
-        })
-        .await
+        // One statement, one snapshot, for the whole page.
+        let sql = "SELECT n FROM unnest($3::text[]) AS page(n) WHERE
+                EXISTS (SELECT 1 FROM objects WHERE backend = $1 AND container = $2 AND name = n)
+             OR EXISTS (SELECT 1 FROM pending WHERE backend = $1 AND container = $2 AND name = n)
+             OR EXISTS (SELECT 1 FROM tombstones WHERE backend = $1 AND container = $2 AND name = n)";
+        Ok(self.query(sql, &[&backend.as_str(), &container, &names]).await?.iter().map(|r| r.get(0)).collect())
     }
 
     async fn containers(&self, backend: BackendKind) -> Result<Vec<String>> {
-        self.retry(move || async move {
-            let client = self.client().await?;
-            let rows = client
-                .query(
-                    "SELECT container FROM objects WHERE backend = $1
-                     UNION SELECT container FROM containers WHERE backend = $1
-                     UNION SELECT container FROM pending WHERE backend = $1
-                     UNION SELECT container FROM tombstones WHERE backend = $1
-                     ORDER BY container",
-                    &[&backend.as_str()],
-                )
-                .await?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
-        })
-        .await
+        let sql = "SELECT container FROM objects WHERE backend = $1
+             UNION SELECT container FROM containers WHERE backend = $1
+             UNION SELECT container FROM pending WHERE backend = $1
+             UNION SELECT container FROM tombstones WHERE backend = $1
+             ORDER BY container";
+        Ok(self.query(sql, &[&backend.as_str()]).await?.iter().map(|r| r.get(0)).collect())
     }
 }

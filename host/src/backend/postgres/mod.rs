@@ -51,6 +51,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 pub use self::url::{PgUrl, TlsMode};
 use crate::error::{Error, PgTransient, Result, pg_transient};
@@ -141,6 +143,29 @@ impl PgDb {
     /// A pooled connection.
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
+    }
+
+    /// One statement on its own (atomic by itself, outside any explicit
+    /// transaction), prepared once per connection, run as [`PgDb::retry`]
+    /// runs a transaction.
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        self.retry(move || async move {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(sql).await?;
+            Ok(client.query(&stmt, params).await?)
+        })
+        .await
+    }
+
+    /// [`PgDb::query`] for a statement that returns no rows: how many it
+    /// changed.
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        self.retry(move || async move {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(sql).await?;
+            Ok(client.execute(&stmt, params).await?)
+        })
+        .await
     }
 
     /// Run `f`, one transaction that is safe to repeat, again while it
