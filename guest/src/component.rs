@@ -28,17 +28,57 @@ fn rules() -> Result<Rules, Error> {
     Rules::load(host::setting).map_err(Error::from)
 }
 
-/// Where `sha256` of `org` goes: S3 when the host has it (and a bucket
-/// mode is configured), the database otherwise.
-fn location_for(rules: &Rules, org: &str, sha256: &str) -> Result<Location, Error> {
-    let s3 = store::backends().first() == Some(&Backend::S3);
-    match rules.bucket_for(org)? {
-        Some(bucket) if s3 => {
-            Ok(Location { backend: Backend::S3, container: bucket, object_name: rules.key_for(org, sha256) })
-        }
-        // In the database, each organisation is its own namespace.
-        _ => Ok(Location { backend: Backend::Database, container: org.to_string(), object_name: sha256.to_string() }),
+/// Where `sha256` of `org` goes on S3: when the host has S3 and a bucket
+/// mode is configured.
+fn s3_location_for(rules: &Rules, org: &str, sha256: &str) -> Result<Option<Location>, Error> {
+    if store::backends().first() != Some(&Backend::S3) {
+        return Ok(None);
     }
+    Ok(rules.bucket_for(org)?.map(|bucket| Location {
+        backend: Backend::S3,
+        container: bucket,
+        object_name: rules.key_for(org, sha256),
+    }))
+}
+
+/// Where `sha256` of `org` goes in the database: each organisation is its
+/// own namespace.
+fn database_location_for(org: &str, sha256: &str) -> Location {
+    Location { backend: Backend::Database, container: org.to_string(), object_name: sha256.to_string() }
+}
+
+/// Where `sha256` of `org` goes: S3 when the host has it (and a bucket
+/// mode is configured, and `store-in` does not say database), the
+/// database otherwise.
+fn location_for(rules: &Rules, org: &str, sha256: &str) -> Result<Location, Error> {
+    match s3_location_for(rules, org, sha256)? {
+        Some(at) if !rules.store_in_database => Ok(at),
+        _ => Ok(database_location_for(org, sha256)),
+    }
+}
+
+/// Store `body` at `location`: look first when it is large (so a copy
+/// already there is not uploaded again), then write without overwriting.
+/// True when the content was already there.
+fn store_at(rules: &Rules, location: &Location, body: &Content, size: u64) -> Result<bool, Error> {
+    // Large content: look before uploading, so a copy already on the
+    // backend (stored by another host, or before the catalog) is not
+    // uploaded again. Small content goes straight to a conditional
+    // write, which never overwrites and says whether it wrote.
+    if size >= rules.dedup_probe_min_size {
+        match dedup::existing(store::head(location)?, size) {
+            Existing::Same => return Ok(true),
+            Existing::Different { stored_size } => {
+                return Err(Error::Conflict(format!(
+                    "{}/{} already holds {stored_size} bytes, not this content's {size}; stored objects are never overwritten",
+                    location.container, location.object_name
+                )));
+            }
+            Existing::Absent => {}
+        }
+    }
+    store::ensure_container(location.backend, &location.container)?;
+    Ok(!store::write(location, body)?)
 }
 
 impl exports::coffer::storage::policy::Guest for DefaultPolicy {
@@ -57,18 +97,16 @@ impl exports::coffer::storage::policy::Guest for DefaultPolicy {
     }
 
     /// The organisation's bucket (or, with one bucket for all, its key
-    /// prefix there) first, then its database namespace, where its objects
-    /// live when S3 is not configured and where they stay readable after a
-    /// switch.
+    /// prefix there) and its database namespace, where its objects live
+    /// when S3 is not configured (or `store-in` says database, or S3 was
+    /// down and the object was parked) and where they stay readable after
+    /// a switch. The one new objects go to first.
     fn namespaces(org: String) -> Result<Vec<Namespace>, Error> {
         let rules = rules()?;
         let database = Namespace { backend: Backend::Database, container: org.clone(), prefix: String::new() };
-        let first = location_for(&rules, &org, "")?;
-        if first.backend == Backend::Database {
-            return Ok(vec![database]);
-        }
-        let prefix = first.object_name;
-        Ok(vec![Namespace { backend: Backend::S3, container: first.container, prefix }, database])
+        let Some(s3) = s3_location_for(&rules, &org, "")? else { return Ok(vec![database]) };
+        let s3 = Namespace { backend: Backend::S3, container: s3.container, prefix: s3.object_name };
+        Ok(if rules.store_in_database { vec![database, s3] } else { vec![s3, database] })
     }
 
     fn put(org: String, body: &Content) -> Result<PutOutcome, Error> {
@@ -83,26 +121,21 @@ impl exports::coffer::storage::policy::Guest for DefaultPolicy {
             return Ok(PutOutcome { location: existing.location, deduplicated: true });
         }
         let location = location_for(&rules, &org, &info.sha256)?;
-        // Large content: look before uploading, so a copy already on the
-        // backend (stored by another host, or before the catalog) is not
-        // uploaded again. Small content goes straight to a conditional
-        // write, which never overwrites and says whether it wrote.
-        if info.size >= rules.dedup_probe_min_size {
-            match dedup::existing(store::head(&location)?, info.size) {
-                Existing::Same => return Ok(PutOutcome { location, deduplicated: true }),
-                Existing::Different { stored_size } => {
-                    return Err(Error::Conflict(format!(
-                        "{}/{} already holds {stored_size} bytes, not this content's {}; stored objects are never overwritten",
-                        location.container, location.object_name, info.size
-                    )));
-                }
-                Existing::Absent => {}
+        match store_at(&rules, &location, body, info.size) {
+            Ok(deduplicated) => {
+                host::log(Level::Debug, &format!("stored {} for {org} (deduplicated: {deduplicated})", info.sha256));
+                Ok(PutOutcome { location, deduplicated })
             }
+            // S3 is down: park the object in the database, if allowed; the
+            // host records it as parked, and `coffer migrate` moves it.
+            Err(Error::Unavailable(why)) if location.backend == Backend::S3 && rules.park_when_unavailable => {
+                host::log(Level::Warn, &format!("S3 is unavailable ({why}); parking {} in the database", info.sha256));
+                let parked = database_location_for(&org, &info.sha256);
+                let deduplicated = store_at(&rules, &parked, body, info.size)?;
+                Ok(PutOutcome { location: parked, deduplicated })
+            }
+            Err(e) => Err(e),
         }
-        store::ensure_container(location.backend, &location.container)?;
-        let written = store::write(&location, body)?;
-        host::log(Level::Debug, &format!("stored {} for {org} (written: {written})", info.sha256));
-        Ok(PutOutcome { location, deduplicated: !written })
     }
 
     fn authorize(_org: String, op: Operation, _object: ObjectInfo) -> Result<(), Error> {

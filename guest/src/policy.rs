@@ -14,6 +14,8 @@ pub mod keys {
     pub const ALLOWED_CONTENT_TYPES: &str = "allowed-content-types";
     pub const ALLOW_DELETE: &str = "allow-delete";
     pub const DEDUP_PROBE_MIN_SIZE: &str = "dedup-probe-min-size";
+    pub const STORE_IN: &str = "store-in";
+    pub const PARK_WHEN_UNAVAILABLE: &str = "park-when-unavailable";
 }
 
 /// Content at least this large is looked for on the backend before it is
@@ -47,6 +49,13 @@ pub struct Rules {
     pub allowed_content_types: Vec<String>,
     pub allow_delete: bool,
     pub dedup_probe_min_size: u64,
+    /// `store-in = database`: new objects go to the database even with S3
+    /// configured (to move objects off S3 with `coffer migrate`, keeping
+    /// S3 configured to read them). The default is S3 when it is there.
+    pub store_in_database: bool,
+    /// When S3 is unavailable for a put, store the object in the database
+    /// (parked) instead of failing; `coffer migrate` moves it later.
+    pub park_when_unavailable: bool,
 }
 
 fn parse_bool(name: &str, value: Option<String>, default: bool) -> Result<bool, Refusal> {
@@ -107,7 +116,27 @@ impl Rules {
             .filter(|t| !t.is_empty())
             .collect();
         let allow_delete = parse_bool(keys::ALLOW_DELETE, setting(keys::ALLOW_DELETE), true)?;
-        Ok(Rules { bucket_mode, max_size, allowed_content_types, allow_delete, dedup_probe_min_size })
+        let store_in_database = match setting(keys::STORE_IN).as_deref().map(str::trim) {
+            None | Some("") | Some("s3") => false,
+            Some("database") => true,
+            Some(other) => {
+                return Err(Refusal::InvalidConfig(format!(
+                    "{} must be s3 or database, not {other:?}",
+                    keys::STORE_IN
+                )));
+            }
+        };
+        let park_when_unavailable =
+            parse_bool(keys::PARK_WHEN_UNAVAILABLE, setting(keys::PARK_WHEN_UNAVAILABLE), false)?;
+        Ok(Rules {
+            bucket_mode,
+            max_size,
+            allowed_content_types,
+            allow_delete,
+            dedup_probe_min_size,
+            store_in_database,
+            park_when_unavailable,
+        })
     }
 
     /// The bucket for `org`, or why there is none. `None` without S3.
@@ -241,6 +270,18 @@ mod tests {
         assert_eq!(rules(&[]).unwrap().dedup_probe_min_size, DEFAULT_DEDUP_PROBE_MIN_SIZE);
         assert_eq!(rules(&[(keys::DEDUP_PROBE_MIN_SIZE, "0")]).unwrap().dedup_probe_min_size, 0);
         assert!(rules(&[(keys::DEDUP_PROBE_MIN_SIZE, "big")]).is_err());
+    }
+
+    #[test]
+    fn placement_and_parking_settings() {
+        let r = rules(&[]).unwrap();
+        assert!(!r.store_in_database && !r.park_when_unavailable);
+        let r = rules(&[(keys::STORE_IN, "database"), (keys::PARK_WHEN_UNAVAILABLE, "true")]).unwrap();
+        assert!(r.store_in_database && r.park_when_unavailable);
+        assert!(!rules(&[(keys::STORE_IN, "s3")]).unwrap().store_in_database);
+        let e = rules(&[(keys::STORE_IN, "tape")]).unwrap_err();
+        assert!(matches!(&e, Refusal::InvalidConfig(m) if m.contains("store-in")), "{e:?}");
+        assert!(rules(&[(keys::PARK_WHEN_UNAVAILABLE, "sometimes")]).is_err());
     }
 
     #[test]

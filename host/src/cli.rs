@@ -103,9 +103,124 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Move objects to where the current configuration and policy put new
+    /// ones (database → S3, S3 → database, between bucket layouts), and
+    /// parked objects to S3: copied, verified at the destination, the
+    /// record switched, the old bytes deleted. Resumable; prints a JSON
+    /// summary.
+    Migrate {
+        #[command(flatten)]
+        args: MigrateArgs,
+        /// Only objects parked in the database while S3 was unavailable.
+        #[arg(long)]
+        parked: bool,
+    },
+    /// Move objects parked in the database while S3 was unavailable to S3
+    /// (`coffer migrate --parked`).
+    Drain {
+        #[command(flatten)]
+        args: MigrateArgs,
+    },
+    /// Check every record against its bytes: present where the catalog
+    /// says (and, with --deep, hashed again). Problems are printed as JSON
+    /// lines, then a JSON summary; exit 5 if any object is missing or
+    /// corrupt, 6 if some could not be checked.
+    Verify {
+        /// Only this organisation's records (without it, bytes no record
+        /// refers to are listed too).
+        #[arg(long)]
+        org: Option<String>,
+        /// Read and hash every object instead of trusting the digest the
+        /// store reports.
+        #[arg(long)]
+        deep: bool,
+        /// Objects checked at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
+    },
+    /// Adopt an existing store: a Request Tracker bucket in place, or an
+    /// OpenKAT Bytes store (S3 or files) or any directory copied in, with a
+    /// mapping file of old ids to digests. Nothing in the source is
+    /// changed. Prints a JSON summary.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Work with policy components.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+/// Options shared by `migrate` and `drain`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// Only this organisation's objects.
+    #[arg(long)]
+    org: Option<String>,
+    /// Count what would be moved; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Objects moved at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: u16,
+    /// Move at most this many objects in this run.
+    #[arg(long)]
+    limit: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// A Request Tracker external-storage bucket (keys are SHA-256 digests),
+    /// adopted in place for one organisation: nothing is copied, and
+    /// Coffer never deletes bytes there.
+    Rt {
+        /// The bucket RT writes to (on the configured S3 endpoint).
+        #[arg(long)]
+        bucket: String,
+        /// Only keys under this prefix (the digest follows it).
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// The organisation the objects become records of.
+        #[arg(long)]
+        org: String,
+        /// Read and hash every object, even when the server reports a
+        /// SHA-256 checksum (objects without one are always read).
+        #[arg(long)]
+        deep: bool,
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
+    },
+    /// An OpenKAT Bytes S3 store, copied into Coffer's layout: a bucket per
+    /// organisation (--bucket-prefix and --org for each), or one bucket
+    /// with ORG/RAW-ID keys (--bucket).
+    OpenkatS3 {
+        #[arg(long, conflicts_with = "bucket_prefix", required_unless_present = "bucket_prefix")]
+        bucket: Option<String>,
+        #[arg(long)]
+        bucket_prefix: Option<String>,
+        /// Organisations to import (required with --bucket-prefix; with
+        /// --bucket, all found when none is given). Repeat it.
+        #[arg(long)]
+        org: Vec<String>,
+        /// The mapping file: one JSON line {org, raw_id, sha256, size} per
+        /// object; appended to, and read to skip what a run did before.
+        #[arg(long)]
+        mapping: PathBuf,
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
+    },
+    /// A directory copied into Coffer's layout: OpenKAT's file layout
+    /// (ORG/ID[:3]/ID), or, with --org, every file below it.
+    Dir {
+        path: PathBuf,
+        /// Import every file (recursively) for this organisation; the raw
+        /// id is the path relative to the directory.
+        #[arg(long)]
+        org: Option<String>,
+        /// The mapping file, as for openkat-s3.
+        #[arg(long)]
+        mapping: PathBuf,
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
+    },
 }
 
 /// Parse `90`, `90s`, `30m`, `24h` or `2d`.
@@ -218,8 +333,13 @@ async fn shutdown_signal() -> u8 {
     }
 }
 
-/// A progress bar on standard error, shown only on a terminal.
-struct Bar(indicatif::ProgressBar);
+/// A progress bar on standard error, shown only on a terminal: objects
+/// done (of how many, when known), their rate, and bytes done.
+struct Bar {
+    bar: indicatif::ProgressBar,
+    stage: std::sync::Mutex<String>,
+    bytes: std::sync::atomic::AtomicU64,
+}
 
 impl Bar {
     fn new() -> Bar {
@@ -229,25 +349,37 @@ impl Bar {
             indicatif::ProgressBar::hidden()
         };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} ({per_sec}, {elapsed})")
+            indicatif::ProgressStyle::with_template("{msg:>36} [{bar:30}] {pos}/{len} objects ({per_sec}, {elapsed})")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        Bar(bar)
+        Bar { bar, stage: Default::default(), bytes: Default::default() }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }
 
 impl crate::gc::Progress for Bar {
     fn stage(&self, name: &str, items: Option<u64>) {
-        self.0.reset();
-        self.0.set_message(name.to_string());
+        self.bar.reset();
+        *self.stage.lock().unwrap_or_else(|e| e.into_inner()) = name.to_string();
+        self.bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.bar.set_message(name.to_string());
         match items {
-            Some(n) => self.0.set_length(n),
-            None => self.0.unset_length(),
+            Some(n) => self.bar.set_length(n),
+            None => self.bar.unset_length(),
         }
     }
 
     fn advance(&self, n: u64) {
-        self.0.inc(n);
+        self.bar.inc(n);
+    }
+
+    fn bytes(&self, n: u64) {
+        let total = self.bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        let stage = self.stage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.bar.set_message(format!("{stage} {}", indicatif::HumanBytes(total)));
     }
 }
 
@@ -323,12 +455,74 @@ async fn execute(command: Command) -> Result<()> {
         Command::Gc { older_than, dry_run } => {
             let bar = Bar::new();
             let report = coffer.gc(&crate::gc::GcOptions { older_than, dry_run }, &bar).await?;
-            bar.0.finish_and_clear();
+            bar.finish();
             print_json(&report)?;
             match report.error_count {
                 0 => Ok(()),
                 n => Err(Error::Backend {
                     message: format!("gc finished with {n} errors (listed in the summary); run it again later"),
+                    retryable: true,
+                    source: None,
+                }),
+            }
+        }
+        Command::Migrate { args, parked } => migrate(&coffer, args, parked).await,
+        Command::Drain { args } => migrate(&coffer, args, true).await,
+        Command::Verify { org, deep, jobs } => {
+            let bar = Bar::new();
+            let options = crate::verify::VerifyOptions { org, deep, jobs: jobs.into() };
+            let print = |f: &crate::verify::Finding| {
+                if let Err(e) = print_json(f) {
+                    tracing::error!(error = %e, "could not print a finding");
+                }
+            };
+            let report = coffer.verify(&options, &bar, &print).await?;
+            bar.finish();
+            print_json(&report)?;
+            if report.missing + report.corrupt + report.outside_claims > 0 {
+                Err(Error::Integrity(format!(
+                    "{} missing, {} corrupt, {} outside their organisation's namespaces (listed above)",
+                    report.missing, report.corrupt, report.outside_claims
+                )))
+            } else if report.unreadable > 0 {
+                Err(Error::Backend {
+                    message: format!(
+                        "{} objects could not be checked (listed above); run it again later",
+                        report.unreadable
+                    ),
+                    retryable: true,
+                    source: None,
+                })
+            } else {
+                Ok(())
+            }
+        }
+        Command::Import(command) => {
+            use crate::import::{ImportOptions, ImportSource};
+            let (source, mapping, deep, jobs) = match command {
+                ImportCommand::Rt { bucket, prefix, org, deep, jobs } => {
+                    (ImportSource::RequestTracker { bucket, prefix, org }, None, deep, jobs)
+                }
+                ImportCommand::OpenkatS3 { bucket: Some(bucket), org, mapping, jobs, .. } => {
+                    (ImportSource::OpenKatBucket { bucket, orgs: org }, Some(mapping), false, jobs)
+                }
+                ImportCommand::OpenkatS3 { bucket: None, bucket_prefix, org, mapping, jobs } => {
+                    let prefix = bucket_prefix.unwrap_or_default();
+                    (ImportSource::OpenKatBuckets { prefix, orgs: org }, Some(mapping), false, jobs)
+                }
+                ImportCommand::Dir { path, org, mapping, jobs } => {
+                    (ImportSource::Directory { root: path, org }, Some(mapping), false, jobs)
+                }
+            };
+            let bar = Bar::new();
+            let options = ImportOptions { source, mapping, deep, jobs: jobs.into() };
+            let report = coffer.import(&options, &bar).await?;
+            bar.finish();
+            print_json(&report)?;
+            match report.failed {
+                0 => Ok(()),
+                n => Err(Error::Backend {
+                    message: format!("{n} objects could not be imported (listed in the summary); run it again"),
                     retryable: true,
                     source: None,
                 }),
@@ -347,6 +541,31 @@ async fn execute(command: Command) -> Result<()> {
             let bucket = (backend == crate::backend::BackendKind::S3).then_some(container.as_str());
             print_json(&Answer { org: &org, backend, container: &container, bucket })
         }
+    }
+}
+
+/// `coffer migrate` and `coffer drain`.
+async fn migrate(coffer: &Coffer, args: MigrateArgs, parked_only: bool) -> Result<()> {
+    let bar = Bar::new();
+    let options = crate::migrate::MigrateOptions {
+        org: args.org,
+        parked_only,
+        jobs: args.jobs.into(),
+        limit: args.limit,
+        dry_run: args.dry_run,
+    };
+    let report = coffer.migrate(&options, &bar).await?;
+    bar.finish();
+    print_json(&report)?;
+    match report.failed {
+        0 => Ok(()),
+        n => Err(Error::Backend {
+            message: format!(
+                "{n} objects could not be moved (listed in the summary); they stay readable where they are. Run it again"
+            ),
+            retryable: true,
+            source: None,
+        }),
     }
 }
 

@@ -53,10 +53,15 @@ pub struct ObjectInfo {
     /// uploaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deduplicated: Option<bool>,
+    /// Stored in the database because S3 was unavailable at the put
+    /// (policy setting `park-when-unavailable`); `coffer migrate` (or
+    /// `coffer drain`) moves it to S3.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
 }
 
 impl ObjectInfo {
-    fn from_record(r: Record, deduplicated: Option<bool>) -> ObjectInfo {
+    pub(crate) fn from_record(r: Record, deduplicated: Option<bool>) -> ObjectInfo {
         ObjectInfo {
             bucket: (r.location.backend == BackendKind::S3).then(|| r.location.container.clone()),
             org: r.org,
@@ -68,6 +73,7 @@ impl ObjectInfo {
             key: r.location.name,
             created_at: r.created_at,
             deduplicated,
+            parked: r.parked,
         }
     }
 }
@@ -101,7 +107,7 @@ pub fn validate_org(org: &str) -> Result<()> {
 /// Cheap to clone; clones share everything.
 #[derive(Debug, Clone)]
 pub struct Coffer {
-    services: Arc<HostServices>,
+    pub(crate) services: Arc<HostServices>,
     policies: Arc<PolicySet>,
     /// Namespaces the deployment's policy declared, by (policy, org).
     namespaces: Arc<Mutex<DeclaredNamespaces>>,
@@ -156,7 +162,7 @@ impl Coffer {
     }
 
     /// The policy for `org` as of now; a call keeps it to the end.
-    fn policy(&self, org: &str) -> Policy {
+    pub(crate) fn policy(&self, org: &str) -> Policy {
         self.policies.for_org(Some(org))
     }
 
@@ -210,7 +216,7 @@ impl Coffer {
         let namespaces = self.namespaces(org).await?;
         for attempt in 1..=PUT_ATTEMPTS {
             let (outcome, mut reservations) =
-                self.policy(org).put(&self.services, org, &content, namespaces.clone()).await?;
+                self.policy(org).put(&self.services, org, &content, namespaces.clone(), false).await?;
             let record = Record {
                 org: org.to_string(),
                 sha256: content.sha256(),
@@ -218,6 +224,7 @@ impl Coffer {
                 content_type: content.content_type().to_string(),
                 location: outcome.location.clone(),
                 created_at: crate::now_secs(),
+                parked: outcome.parked,
             };
             let chosen = reservations
                 .iter()
@@ -290,7 +297,7 @@ impl Coffer {
     /// Refuse to touch a record's bytes unless they lie in a namespace its
     /// organisation holds (see [`crate::catalog::namespace`]): no byte of
     /// another organisation's object is ever read for this one.
-    async fn check_boundary(&self, record: &Record) -> Result<()> {
+    pub(crate) async fn check_boundary(&self, record: &Record) -> Result<()> {
         let boundaries = &self.services.boundaries;
         if boundaries.holds(&record.org, &record.location).await? {
             return Ok(());

@@ -215,6 +215,8 @@ const SETTING_VARS: &[(&str, &str)] = &[
     ("COFFER_MAX_SIZE", "max-size"),
     ("COFFER_ALLOWED_CONTENT_TYPES", "allowed-content-types"),
     ("COFFER_ALLOW_DELETE", "allow-delete"),
+    ("COFFER_STORE_IN", "store-in"),
+    ("COFFER_PARK_WHEN_UNAVAILABLE", "park-when-unavailable"),
 ];
 
 fn parse_bool(var: &str, value: &str) -> Result<bool> {

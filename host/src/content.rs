@@ -190,6 +190,56 @@ impl Content {
         Ok(Content(Arc::new(ContentInner { source: Source::Spooled(path), sha256, size, content_type })))
     }
 
+    /// Content from a stream (another store's object, for `coffer migrate`
+    /// and `coffer import`): hashed as it arrives, and held in memory when
+    /// `size_hint` says it is at most `in_memory_max` bytes, otherwise
+    /// spooled to a temporary file in `spool_dir` (the system temporary
+    /// directory when `None`), so memory stays bounded whatever the size.
+    pub async fn from_stream(
+        mut stream: ByteStream,
+        content_type: Option<&str>,
+        size_hint: u64,
+        spool_dir: Option<PathBuf>,
+    ) -> Result<Content> {
+        /// In memory up to this (and never more than this much is collected).
+        const IN_MEMORY_MAX: u64 = 4 << 20;
+        let content_type = normalize_content_type(content_type)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        if size_hint <= IN_MEMORY_MAX {
+            let mut buf = Vec::with_capacity(size_hint as usize);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                buf.extend_from_slice(&chunk);
+                if buf.len() as u64 > IN_MEMORY_MAX {
+                    // Longer than announced: spool the rest after all.
+                    let head: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from(buf))]));
+                    let rest = Box::pin(head.chain(stream));
+                    return Box::pin(Content::from_stream(rest, Some(&content_type), u64::MAX, spool_dir)).await;
+                }
+            }
+            return Content::from_bytes(buf, Some(&content_type));
+        }
+        let dir = spool_dir.unwrap_or_else(std::env::temp_dir);
+        let spool = tempfile::NamedTempFile::new_in(&dir)
+            .map_err(|e| Error::io(format!("creating a spool file in {}", dir.display()), e))?;
+        let (file, path) = spool.into_parts();
+        let mut file = tokio::io::BufWriter::with_capacity(CHUNK, tokio::fs::File::from_std(file));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await.map_err(|e| Error::io("spooling input", e))?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| Error::io("spooling input", e))?;
+        Ok(Content(Arc::new(ContentInner {
+            source: Source::Spooled(path),
+            sha256: Digest::from_hasher(hasher),
+            size,
+            content_type,
+        })))
+    }
+
     /// Whether the bytes are held in memory (and so cannot change).
     pub fn in_memory(&self) -> bool {
         matches!(self.0.source, Source::Memory(_))

@@ -87,6 +87,8 @@ pub trait Progress: Send + Sync {
     fn stage(&self, _name: &str, _items: Option<u64>) {}
     /// `n` more items are done.
     fn advance(&self, _n: u64) {}
+    /// `n` more bytes are done.
+    fn bytes(&self, _n: u64) {}
 }
 
 /// No progress shown.
@@ -112,24 +114,7 @@ pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: 
         ));
     }
 
-    // What to scan: every container the catalog knows (including those a
-    // crashed put's reservation named), what the database holds, and the
-    // configured bucket.
-    let mut scan: Vec<(BackendKind, String)> = Vec::new();
-    for kind in services.backends.kinds() {
-        let mut containers = catalog.containers(kind).await?;
-        if let Some(all) = services.backends.get(kind)?.containers().await? {
-            containers.extend(all);
-        }
-        if kind == BackendKind::S3
-            && let Some(bucket) = &services.config.s3.bucket
-        {
-            containers.push(bucket.clone());
-        }
-        containers.sort();
-        containers.dedup();
-        scan.extend(containers.into_iter().map(|c| (kind, c)));
-    }
+    let scan = containers_to_scan(services).await?;
 
     // 1. Abandoned reservations.
     let abandoned = catalog.pending_untouched_since(cutoff).await?;
@@ -204,7 +189,9 @@ pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: 
     // 4. Unreferenced bytes.
     progress.stage("unreferenced bytes", None);
     for (kind, container) in &scan {
-        if let Err(e) = orphans(services, *kind, container, cutoff, options.dry_run, &mut report, progress).await {
+        let mut ignore = |_: Location, _: u64| {};
+        let found = orphans(services, *kind, container, cutoff, options.dry_run, &mut report, progress, &mut ignore);
+        if let Err(e) = found.await {
             match e {
                 Error::NotFound(_) => {}
                 e => report.error(format!("looking for unreferenced bytes in {kind}:{container}: {e}")),
@@ -214,7 +201,50 @@ pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: 
     Ok(report)
 }
 
-/// Page through `container`, deleting what nothing refers to.
+/// What gc scans for unreferenced bytes: every container the catalog
+/// knows (including those a crashed put's reservation named), what the
+/// database holds, and the configured bucket.
+async fn containers_to_scan(services: &HostServices) -> Result<Vec<(BackendKind, String)>> {
+    let mut scan: Vec<(BackendKind, String)> = Vec::new();
+    for kind in services.backends.kinds() {
+        let mut containers = services.catalog.containers(kind).await?;
+        if let Some(all) = services.backends.get(kind)?.containers().await? {
+            containers.extend(all);
+        }
+        if kind == BackendKind::S3
+            && let Some(bucket) = &services.config.s3.bucket
+        {
+            containers.push(bucket.clone());
+        }
+        containers.sort();
+        containers.dedup();
+        scan.extend(containers.into_iter().map(|c| (kind, c)));
+    }
+    Ok(scan)
+}
+
+/// Call `found` for every blob gc would delete now (unreferenced, and
+/// demonstrably Coffer's), changing nothing; for `coffer verify`. The
+/// report counts them, and the errors met.
+pub(crate) async fn unreferenced(
+    services: &HostServices,
+    progress: &dyn Progress,
+    found: &mut (dyn FnMut(Location, u64) + Send),
+) -> Result<GcReport> {
+    let cutoff = services.catalog.now().await?;
+    let mut report = GcReport { dry_run: true, ..GcReport::default() };
+    for (kind, container) in containers_to_scan(services).await? {
+        match orphans(services, kind, &container, cutoff, true, &mut report, progress, found).await {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => report.error(format!("looking for unreferenced bytes in {kind}:{container}: {e}")),
+        }
+    }
+    Ok(report)
+}
+
+/// Page through `container`, deleting what nothing refers to (with
+/// `dry_run`, only counting it and telling `found`).
+#[allow(clippy::too_many_arguments)]
 async fn orphans(
     services: &HostServices,
     kind: BackendKind,
@@ -223,9 +253,17 @@ async fn orphans(
     dry_run: bool,
     report: &mut GcReport,
     progress: &dyn Progress,
+    found: &mut (dyn FnMut(Location, u64) + Send),
 ) -> Result<()> {
     const PAGE: usize = 1000;
     let store = services.backends.get(kind)?;
+    let adopted: Vec<_> = services
+        .catalog
+        .adopted()
+        .await?
+        .into_iter()
+        .filter(|ns| ns.backend == kind && ns.container == container)
+        .collect();
     let mut after: Option<String> = None;
     loop {
         let page = store.list(container, "", after.as_deref(), PAGE).await?;
@@ -235,6 +273,11 @@ async fn orphans(
             progress.advance(1);
             let old = entry.modified.is_some_and(|m| m <= cutoff);
             if referenced.contains(&entry.name) || !old {
+                continue;
+            }
+            // Another system's objects, adopted in place: never Coffer's to delete.
+            if adopted.iter().any(|ns| entry.name.starts_with(&ns.prefix)) {
+                report.kept_unrecognised += 1;
                 continue;
             }
             // Coffer's own bytes are named by their digest and hold it.
@@ -248,12 +291,13 @@ async fn orphans(
                 ));
                 continue;
             }
+            let at = Location { backend: kind, container: container.to_string(), name: entry.name.clone() };
             if dry_run {
                 report.orphans_deleted += 1;
                 report.orphan_bytes += meta.size;
+                found(at, meta.size);
                 continue;
             }
-            let at = Location { backend: kind, container: container.to_string(), name: entry.name.clone() };
             // Referenced after all (a put reserved it since the listing)?
             // Then the transaction refuses and the bytes stay.
             let asked = std::time::Instant::now();

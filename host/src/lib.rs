@@ -7,11 +7,14 @@
 //! - [`content`]: SHA-256 digests, content hashed (and spooled) before it is stored,
 //!   verification of bytes read back.
 //! - [`backend`]: the [`BlobStore`](backend::BlobStore) trait and one store per file
-//!   (`sqlite.rs`, `s3/`); routing of a location to its store.
+//!   (`sqlite/`, `postgres/`, `s3/`); routing of a location to its store.
 //! - [`catalog`]: who owns which content, where its bytes live, and the
 //!   lifecycle of locations (reserve, commit, tombstone) that keeps records
 //!   and bytes together under any interleaving.
 //! - [`gc`]: `coffer gc`, which reclaims what crashes and failures left.
+//! - [`migrate`], [`verify`], [`import`]: `coffer migrate` (moving objects to where
+//!   new ones go), `coffer verify` (records against their bytes), `coffer import`
+//!   (adopting Request Tracker and OpenKAT stores).
 //! - [`cleanup`]: clean-up that outlives a cancelled operation.
 //! - [`policy`]: the wasmtime host for policy components (`wit/storage.wit`).
 //! - [`coffer`]: [`Coffer`], the operations callers use: put, get, stat, list, delete.
@@ -39,8 +42,11 @@ pub mod config;
 pub mod content;
 pub mod error;
 pub mod gc;
+pub mod import;
+pub mod migrate;
 pub mod policy;
 pub mod retry;
+pub mod verify;
 
 pub use crate::coffer::{Coffer, ObjectInfo};
 pub use crate::config::Config;

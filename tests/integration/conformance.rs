@@ -167,7 +167,15 @@ fn pending(org: &str, sha: Digest, at: &Location) -> Pending {
 }
 
 fn record(org: &str, sha: Digest, at: &Location) -> Record {
-    Record { org: org.into(), sha256: sha, size: 1, content_type: "x".into(), location: at.clone(), created_at: 1 }
+    Record {
+        org: org.into(),
+        sha256: sha,
+        size: 1,
+        content_type: "x".into(),
+        location: at.clone(),
+        created_at: 1,
+        parked: false,
+    }
 }
 
 /// The catalog's rules, whatever the database (see host/src/catalog/mod.rs).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use coffer::backend::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload, Location};
 use coffer::catalog::namespace::{Claimed, Namespace};
-use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token, Tombstone};
+use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token, Tombstone};
 use coffer::content::ByteStream;
 use coffer::{Content, Digest, Result};
 use tokio::sync::Notify;
@@ -68,6 +68,9 @@ pub struct Gates {
     pub after_delete: Gate,
     /// The catalog's commit of a put, before it runs.
     pub before_commit: Gate,
+    /// The catalog's move of a record to its new location (coffer
+    /// migrate), before it runs.
+    pub before_relocate: Gate,
     /// Reservations refused because the location was being deleted.
     pub tombstoned: AtomicUsize,
 }
@@ -152,6 +155,27 @@ impl Catalog for PausingCatalog {
     }
     async fn claims(&self, org: &str) -> Result<Vec<Namespace>> {
         self.inner.claims(org).await
+    }
+    async fn scan(&self, after: Option<(&str, &Digest)>, parked_only: bool, limit: usize) -> Result<Vec<Record>> {
+        self.inner.scan(after, parked_only, limit).await
+    }
+    async fn relocate(
+        &self,
+        org: &str,
+        sha: &Digest,
+        from: &Location,
+        to: &Location,
+        t: &Token,
+        lease: &Lease,
+    ) -> Result<Relocated> {
+        self.gates.before_relocate.pass().await;
+        self.inner.relocate(org, sha, from, to, t, lease).await
+    }
+    async fn adopt(&self, org: &str, ns: &Namespace) -> Result<Claimed> {
+        self.inner.adopt(org, ns).await
+    }
+    async fn adopted(&self) -> Result<Vec<Namespace>> {
+        self.inner.adopted().await
     }
     async fn reserve(&self, p: &Pending) -> Result<Reserved> {
         let r = self.inner.reserve(p).await;

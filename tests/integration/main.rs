@@ -13,6 +13,7 @@ mod gates;
 mod gc;
 mod interleavings;
 mod memory;
+mod migrate;
 mod naming;
 mod pg_server;
 mod policies;

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token, Tombstone};
+use super::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token, Tombstone};
 use crate::backend::{Backends, Location};
 use crate::content::Digest;
 use crate::error::{Error, Result};
@@ -125,6 +125,44 @@ impl Lifecycle {
         self.catalog.commit(reservation.map(|r| &r.pending.token), record).await
     }
 
+    /// Move `record` to the location `reservation` holds, where a copy of
+    /// its content has been confirmed (`coffer migrate`): the record is
+    /// switched in one transaction, and the old bytes deleted if nothing
+    /// else refers to them. If the record changed meanwhile (deleted, or
+    /// moved by someone else) or the reservation was reaped, nothing is
+    /// switched and the reservation is released (its copy deleted if
+    /// nothing refers to it). The second value is the error that kept the
+    /// old bytes from being deleted (`coffer gc` deletes them later).
+    pub async fn relocate(&self, record: &Record, reservation: Reservation) -> Result<(Relocated, Option<Error>)> {
+        let (lease, asked) = (self.lease(), Instant::now());
+        let to = reservation.location().clone();
+        let (org, sha, from, token) = (&record.org, &record.sha256, &record.location, &reservation.pending.token);
+        match self.catalog.relocate(org, sha, from, &to, token, &lease).await {
+            Ok(Relocated::Moved(moved, tombstone)) => {
+                reservation.settle();
+                let left = match tombstone {
+                    Some(t) => self.finish(&t, asked).await.err(),
+                    None => None,
+                };
+                Ok((Relocated::Moved(moved, None), left))
+            }
+            Ok(other) => {
+                Reservation::release_all([reservation]).await;
+                Ok((other, None))
+            }
+            Err(e) => {
+                Reservation::release_all([reservation]).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether `at` lies in a namespace adopted in place (another system's
+    /// objects, `coffer import rt`), whose bytes Coffer never deletes.
+    pub async fn is_adopted(&self, at: &Location) -> Result<bool> {
+        Ok(self.catalog.adopted().await?.iter().any(|ns| ns.contains(at)))
+    }
+
     /// Remove `org`'s record of `sha256`; if nothing else refers to its
     /// location, delete the bytes. `None` if there was no record.
     pub async fn remove(&self, org: &str, sha256: &Digest) -> Result<Option<Record>> {
@@ -155,6 +193,12 @@ impl Lifecycle {
     /// is kept in the catalog's clock, the database server's on
     /// PostgreSQL, which this host's clock may not agree with).
     pub async fn finish(&self, t: &Tombstone, asked: Instant) -> Result<()> {
+        // Adopted in place: not Coffer's bytes to delete, only its record.
+        if self.is_adopted(&t.location).await? {
+            tracing::info!(location = %t.location, "unreferenced now, but adopted in place: the bytes are kept");
+            self.catalog.clear_tombstone(&t.location, &t.token).await?;
+            return Ok(());
+        }
         let store = self.backends.get(t.location.backend)?;
         // Never act past the lease: after it, someone else may take over
         // and the location be written again.

@@ -42,6 +42,10 @@ pub struct Record {
     pub location: Location,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+    /// Stored in the database because S3 was unavailable when it was put
+    /// (policy setting `park-when-unavailable`); `coffer migrate` (or
+    /// `coffer drain`) moves it to S3.
+    pub parked: bool,
 }
 
 /// A random name for one reservation or tombstone, so that only its holder
@@ -174,6 +178,20 @@ pub enum Released {
     Released(Option<Tombstone>),
 }
 
+/// What [`Catalog::relocate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relocated {
+    /// The record now names the reserved location; with a tombstone when
+    /// its old location was left unreferenced (the caller deletes those
+    /// bytes and clears it).
+    Moved(Record, Option<Tombstone>),
+    /// The record is gone, or no longer at the old location (deleted, or
+    /// moved by someone else meanwhile): nothing changed.
+    Changed(Option<Record>),
+    /// The reservation no longer exists (reaped): nothing changed.
+    Lost,
+}
+
 /// Storage for [`Record`]s and the lifecycle of locations. Each method is
 /// one transaction.
 #[async_trait]
@@ -191,6 +209,34 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
     /// This organisation's records in digest order, after `after`.
     async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>>;
+
+    /// Every organisation's records (`parked_only`: only parked ones), in
+    /// (organisation, digest) order, after `after`: for `coffer migrate`
+    /// and `coffer verify`.
+    async fn scan(&self, after: Option<(&str, &Digest)>, parked_only: bool, limit: usize) -> Result<Vec<Record>>;
+
+    /// Move `org`'s record of `sha256` from `from` to `to`, which the
+    /// reservation `token` holds for the same content, in one transaction:
+    /// the record names `to` (and is no longer parked), the reservation is
+    /// gone, and if that leaves `from` with no record and no pending
+    /// reference, it is tombstoned on `lease`'s terms.
+    async fn relocate(
+        &self,
+        org: &str,
+        sha256: &Digest,
+        from: &Location,
+        to: &Location,
+        token: &Token,
+        lease: &Lease,
+    ) -> Result<Relocated>;
+
+    /// Claim `namespace` for `org` (as [`Catalog::claim`]) and mark it
+    /// adopted: another system's objects, recorded in place. Coffer never
+    /// deletes bytes in an adopted namespace.
+    async fn adopt(&self, org: &str, namespace: &Namespace) -> Result<Claimed>;
+
+    /// Every adopted namespace.
+    async fn adopted(&self) -> Result<Vec<Namespace>>;
 
     /// Record that `org` holds `namespace`, unless another organisation
     /// holds one that overlaps it (the same container, one prefix a prefix

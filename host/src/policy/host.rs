@@ -77,6 +77,13 @@ pub struct CallState {
     /// so no delete can take their bytes until the put commits or
     /// releases them.
     pub(super) reservations: Vec<Reservation>,
+    /// A put that moves an existing record (`coffer migrate`): `lookup`
+    /// answers none, so the policy places the content as it would place
+    /// it new, instead of pointing at the record being moved.
+    pub(super) relocating: bool,
+    /// An S3 store call of this put failed as unavailable; an outcome in
+    /// the database is then a parked object.
+    pub(super) s3_unavailable: bool,
 }
 
 impl std::fmt::Debug for CallState {
@@ -102,6 +109,8 @@ impl CallState {
             verified: HashSet::new(),
             put_content: None,
             reservations: Vec::new(),
+            relocating: false,
+            s3_unavailable: false,
         }
     }
 
@@ -202,6 +211,9 @@ impl CallState {
             return Err(Error::InvalidName("a digest is 64 lowercase hex digits".into()));
         }
         let digest = sha256.parse()?;
+        if self.relocating {
+            return Ok(None);
+        }
         let _host = self.clock.in_host();
         let record = self.services.catalog.lookup(&org, &digest).await?;
         if let Some(r) = &record {
@@ -286,6 +298,18 @@ impl CallState {
     }
 }
 
+impl CallState {
+    /// Note an S3 store call that failed as unavailable (the host's own
+    /// observation, whatever the policy then says): a database outcome of
+    /// this put is then recorded as parked.
+    fn note<T>(&mut self, backend: types::Backend, answer: Result<T>) -> Result<T> {
+        if backend == types::Backend::S3 && matches!(answer, Err(Error::Backend { .. })) {
+            self.s3_unavailable = true;
+        }
+        answer
+    }
+}
+
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
@@ -335,7 +359,9 @@ impl store::Host for CallState {
 
     async fn head(&mut self, at: types::Location) -> wasmtime::Result<Result<Option<u64>, types::Error>> {
         self.spend_host_call()?;
-        Ok(CallState::head(self, at).await.map_err(|e| self.for_guest(e)))
+        let backend = at.backend;
+        let answer = CallState::head(self, at).await;
+        Ok(self.note(backend, answer).map_err(|e| self.for_guest(e)))
     }
 
     async fn ensure_container(
@@ -344,7 +370,8 @@ impl store::Host for CallState {
         container: String,
     ) -> wasmtime::Result<Result<(), types::Error>> {
         self.spend_host_call()?;
-        Ok(CallState::ensure_container(self, backend, container).await.map_err(|e| self.for_guest(e)))
+        let answer = CallState::ensure_container(self, backend, container).await;
+        Ok(self.note(backend, answer).map_err(|e| self.for_guest(e)))
     }
 
     async fn write(
@@ -353,7 +380,9 @@ impl store::Host for CallState {
         body: Resource<ContentHandle>,
     ) -> wasmtime::Result<Result<bool, types::Error>> {
         self.spend_host_call()?;
-        Ok(CallState::write(self, at, &body).await.map_err(|e| self.for_guest(e)))
+        let backend = at.backend;
+        let answer = CallState::write(self, at, &body).await;
+        Ok(self.note(backend, answer).map_err(|e| self.for_guest(e)))
     }
 }
 

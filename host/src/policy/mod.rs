@@ -65,6 +65,9 @@ pub enum Operation {
 pub struct PutOutcome {
     pub location: Location,
     pub deduplicated: bool,
+    /// Stored in the database after an S3 store call of the same put
+    /// failed as unavailable: parked, for `coffer migrate` to move.
+    pub parked: bool,
 }
 
 /// A loaded, checked policy component, ready to instantiate.
@@ -269,9 +272,11 @@ impl Policy {
         org: &str,
         content: &Content,
         namespaces: Vec<Namespace>,
+        relocating: bool,
     ) -> Result<(PutOutcome, Vec<Reservation>)> {
         let Call { _slot, mut store, instance } = self.instantiate(services, Some(org), namespaces).await?;
         store.data_mut().put_content = Some(content.clone());
+        store.data_mut().relocating = relocating;
         let handle = store
             .data_mut()
             .table()
@@ -283,6 +288,7 @@ impl Policy {
         let reservations = std::mem::take(&mut store.data_mut().reservations);
         let finished = self.finish(result, &mut store);
         let verified = std::mem::take(&mut store.data_mut().verified);
+        let s3_unavailable = store.data().s3_unavailable;
         // The instance (and its slot) is not needed for what follows: the
         // store goes first, then the slot, so the pool always has room
         // for a call the slot lets in.
@@ -303,7 +309,8 @@ impl Policy {
                 self.name
             )));
         }
-        Ok((PutOutcome { location, deduplicated: outcome.deduplicated }, reservations))
+        let parked = s3_unavailable && location.backend == crate::backend::BackendKind::Database;
+        Ok((PutOutcome { location, deduplicated: outcome.deduplicated, parked }, reservations))
     }
 
     /// Ask whether `org` may perform `op` on `record`.

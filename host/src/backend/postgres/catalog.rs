@@ -21,11 +21,11 @@ use tokio_postgres::{IsolationLevel, Row};
 use super::PgDb;
 use crate::backend::{BackendKind, Location};
 use crate::catalog::namespace::{Claimed, Namespace};
-use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token, Tombstone};
+use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token, Tombstone};
 use crate::content::Digest;
 use crate::error::{Error, PgTransient, Result, pg_transient};
 
-const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at";
+const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at, parked";
 const PENDING_COLUMNS: &str = "token, org, sha256, size, backend, container, name, created_at, touched_at";
 const TOMBSTONE_COLUMNS: &str = "backend, container, name, token, created_at, lease_until";
 
@@ -49,6 +49,7 @@ fn record_from(r: &Row) -> Result<Record> {
         content_type: r.get(3),
         location: location(r, 4)?,
         created_at: r.get::<_, i64>(7) as u64,
+        parked: r.get(8),
     })
 }
 
@@ -132,6 +133,36 @@ async fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -
     all(rows, tombstone_from).map(|mut v| v.pop())
 }
 
+/// Claim `ns` for `org` unless another organisation holds a namespace
+/// that overlaps it (the same container, one prefix a prefix of the other).
+async fn claim_in(tx: &Transaction<'_>, org: &str, ns: &Namespace) -> Result<Claimed> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT prefix FROM claims WHERE backend = $1 AND container = $2 AND org <> $3
+             AND (starts_with($4, prefix) OR starts_with(prefix, $4)) LIMIT 1",
+        )
+        .await?;
+    let taken = tx.query_opt(&stmt, &[&ns.backend.as_str(), &ns.container, &org, &ns.prefix]).await?;
+    if let Some(row) = taken {
+        return Ok(Claimed::Taken(Namespace { prefix: row.get(0), ..ns.clone() }));
+    }
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO claims (backend, container, prefix, org, claimed_at)
+             VALUES ($1, $2, $3, $4, {NOW}) ON CONFLICT DO NOTHING"
+        ))
+        .await?;
+    tx.execute(&stmt, &[&ns.backend.as_str(), &ns.container, &ns.prefix, &org]).await?;
+    Ok(Claimed::Held)
+}
+
+/// Namespaces from rows of (backend, container, prefix).
+fn namespaces(rows: Vec<Row>) -> Result<Vec<Namespace>> {
+    rows.iter()
+        .map(|r| Ok(Namespace { backend: BackendKind::parse(r.get(0))?, container: r.get(1), prefix: r.get(2) }))
+        .collect()
+}
+
 #[async_trait]
 impl Catalog for PgDb {
     async fn now(&self) -> Result<u64> {
@@ -153,40 +184,96 @@ impl Catalog for PgDb {
     }
 
     async fn claim(&self, org: &str, namespace: &Namespace) -> Result<Claimed> {
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            let claimed = claim_in(&tx, org, namespace).await?;
+            tx.commit().await?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn adopt(&self, org: &str, namespace: &Namespace) -> Result<Claimed> {
         let ns = namespace;
         self.retry(move || async move {
             let mut client = self.client().await?;
             let tx = serializable(&mut client).await?;
-            let stmt = tx
-                .prepare_cached(
-                    "SELECT prefix FROM claims WHERE backend = $1 AND container = $2 AND org <> $3
-                     AND (starts_with($4, prefix) OR starts_with(prefix, $4)) LIMIT 1",
-                )
-                .await?;
-            let taken = tx.query_opt(&stmt, &[&ns.backend.as_str(), &ns.container, &org, &ns.prefix]).await?;
-            if let Some(row) = taken {
-                return Ok(Claimed::Taken(Namespace { prefix: row.get(0), ..ns.clone() }));
+            let claimed = claim_in(&tx, org, ns).await?;
+            if claimed == Claimed::Held {
+                let stmt = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO adopted (backend, container, prefix, org, adopted_at)
+                         VALUES ($1, $2, $3, $4, {NOW}) ON CONFLICT DO NOTHING"
+                    ))
+                    .await?;
+                tx.execute(&stmt, &[&ns.backend.as_str(), &ns.container, &ns.prefix, &org]).await?;
+            }
+            tx.commit().await?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn adopted(&self) -> Result<Vec<Namespace>> {
+        namespaces(self.query("SELECT backend, container, prefix FROM adopted", &[]).await?)
+    }
+
+    async fn scan(&self, after: Option<(&str, &Digest)>, parked_only: bool, limit: usize) -> Result<Vec<Record>> {
+        let (org, sha) = after.map(|(o, d)| (o.to_string(), d.to_string())).unwrap_or_default();
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM objects WHERE (org, sha256) > ($1, $2) AND (parked OR NOT $3)
+             ORDER BY org, sha256 LIMIT $4"
+        );
+        all(self.query(&sql, &[&org, &sha, &parked_only, &limit]).await?, record_from)
+    }
+
+    async fn relocate(
+        &self,
+        org: &str,
+        sha256: &Digest,
+        from: &Location,
+        to: &Location,
+        token: &Token,
+        lease: &Lease,
+    ) -> Result<Relocated> {
+        let sha = &sha256.to_string();
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            let record = match lookup_in(&tx, org, sha).await? {
+                Some(r) if r.location == *from => r,
+                // A repeat of a move that was made: the record names `to`
+                // and the reservation is gone.
+                Some(r) if r.location == *to && pending_in(&tx, token).await?.is_none() => {
+                    return Ok(Relocated::Moved(r, tombstone_held(&tx, &lease.token).await?));
+                }
+                other => return Ok(Relocated::Changed(other)),
+            };
+            let Some(p) = pending_in(&tx, token).await? else { return Ok(Relocated::Lost) };
+            p.check_for(&record)?;
+            if p.location != *to {
+                return Err(Error::Internal(format!("reservation {} is for {}, not {to}", token.as_str(), p.location)));
             }
             let stmt = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO claims (backend, container, prefix, org, claimed_at)
-                     VALUES ($1, $2, $3, $4, {NOW}) ON CONFLICT DO NOTHING"
-                ))
+                .prepare_cached(
+                    "UPDATE objects SET backend = $3, container = $4, name = $5, parked = false
+                     WHERE org = $1 AND sha256 = $2",
+                )
                 .await?;
-            tx.execute(&stmt, &[&ns.backend.as_str(), &ns.container, &ns.prefix, &org]).await?;
+            tx.execute(&stmt, &[&org, sha, &to.backend.as_str(), &to.container, &to.name]).await?;
+            tx.execute("DELETE FROM pending WHERE token = $1", &[&token.as_str()]).await?;
+            let tombstone = tombstone_if_free(&tx, from, lease).await?;
             tx.commit().await?;
-            Ok(Claimed::Held)
+            Ok(Relocated::Moved(Record { location: to.clone(), parked: false, ..record }, tombstone))
         })
         .await
     }
 
     async fn claims(&self, org: &str) -> Result<Vec<Namespace>> {
         let sql = "SELECT backend, container, prefix FROM claims WHERE org = $1 ORDER BY claimed_at, prefix";
-        self.query(sql, &[&org])
-            .await?
-            .iter()
-            .map(|r| Ok(Namespace { backend: BackendKind::parse(r.get(0))?, container: r.get(1), prefix: r.get(2) }))
-            .collect()
+        namespaces(self.query(sql, &[&org]).await?)
     }
 
     async fn reserve(&self, pending: &Pending) -> Result<Reserved> {
@@ -261,7 +348,7 @@ impl Catalog for PgDb {
             let record = Record { location: p.location, ..r.clone() };
             let stmt = tx
                 .prepare_cached(&format!(
-                    "INSERT INTO objects ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    "INSERT INTO objects ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 ))
                 .await?;
             let (size, created) = (record.size as i64, record.created_at as i64);
@@ -277,6 +364,7 @@ impl Catalog for PgDb {
                     &at.container,
                     &at.name,
                     &created,
+                    &record.parked,
                 ],
             )
             .await?;

@@ -11,11 +11,11 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use super::{SqliteDb, now};
 use crate::backend::{BackendKind, Location};
 use crate::catalog::namespace::{Claimed, Namespace};
-use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token, Tombstone};
+use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token, Tombstone};
 use crate::content::Digest;
 use crate::error::{Error, Result};
 
-const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at";
+const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at, parked";
 const PENDING_COLUMNS: &str = "token, org, sha256, size, backend, container, name, created_at, touched_at";
 const TOMBSTONE_COLUMNS: &str = "backend, container, name, token, created_at, lease_until";
 
@@ -35,6 +35,7 @@ fn record_from(r: &rusqlite::Row<'_>) -> Result<Record> {
         content_type: r.get(3)?,
         location: location(r.get(4)?, r.get(5)?, r.get(6)?)?,
         created_at: r.get::<_, i64>(7)? as u64,
+        parked: r.get(8)?,
     })
 }
 
@@ -122,6 +123,37 @@ fn insert_tombstone(tx: &Transaction<'_>, t: &Tombstone) -> Result<()> {
     Ok(())
 }
 
+/// Claim `ns` for `org` unless another organisation holds a namespace
+/// that overlaps it (the same container, one prefix a prefix of the other).
+fn claim_in(tx: &Transaction<'_>, org: &str, ns: &Namespace) -> Result<Claimed> {
+    let taken = tx
+        .prepare_cached(
+            "SELECT prefix FROM claims WHERE backend = ?1 AND container = ?2 AND org <> ?3
+             AND (substr(?4, 1, length(prefix)) = prefix OR substr(prefix, 1, length(?4)) = ?4) LIMIT 1",
+        )?
+        .query_row(params![ns.backend.as_str(), ns.container, org, ns.prefix], |r| r.get::<_, String>(0))
+        .optional()?;
+    if let Some(prefix) = taken {
+        return Ok(Claimed::Taken(Namespace { prefix, ..ns.clone() }));
+    }
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO claims (backend, container, prefix, org, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![ns.backend.as_str(), ns.container, ns.prefix, org, now()])?;
+    Ok(Claimed::Held)
+}
+
+/// Namespaces from rows of (backend, container, prefix).
+fn namespaces(stmt: &mut rusqlite::Statement<'_>, params: impl rusqlite::Params) -> Result<Vec<Namespace>> {
+    let rows = stmt.query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (backend, container, prefix) = row?;
+        out.push(Namespace { backend: BackendKind::parse(&backend)?, container, prefix });
+    }
+    Ok(out)
+}
+
 fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
     Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }
@@ -148,22 +180,85 @@ impl Catalog for SqliteDb {
         let (o, ns) = (org.to_string(), namespace.clone());
         self.with_durable_conn(move |conn| {
             let tx = write_tx(conn)?;
-            let taken = tx
-                .prepare_cached(
-                    "SELECT prefix FROM claims WHERE backend = ?1 AND container = ?2 AND org <> ?3
-                     AND (substr(?4, 1, length(prefix)) = prefix OR substr(prefix, 1, length(?4)) = ?4) LIMIT 1",
+            let claimed = claim_in(&tx, &o, &ns)?;
+            tx.commit()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn adopt(&self, org: &str, namespace: &Namespace) -> Result<Claimed> {
+        let (o, ns) = (org.to_string(), namespace.clone());
+        self.with_durable_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            let claimed = claim_in(&tx, &o, &ns)?;
+            if claimed == Claimed::Held {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO adopted (backend, container, prefix, org, adopted_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
-                .query_row(params![ns.backend.as_str(), ns.container, o, ns.prefix], |r| r.get::<_, String>(0))
-                .optional()?;
-            if let Some(prefix) = taken {
-                return Ok(Claimed::Taken(Namespace { prefix, ..ns.clone() }));
+                .execute(params![ns.backend.as_str(), ns.container, ns.prefix, o, now()])?;
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn adopted(&self) -> Result<Vec<Namespace>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT backend, container, prefix FROM adopted")?;
+            namespaces(&mut stmt, [])
+        })
+        .await
+    }
+
+    async fn scan(&self, after: Option<(&str, &Digest)>, parked_only: bool, limit: usize) -> Result<Vec<Record>> {
+        let (o, a) = after.map(|(o, d)| (o.to_string(), d.to_string())).unwrap_or_default();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM objects WHERE (org, sha256) > (?1, ?2) AND (parked = 1 OR NOT ?3)
+                 ORDER BY org, sha256 LIMIT ?4"
+            ))?;
+            collect(&mut stmt, params![o, a, parked_only, limit as i64], record_from)
+        })
+        .await
+    }
+
+    async fn relocate(
+        &self,
+        org: &str,
+        sha256: &Digest,
+        from: &Location,
+        to: &Location,
+        token: &Token,
+        lease: &Lease,
+    ) -> Result<Relocated> {
+        let (o, s, from, to, t, lease) =
+            (org.to_string(), sha256.to_string(), from.clone(), to.clone(), token.clone(), lease.clone());
+        self.with_durable_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            let record = match lookup_on(&tx, &o, &s)? {
+                Some(r) if r.location == from => r,
+                other => return Ok(Relocated::Changed(other)),
+            };
+            let pending = {
+                let mut stmt = tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
+                collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
+            };
+            let Some(p) = pending else { return Ok(Relocated::Lost) };
+            p.check_for(&record)?;
+            if p.location != to {
+                return Err(Error::Internal(format!("reservation {} is for {}, not {to}", t.as_str(), p.location)));
             }
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO claims (backend, container, prefix, org, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "UPDATE objects SET backend = ?3, container = ?4, name = ?5, parked = 0 WHERE org = ?1 AND sha256 = ?2",
             )?
-            .execute(params![ns.backend.as_str(), ns.container, ns.prefix, o, now()])?;
+            .execute(params![o, s, to.backend.as_str(), to.container, to.name])?;
+            tx.execute("DELETE FROM pending WHERE token = ?1", params![t.as_str()])?;
+            let tombstone = tombstone_if_free(&tx, &from, &lease)?;
             tx.commit()?;
-            Ok(Claimed::Held)
+            Ok(Relocated::Moved(Record { location: to.clone(), parked: false, ..record }, tombstone))
         })
         .await
     }
@@ -173,13 +268,7 @@ impl Catalog for SqliteDb {
         self.with_conn(move |conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT backend, container, prefix FROM claims WHERE org = ?1 ORDER BY claimed_at")?;
-            let rows = stmt.query_map(params![o], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (backend, container, prefix) = row?;
-                out.push(Namespace { backend: BackendKind::parse(&backend)?, container, prefix });
-            }
-            Ok(out)
+            namespaces(&mut stmt, params![o])
         })
         .await
     }
@@ -252,7 +341,7 @@ impl Catalog for SqliteDb {
             p.check_for(&r)?;
             let record = Record { location: p.location, ..r.clone() };
             tx.prepare_cached(&format!(
-                "INSERT INTO objects ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                "INSERT INTO objects ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ))?
             .execute(params![
                 record.org,
@@ -262,7 +351,8 @@ impl Catalog for SqliteDb {
                 record.location.backend.as_str(),
                 record.location.container,
                 record.location.name,
-                record.created_at as i64
+                record.created_at as i64,
+                record.parked
             ])?;
             tx.execute("DELETE FROM pending WHERE token = ?1", params![t.as_str()])?;
             tx.commit()?;

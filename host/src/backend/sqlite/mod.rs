@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_lifecycle.sql")),
     (3, include_str!("migrations/0003_claims.sql")),
+    (4, include_str!("migrations/0004_moves.sql")),
 ];
 
 /// How SQLite syncs commits to disk.

@@ -1,0 +1,323 @@
+//! `coffer migrate` (and `coffer drain`): move objects to where the
+//! current configuration and policy put new objects — database → S3,
+//! S3 → database, one bucket ↔ a bucket per organisation, another prefix
+//! or policy — and parked objects to S3 once it is back.
+//!
+//! Each object goes through the location lifecycle (README "Guarantees"):
+//! 1. its bytes are read from where the record says, verified against the
+//!    digest on the way;
+//! 2. the policy places them as it would place new content (its `lookup`
+//!    answers none, so it does not point back at the record being moved):
+//!    the new location is reserved before anything is written there, and
+//!    the copy is confirmed by digest at the destination;
+//! 3. the record is switched to the new location in one transaction, which
+//!    also tombstones the old location if nothing else refers to it;
+//! 4. the tombstone's holder deletes the old bytes.
+//!
+//! Killed at any point, a run leaves either the old record with its bytes
+//! (and perhaps a reservation and a copy, which a run again reuses and gc
+//! reclaims), or the new record with its bytes (and perhaps a tombstone on
+//! the old bytes, which the next run, or gc, finishes once its lease runs
+//! out). Readers find the object throughout: a get that looked up the old
+//! location and finds its bytes gone looks the record up again.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::backend::Location;
+use crate::catalog::lifecycle::Reservation;
+use crate::catalog::{Record, Relocated};
+use crate::coffer::{Coffer, ObjectInfo};
+use crate::content::{Content, Digest, verify_stream};
+use crate::error::{Error, Result};
+use crate::gc::Progress;
+
+/// What `coffer migrate` should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrateOptions {
+    /// Only this organisation's objects.
+    pub org: Option<String>,
+    /// Only parked objects (`coffer drain`).
+    pub parked_only: bool,
+    /// Objects moved at once.
+    pub jobs: usize,
+    /// Consider at most this many objects that are not where new ones go.
+    pub limit: Option<u64>,
+    /// Count what would be moved; change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions { org: None, parked_only: false, jobs: 4, limit: None, dry_run: false }
+    }
+}
+
+/// Most error lines a report keeps (the counts are complete).
+const MAX_LINES: usize = 100;
+
+/// Records read from the catalog at a time.
+const PAGE: usize = 500;
+
+/// What `coffer migrate` did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MigrateReport {
+    pub dry_run: bool,
+    /// Records looked at.
+    pub records: u64,
+    /// Records not in the namespace new objects go to (or parked): the
+    /// ones a migration reads and places again.
+    pub candidates: u64,
+    /// Moved to a new location, and their bytes.
+    pub moved: u64,
+    pub moved_bytes: u64,
+    /// Placed again by the policy exactly where they are: nothing moved.
+    pub in_place: u64,
+    /// Deleted or moved by someone else while being moved: left as they are.
+    pub changed: u64,
+    /// Could not be moved (see `errors`); they stay where they were,
+    /// readable.
+    pub failed: u64,
+    /// Moved, but the old bytes could not be deleted yet (`coffer gc`
+    /// deletes them).
+    pub old_bytes_left: u64,
+    /// Deletions a killed run left unfinished, finished first.
+    pub deletions_finished: u64,
+    pub elapsed_secs: f64,
+    pub errors: Vec<String>,
+}
+
+impl MigrateReport {
+    fn error(&mut self, what: String) {
+        tracing::warn!(error = %what, "migrate");
+        if self.errors.len() < MAX_LINES {
+            self.errors.push(what);
+        }
+    }
+}
+
+/// What happened to one object.
+#[derive(Debug)]
+enum Outcome {
+    Moved { left: Option<Error> },
+    InPlace,
+    Changed,
+}
+
+impl Coffer {
+    /// Move every object (or `options.org`'s, or only parked ones) that is
+    /// not where the current configuration and policy put new objects:
+    /// see [`crate::migrate`]. Safe to run again after it was killed, and
+    /// alongside puts, gets and deletes, on one host or several.
+    pub async fn migrate(&self, options: &MigrateOptions, progress: &dyn Progress) -> Result<MigrateReport> {
+        let started = Instant::now();
+        if let Some(org) = &options.org {
+            crate::coffer::validate_org(org)?;
+        }
+        let mut report = MigrateReport { dry_run: options.dry_run, ..MigrateReport::default() };
+        if !options.dry_run {
+            report.deletions_finished = self.finish_abandoned_deletions(&mut report).await?;
+        }
+        // First the count, for the progress bar.
+        let mut total = 0u64;
+        self.candidates(options, |_| total += 1).await?;
+        let total = options.limit.map_or(total, |l| total.min(l));
+        progress.stage(if options.dry_run { "would migrate" } else { "migrating" }, Some(total));
+
+        let catalog = &self.services.catalog;
+        let report = Mutex::new(report);
+        let mut after: Option<(String, Digest)> = None;
+        let mut left = options.limit.unwrap_or(u64::MAX);
+        while left > 0 {
+            let page = catalog.scan(after.as_ref().map(|(o, d)| (o.as_str(), d)), options.parked_only, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.org.clone(), last.sha256));
+            let mut batch = Vec::new();
+            for record in page {
+                report.lock().unwrap_or_else(|e| e.into_inner()).records += 1;
+                if options.org.as_ref().is_some_and(|o| *o != record.org) {
+                    continue;
+                }
+                if left > 0 && self.needs_placing(&record).await? {
+                    left -= 1;
+                    batch.push(record);
+                }
+            }
+            let jobs = options.jobs.max(1);
+            futures_util::stream::iter(batch)
+                .for_each_concurrent(jobs, |record| {
+                    let report = &report;
+                    async move {
+                        let outcome = if options.dry_run {
+                            Ok(Outcome::Moved { left: None })
+                        } else {
+                            self.move_one(&record).await
+                        };
+                        let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+                        r.candidates += 1;
+                        match outcome {
+                            Ok(Outcome::Moved { left }) => {
+                                r.moved += 1;
+                                r.moved_bytes += record.size;
+                                progress.bytes(record.size);
+                                if let Some(e) = left {
+                                    r.old_bytes_left += 1;
+                                    r.error(format!(
+                                        "{} of {:?} moved, but its old bytes at {} were not deleted yet ({e}); \
+                                         coffer gc deletes them",
+                                        record.sha256, record.org, record.location
+                                    ));
+                                }
+                            }
+                            Ok(Outcome::InPlace) => r.in_place += 1,
+                            Ok(Outcome::Changed) => r.changed += 1,
+                            Err(e) => {
+                                r.failed += 1;
+                                r.error(format!("{} of {:?} at {}: {e}", record.sha256, record.org, record.location));
+                            }
+                        }
+                        progress.advance(1);
+                    }
+                })
+                .await;
+        }
+        let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
+        report.elapsed_secs = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Call `found` for each record a migration with `options` would place
+    /// again (ignoring the limit).
+    async fn candidates(&self, options: &MigrateOptions, mut found: impl FnMut(&Record)) -> Result<()> {
+        let mut after: Option<(String, Digest)> = None;
+        loop {
+            let page = self
+                .services
+                .catalog
+                .scan(after.as_ref().map(|(o, d)| (o.as_str(), d)), options.parked_only, PAGE)
+                .await?;
+            let Some(last) = page.last() else { return Ok(()) };
+            after = Some((last.org.clone(), last.sha256));
+            for record in &page {
+                if options.org.as_ref().is_none_or(|o| *o == record.org) && self.needs_placing(record).await? {
+                    found(record);
+                }
+            }
+        }
+    }
+
+    /// Whether `record` may not be where new objects of its organisation
+    /// go: it is parked, or outside the first namespace the deployment's
+    /// policy declares for it. (Within that namespace it stays: a policy
+    /// that changes only its key layout is not a reason to copy.)
+    async fn needs_placing(&self, record: &Record) -> Result<bool> {
+        if record.parked {
+            return Ok(true);
+        }
+        let namespaces = match self.namespaces(&record.org).await {
+            Ok(ns) => ns,
+            // Placing it would fail the same way; say so per object.
+            Err(_) => return Ok(true),
+        };
+        Ok(!namespaces.first().is_some_and(|ns| ns.contains(&record.location)))
+    }
+
+    /// Finish deletions whose holder died (a killed run's old bytes), as
+    /// gc would; returns how many.
+    async fn finish_abandoned_deletions(&self, report: &mut MigrateReport) -> Result<u64> {
+        let (catalog, lifecycle) = (&self.services.catalog, &self.services.lifecycle);
+        let now = catalog.now().await?;
+        let mut finished = 0;
+        for t in catalog.tombstones().await? {
+            if t.lease_until >= now {
+                continue;
+            }
+            match lifecycle.take_over_and_finish(&t).await {
+                Ok(true) => finished += 1,
+                Ok(false) => {}
+                Err(e) => report.error(format!("finishing the deletion of {}: {e}", t.location)),
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Read `record`'s bytes (verified), let the policy place them as new,
+    /// confirm the copy by digest, and switch the record.
+    async fn move_one(&self, record: &Record) -> Result<Outcome> {
+        let org = record.org.as_str();
+        self.check_boundary(record).await?;
+        let content = match self.read_verified(record).await {
+            Ok(c) => c,
+            Err(Error::NotFound(_))
+                if self.services.catalog.lookup(org, &record.sha256).await?.as_ref() != Some(record) =>
+            {
+                return Ok(Outcome::Changed);
+            }
+            Err(e) => return Err(e),
+        };
+        let namespaces = self.namespaces(org).await?;
+        let (outcome, mut reservations) = self.policy(org).put(&self.services, org, &content, namespaces, true).await?;
+        let chosen =
+            reservations.iter().position(|r| r.location() == &outcome.location).map(|i| reservations.swap_remove(i));
+        Reservation::release_all(reservations).await;
+        if outcome.parked {
+            // S3 is still down: the object stays (or would be parked again)
+            // in the database.
+            Reservation::release_all(chosen).await;
+            return Err(Error::Backend {
+                message: "S3 is unavailable; the object stays parked in the database".into(),
+                retryable: true,
+                source: None,
+            });
+        }
+        if outcome.location == record.location {
+            Reservation::release_all(chosen).await;
+            return Ok(Outcome::InPlace);
+        }
+        let Some(chosen) = chosen else {
+            return Err(Error::Internal(format!(
+                "the policy placed the content at {} without reserving it",
+                outcome.location
+            )));
+        };
+        if let Err(e) = self.confirm_copy(&outcome.location, &content).await {
+            Reservation::release_all([chosen]).await;
+            return Err(e);
+        }
+        match self.services.lifecycle.relocate(record, chosen).await? {
+            (Relocated::Moved(moved, _), left) => {
+                tracing::info!(org, sha256 = %moved.sha256, from = %record.location, to = %moved.location, "moved");
+                Ok(Outcome::Moved { left })
+            }
+            (Relocated::Changed(_) | Relocated::Lost, _) => Ok(Outcome::Changed),
+        }
+    }
+
+    /// `record`'s bytes, read from where it says and verified against its
+    /// digest (in memory when small, spooled otherwise).
+    async fn read_verified(&self, record: &Record) -> Result<Content> {
+        let at = &record.location;
+        let stream = self.services.backends.get(at.backend)?.get(&at.container, &at.name).await?;
+        let stream = verify_stream(stream, record.sha256, record.size, format!("{} ({at})", record.sha256));
+        Content::from_stream(stream, Some(&record.content_type), record.size, None).await
+    }
+
+    /// Confirm that `at` holds `content`, by digest, after it was written
+    /// or found there.
+    async fn confirm_copy(&self, at: &Location, content: &Content) -> Result<()> {
+        match self.services.backends.get(at.backend)?.head(&at.container, &at.name).await? {
+            Some(meta) => meta.confirm(at, content),
+            None => Err(Error::Integrity(format!("{at}: the copy is not there after it was written"))),
+        }
+    }
+
+    /// Records, for `coffer verify` and tests: every organisation's (or
+    /// `org`'s), in (organisation, digest) order after `after`.
+    pub async fn records(&self, after: Option<(&str, &Digest)>, limit: usize) -> Result<Vec<ObjectInfo>> {
+        let records = self.services.catalog.scan(after, false, limit).await?;
+        Ok(records.into_iter().map(|r| ObjectInfo::from_record(r, None)).collect())
+    }
+}
