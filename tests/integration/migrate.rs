@@ -207,10 +207,10 @@ async fn a_delete_racing_a_move_wins_and_leaves_no_copy() {
 
 /// S3 for the command line: an endpoint, and the variables that choose
 /// buckets.
-type S3Env<'a> = Option<(&'a str, &'a [(&'a str, &'a str)])>;
+pub type S3Env<'a> = Option<(&'a str, &'a [(&'a str, &'a str)])>;
 
 /// `coffer` with the catalog in `dir` and S3 as `s3` says (if at all).
-fn cli(dir: &std::path::Path, s3: S3Env<'_>, args: &[&str]) -> Command {
+pub fn cli(dir: &std::path::Path, s3: S3Env<'_>, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
     cmd.current_dir(dir)
         .env_clear()
@@ -230,7 +230,7 @@ fn cli(dir: &std::path::Path, s3: S3Env<'_>, args: &[&str]) -> Command {
     cmd
 }
 
-fn ok(out: std::process::Output) -> serde_json::Value {
+pub fn ok(out: std::process::Output) -> serde_json::Value {
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap()

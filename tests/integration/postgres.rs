@@ -405,3 +405,130 @@ async fn large_content_in_memory_is_stored_in_bounded_rows() {
     }
     assert!(got == bytes);
 }
+
+/// Two hosts migrate one PostgreSQL catalog's database fallback to S3 at
+/// the same time, while a third reads: every object is moved exactly
+/// once, readable throughout, and nothing is left behind; then back to
+/// the database. A relocation repeated after its COMMIT answer was lost
+/// answers as the first.
+#[tokio::test]
+async fn two_hosts_migrate_one_catalog_at_once() {
+    use coffer::gc::NoProgress;
+    use coffer::migrate::MigrateOptions;
+    let url = fresh_database("migrate_hosts").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_only = Coffer::open(config(dir.path(), &url, None)).await.unwrap();
+    let mut stored = Vec::new();
+    for i in 0..30u8 {
+        let org = ["acme", "beta", "gamma"][usize::from(i % 3)];
+        let bytes = data(2000 + usize::from(i) * 700, i);
+        stored.push((
+            org,
+            db_only.put(org, Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap().sha256,
+            bytes,
+        ));
+    }
+    let bucket = unique_bucket("pg-migrate");
+    let host_a = Coffer::open(config(dir.path(), &url, Some(&bucket))).await.unwrap();
+    let host_b = Coffer::open(config(dir.path(), &url, Some(&bucket))).await.unwrap();
+    let reader = {
+        let (db_only, stored) = (db_only.clone(), stored.clone());
+        tokio::spawn(async move {
+            for round in 0..3 {
+                for (org, sha, bytes) in &stored {
+                    let got = db_only.get_bytes(org, sha).await;
+                    // The reader has no S3: once moved, an object says so.
+                    match got {
+                        Ok(b) => assert_eq!(&b[..], &bytes[..]),
+                        Err(Error::Config(m)) => assert!(m.contains("S3 is not configured"), "{m}"),
+                        Err(e) => panic!("round {round}, {org}/{sha}: {e}"),
+                    }
+                }
+            }
+        })
+    };
+    let options = MigrateOptions { jobs: 3, ..Default::default() };
+    let (a, b) = tokio::join!(host_a.migrate(&options, &NoProgress), host_b.migrate(&options, &NoProgress));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    reader.await.unwrap();
+    assert!(a.errors.is_empty() && b.errors.is_empty(), "{a:?} {b:?}");
+    assert_eq!(a.moved + b.moved, 30, "each object moved once: {a:?} {b:?}");
+    for (org, sha, bytes) in &stored {
+        let info = host_b.stat(org, &sha.to_string()).await.unwrap();
+        assert_eq!(info.backend, coffer::backend::BackendKind::S3);
+        assert_eq!(&host_a.get_bytes(org, sha).await.unwrap()[..], &bytes[..]);
+    }
+    let client = raw(&url).await;
+    for table in ["blobs", "blob_data", "pending", "tombstones"] {
+        let n: i64 = client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0);
+        assert_eq!(n, 0, "{table}");
+    }
+    assert_eq!(crate::support::objects_on_server(&bucket).len(), 30);
+    let verify = coffer::verify::VerifyOptions { deep: true, ..Default::default() };
+    let report = host_a.verify(&verify, &NoProgress, &|f| panic!("{f:?}")).await.unwrap();
+    assert!(report.all_well() && report.checked == 30 && report.unreferenced == 0, "{report:?}");
+
+    // And back: S3 still configured to read, new objects go to the database.
+    let mut back = config(dir.path(), &url, Some(&bucket));
+    back.settings.insert("store-in".into(), "database".into());
+    let back = Coffer::open(back).await.unwrap();
+    let report = back.migrate(&MigrateOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!((report.moved, report.failed), (30, 0), "{report:?}");
+    assert!(crate::support::objects_on_server(&bucket).is_empty());
+    for (org, sha, bytes) in &stored {
+        assert_eq!(&db_only.get_bytes(org, sha).await.unwrap()[..], &bytes[..]);
+    }
+}
+
+/// `relocate` run again after its COMMIT went through (the answer lost):
+/// it finds its own move and the tombstone of its own lease.
+#[tokio::test]
+async fn a_repeated_relocation_answers_as_the_first() {
+    use coffer::backend::{BackendKind, Location};
+    use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Relocated, Reserved, Token};
+    let db = PgDb::open(&pg_url(&fresh_database("relocate").await)).await.unwrap();
+    let sha = Digest::of(b"moved");
+    let at = |backend, container: &str| Location { backend, container: container.into(), name: sha.to_string() };
+    let (from, to) = (at(BackendKind::Database, "acme"), at(BackendKind::S3, "bucket"));
+    let pending = |location: &Location| Pending {
+        token: Token::new(),
+        org: "acme".into(),
+        sha256: sha,
+        size: 5,
+        location: location.clone(),
+        created_at: 0,
+        touched_at: 0,
+    };
+    let first = pending(&from);
+    assert_eq!(db.reserve(&first).await.unwrap(), Reserved::Granted);
+    let record = Record {
+        org: "acme".into(),
+        sha256: sha,
+        size: 5,
+        content_type: "text/plain".into(),
+        location: from.clone(),
+        created_at: 1,
+        parked: true,
+    };
+    assert!(matches!(db.commit(Some(&first.token), &record).await.unwrap(), Committed::Inserted(_)));
+    let second = pending(&to);
+    assert_eq!(db.reserve(&second).await.unwrap(), Reserved::Granted);
+    let lease = Lease { token: Token::new(), secs: 60 };
+    let Relocated::Moved(moved, Some(t)) = db.relocate("acme", &sha, &from, &to, &second.token, &lease).await.unwrap()
+    else {
+        panic!("moved, with the old location tombstoned")
+    };
+    assert_eq!((moved.location.clone(), moved.parked), (to.clone(), false));
+    let again = db.relocate("acme", &sha, &from, &to, &second.token, &lease).await.unwrap();
+    assert_eq!(again, Relocated::Moved(moved.clone(), Some(t)), "the repeat finds its own work");
+    assert_eq!(db.lookup("acme", &sha).await.unwrap(), Some(moved));
+    // The old location waits for its deletion; another move of the same
+    // record, with a reservation of its own, finds the record changed.
+    let waiting = pending(&from);
+    assert_eq!(db.reserve(&waiting).await.unwrap(), Reserved::Tombstoned(db.tombstones().await.unwrap()[0].clone()));
+    let third = pending(&to);
+    assert_eq!(db.reserve(&third).await.unwrap(), Reserved::Granted);
+    let other_lease = Lease { token: Token::new(), secs: 60 };
+    let other = db.relocate("acme", &sha, &from, &to, &third.token, &other_lease).await.unwrap();
+    assert!(matches!(other, Relocated::Changed(Some(_))), "{other:?}");
+}

@@ -1,0 +1,223 @@
+//! `coffer import` of stores laid out exactly as Request Tracker and
+//! OpenKAT lay theirs out, built in the test with boto3 (the client those
+//! deployments use): adopted in place (RT) or copied with a mapping file
+//! (OpenKAT on S3, in both bucket layouts, and on files); every object
+//! readable at once; the source never modified; a run again skipping what
+//! is done.
+
+use std::collections::BTreeMap;
+
+use coffer::gc::NoProgress;
+use coffer::import::{ImportOptions, ImportReport, ImportSource, MappingLine};
+use coffer::{Coffer, Digest};
+
+use crate::support::{data, objects_on_server, s3_config, unique_bucket};
+
+/// Put objects into buckets with boto3, as RT's and OpenKAT's S3 clients
+/// do: plain PutObject, no SHA-256 checksum, no Coffer metadata.
+const BOTO3_PUT: &str = r#"
+import json, sys
+import boto3
+from botocore.config import Config
+endpoint, key_id, secret = sys.argv[1:4]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret,
+                  region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+made = set()
+for bucket, key, path in json.load(sys.stdin):
+    if bucket not in made:
+        s3.create_bucket(Bucket=bucket)
+        made.add(bucket)
+    with open(path, "rb") as f:
+        s3.put_object(Bucket=bucket, Key=key, Body=f.read(), ContentType="application/octet-stream")
+"#;
+
+/// Write `objects` (bucket, key, bytes) with boto3.
+fn boto3_put(dir: &std::path::Path, objects: &[(String, String, Vec<u8>)]) {
+    let mut list = Vec::new();
+    for (i, (bucket, key, bytes)) in objects.iter().enumerate() {
+        let path = dir.join(format!("boto3-{i}"));
+        std::fs::write(&path, bytes).unwrap();
+        list.push(serde_json::json!([bucket, key, path]));
+    }
+    let server = crate::s3_server::server();
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", BOTO3_PUT, &server.endpoint(), crate::s3_server::ACCESS_KEY, crate::s3_server::SECRET_KEY])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(serde_json::to_string(&list).unwrap().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "boto3 (pip install boto3; .ci/run does): {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// What the server holds in `bucket`: every file and its bytes.
+fn snapshot(bucket: &str) -> BTreeMap<String, Vec<u8>> {
+    let root = crate::s3_server::server().root.join(bucket);
+    objects_on_server(bucket).into_iter().map(|k| (k.clone(), std::fs::read(root.join(&k)).unwrap())).collect()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    Digest::of(bytes).to_string()
+}
+
+/// A raw-file id as OpenKAT makes them.
+fn uuid(i: u32) -> String {
+    format!("{i:08x}-3c4d-4e5f-8a9b-0c1d2e3f4a5b")
+}
+
+async fn import(coffer: &Coffer, source: ImportSource, mapping: Option<&std::path::Path>) -> ImportReport {
+    let options = ImportOptions { source, mapping: mapping.map(|p| p.to_path_buf()), deep: false, jobs: 3 };
+    coffer.import(&options, &NoProgress).await.unwrap()
+}
+
+fn mapping_lines(path: &std::path::Path) -> Vec<MappingLine> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_request_tracker_bucket_is_adopted_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = unique_bucket("rt-attachments");
+    let files: Vec<Vec<u8>> = (0..5u8).map(|i| data(1000 + usize::from(i) * 3000, 80 + i)).collect();
+    let mut objects: Vec<(String, String, Vec<u8>)> = files.iter().map(|b| (rt.clone(), sha(b), b.clone())).collect();
+    // Not RT's: a key that is not a digest, and a digest key whose bytes
+    // are something else.
+    objects.push((rt.clone(), "README".into(), b"not an attachment".to_vec()));
+    let impostor = sha(b"what the key promises");
+    objects.push((rt.clone(), impostor.clone(), b"something else entirely".to_vec()));
+    boto3_put(dir.path(), &objects);
+    let before = snapshot(&rt);
+
+    // Coffer stores new objects elsewhere (a bucket of its own).
+    let coffer = Coffer::open(s3_config(dir.path(), Some(&unique_bucket("coffer")), None)).await.unwrap();
+    let source = ImportSource::RequestTracker { bucket: rt.clone(), prefix: String::new(), org: "acme".into() };
+    let report = import(&coffer, source.clone(), None).await;
+    assert_eq!((report.objects, report.imported, report.skipped, report.failed), (7, 5, 1, 1), "{report:?}");
+    assert!(report.errors[0].contains(&impostor), "{report:?}");
+    for bytes in &files {
+        let info = coffer.stat("acme", &sha(bytes)).await.unwrap();
+        assert_eq!((info.bucket.as_deref(), info.key.as_str()), (Some(rt.as_str()), sha(bytes).as_str()), "in place");
+        assert_eq!(&coffer.get_bytes("acme", &info.sha256).await.unwrap()[..], &bytes[..]);
+    }
+    assert!(coffer.stat("acme", &impostor).await.is_err(), "the impostor is not recorded");
+    assert_eq!(snapshot(&rt), before, "nothing in the source changed");
+
+    // Another organisation cannot adopt the same bucket.
+    let other = ImportSource::RequestTracker { bucket: rt.clone(), prefix: String::new(), org: "beta".into() };
+    let options = ImportOptions { source: other, mapping: None, deep: false, jobs: 1 };
+    let err = coffer.import(&options, &NoProgress).await.unwrap_err();
+    assert_eq!(err.kind(), coffer::ErrorKind::Denied, "{err}");
+
+    // Deleting a record, and gc, never delete RT's bytes.
+    coffer.delete("acme", &sha(&files[0])).await.unwrap();
+    let gc = coffer.gc(&coffer::gc::GcOptions { older_than: std::time::Duration::ZERO, dry_run: false }, &NoProgress);
+    let gc = gc.await.unwrap();
+    assert_eq!((gc.orphans_deleted, gc.error_count), (0, 0), "{gc:?}");
+    assert_eq!(snapshot(&rt), before, "adopted bytes are never deleted");
+
+    // Again: what is recorded is skipped; the deleted one comes back;
+    // --deep reads every object.
+    let options = ImportOptions { source, mapping: None, deep: true, jobs: 2 };
+    let again = coffer.import(&options, &NoProgress).await.unwrap();
+    assert_eq!((again.imported, again.already, again.failed), (1, 4, 1), "{again:?}");
+    assert_eq!(snapshot(&rt), before);
+}
+
+#[tokio::test]
+async fn an_openkat_store_with_a_bucket_per_organisation_is_copied_with_a_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("{}-", unique_bucket("okat"));
+    let shared = data(4000, 90);
+    let mut objects = Vec::new();
+    for (i, org) in ["acme", "acme", "acme", "beta", "beta"].into_iter().enumerate() {
+        let bytes = if i == 2 || i == 4 { shared.clone() } else { data(2000 + i * 1000, 91 + i as u8) };
+        objects.push((format!("{prefix}{org}"), uuid(i as u32), bytes));
+    }
+    // A large raw file, spooled through a file on its way.
+    objects.push((format!("{prefix}beta"), uuid(9), data((5 << 20) + 1, 99)));
+    boto3_put(dir.path(), &objects);
+    let before: Vec<_> = ["acme", "beta"].iter().map(|o| snapshot(&format!("{prefix}{o}"))).collect();
+
+    let target = format!("{}-", unique_bucket("cof"));
+    let coffer = Coffer::open(s3_config(dir.path(), None, Some(&target))).await.unwrap();
+    let mapping = dir.path().join("mapping.jsonl");
+    let source = ImportSource::OpenKatBuckets { prefix: prefix.clone(), orgs: vec!["acme".into(), "beta".into()] };
+    let report = import(&coffer, source.clone(), Some(&mapping)).await;
+    assert_eq!((report.objects, report.failed), (6, 0), "{report:?}");
+    let lines = mapping_lines(&mapping);
+    assert_eq!(lines.len(), 6);
+    for (bucket, id, bytes) in &objects {
+        let org = bucket.strip_prefix(&prefix).unwrap();
+        let line = lines.iter().find(|l| l.org == org && &l.raw_id == id).expect("a mapping line for each object");
+        assert_eq!((line.sha256.as_str(), line.size), (sha(bytes).as_str(), bytes.len() as u64));
+        let info = coffer.stat(org, &line.sha256).await.unwrap();
+        assert_eq!(info.bucket, Some(format!("{target}{org}")), "in Coffer's layout");
+        assert_eq!(&coffer.get_bytes(org, &info.sha256).await.unwrap()[..], &bytes[..]);
+    }
+    let after: Vec<_> = ["acme", "beta"].iter().map(|o| snapshot(&format!("{prefix}{o}"))).collect();
+    assert_eq!(after, before, "nothing in the source changed");
+
+    // A run again skips everything and adds no line.
+    let again = import(&coffer, source, Some(&mapping)).await;
+    assert_eq!((again.imported, again.already, again.failed), (0, 6, 0), "{again:?}");
+    assert_eq!(mapping_lines(&mapping).len(), 6);
+}
+
+#[tokio::test]
+async fn an_openkat_store_in_one_bucket_and_on_files_is_copied_by_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = unique_bucket("okat-one");
+    let objects: Vec<(String, String, Vec<u8>)> = (0..4u32)
+        .map(|i| {
+            (bucket.clone(), format!("{}/{}", ["acme", "beta"][i as usize % 2], uuid(i)), data(3000, 100 + i as u8))
+        })
+        .chain([(bucket.clone(), "stray-at-the-root".to_string(), b"x".to_vec())])
+        .collect();
+    boto3_put(dir.path(), &objects);
+    let before = snapshot(&bucket);
+    // OpenKAT's file layout: ORG/ID[:3]/ID; and a directory of anything.
+    let files = dir.path().join("bytes-data");
+    for i in 10..13u32 {
+        let id = uuid(i);
+        let shard = files.join("gamma").join(&id[..3]);
+        std::fs::create_dir_all(&shard).unwrap();
+        std::fs::write(shard.join(&id), data(1500, i as u8)).unwrap();
+    }
+    std::fs::write(files.join("gamma").join("notes.txt"), b"not a raw file").unwrap();
+    let any = dir.path().join("any");
+    std::fs::create_dir_all(any.join("a/b")).unwrap();
+    std::fs::write(any.join("a/b/report.pdf"), data(2500, 20)).unwrap();
+    std::fs::write(any.join("top.txt"), b"top").unwrap();
+
+    let target = unique_bucket("cof-one");
+    let env = [("S3_BUCKET", target.as_str())];
+    let endpoint = crate::s3_server::server().endpoint();
+    let run = |args: &[&str]| crate::migrate::cli(dir.path(), Some((&endpoint, &env)), args).output().unwrap();
+    let summary = |out: std::process::Output| crate::migrate::ok(out);
+    let map = dir.path().join("map.jsonl");
+    let map = map.to_str().unwrap();
+
+    let s3 = summary(run(&["import", "openkat-s3", "--bucket", &bucket, "--mapping", map]));
+    assert_eq!((s3["imported"].as_u64(), s3["skipped"].as_u64()), (Some(4), Some(1)), "{s3}");
+    let tree = summary(run(&["import", "dir", files.to_str().unwrap(), "--mapping", map]));
+    assert_eq!((tree["imported"].as_u64(), tree["skipped"].as_u64()), (Some(3), Some(1)), "{tree}");
+    let anything = summary(run(&["import", "dir", any.to_str().unwrap(), "--org", "delta", "--mapping", map]));
+    assert_eq!(anything["imported"], 2, "{anything}");
+    assert_eq!(snapshot(&bucket), before, "nothing in the source changed");
+
+    let lines = mapping_lines(std::path::Path::new(map));
+    assert_eq!(lines.len(), 9);
+    assert!(lines.iter().any(|l| l.org == "delta" && l.raw_id == "a/b/report.pdf"));
+    assert!(lines.iter().any(|l| l.org == "gamma" && l.raw_id == uuid(11)));
+    for line in &lines {
+        let out = run(&["get", "--org", &line.org, &line.sha256, "-o", "back.bin"]);
+        assert!(out.status.success(), "{line:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(crate::support::sha256_file(&dir.path().join("back.bin")), line.sha256);
+    }
+    // Again: all skipped.
+    let again = summary(run(&["import", "dir", files.to_str().unwrap(), "--mapping", map]));
+    assert_eq!((again["imported"].as_u64(), again["already"].as_u64()), (Some(0), Some(3)), "{again}");
+    assert_eq!(mapping_lines(std::path::Path::new(map)).len(), 9);
+}
