@@ -479,6 +479,13 @@ async fn execute(command: Command) -> Result<()> {
             let report = coffer.verify(&options, &bar, &print).await?;
             bar.finish();
             print_json(&report)?;
+            if report.unconfirmed > 0 && !deep {
+                eprintln!(
+                    "coffer: note: {} objects are present with the right size, but their store reports no digest it \
+                     checked; --deep reads and hashes them",
+                    report.unconfirmed
+                );
+            }
             if report.missing + report.corrupt + report.outside_claims > 0 {
                 Err(Error::Integrity(format!(
                     "{} missing, {} corrupt, {} outside their organisation's namespaces (listed above)",

@@ -190,9 +190,15 @@ impl Mapping {
         let Some(file) = &self.file else { return Ok(()) };
         let mut text = serde_json::to_string(line).map_err(|e| Error::Internal(format!("JSON: {e}")))?;
         text.push('\n');
+        // One write per line (O_APPEND); synced once at the end. A line a
+        // crash loses is done again by the next run (its put de-duplicates).
         let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
-        f.write_all(text.as_bytes()).map_err(|e| Error::io("writing the mapping file", e))?;
-        f.sync_data().map_err(|e| Error::io("syncing the mapping file", e))
+        f.write_all(text.as_bytes()).map_err(|e| Error::io("writing the mapping file", e))
+    }
+
+    fn sync(&self) -> Result<()> {
+        let Some(file) = &self.file else { return Ok(()) };
+        file.lock().unwrap_or_else(|e| e.into_inner()).sync_all().map_err(|e| Error::io("syncing the mapping file", e))
     }
 }
 
@@ -232,9 +238,30 @@ impl Coffer {
         let namespace =
             Namespace { backend: BackendKind::S3, container: bucket.to_string(), prefix: prefix.to_string() };
         namespace.validate()?;
-        if let Claimed::Taken(other) = self.services.catalog.adopt(org, &namespace).await? {
+        let catalog = &self.services.catalog;
+        let adopted = catalog.adopted().await?;
+        // A bucket adopted before (in part) is another system's: the
+        // adoption itself refuses what overlaps.
+        if !adopted.iter().any(|ns| ns.backend == namespace.backend && ns.container == namespace.container) {
+            // Only another system's bucket: never one Coffer writes to,
+            // whose bytes must stay deletable.
+            let s3_settings = &self.services.config.s3;
+            let coffers = s3_settings.bucket.as_deref() == Some(bucket)
+                || (s3_settings.bucket_per_org == Some(true)
+                    && s3_settings.bucket_prefix.as_deref().is_some_and(|p| bucket.starts_with(p)))
+                || catalog.containers(BackendKind::S3).await?.iter().any(|c| c == bucket);
+            if coffers {
+                return Err(Error::InvalidInput(format!(
+                    "bucket {bucket:?} is one Coffer stores objects in (or would, under this configuration); \
+                     only another system's bucket can be adopted in place"
+                )));
+            }
+            // It must exist and be readable before anything is recorded.
+            s3.list(bucket, prefix, None, 1).await?;
+        }
+        if let Claimed::Taken(other) = catalog.adopt(org, &namespace).await? {
             return Err(Error::Denied(format!(
-                "s3:{bucket}/{prefix} overlaps s3:{}/{}, which another organisation holds; it cannot be adopted for {org:?}",
+                "s3:{bucket}/{prefix} overlaps s3:{}/{}, which an organisation holds; it cannot be adopted for {org:?}",
                 other.container, other.prefix
             )));
         }
@@ -300,9 +327,13 @@ impl Coffer {
         let reservation = self.services.lifecycle.reserve(org, digest, meta.size, &at).await?;
         let confirmed = async {
             match meta.sha256 {
-                Some(d) if d != digest => Err(Error::Integrity(format!("{at}: the server reports SHA-256 {d}"))),
-                Some(_) if !deep => Ok(()),
-                // No checksum to go by (or asked to read): hash the bytes.
+                Some(d) if meta.checked_by_store && d != digest => {
+                    Err(Error::Integrity(format!("{at}: the server reports SHA-256 {d}")))
+                }
+                Some(_) if meta.checked_by_store && !deep => Ok(()),
+                // No checksum the server checked (metadata any writer of
+                // the bucket could set does not count), or asked to read:
+                // hash the bytes.
                 _ => {
                     let stream = s3.get(bucket, name).await?;
                     let mut stream = verify_stream(stream, digest, meta.size, at.to_string());
@@ -351,111 +382,67 @@ impl Coffer {
     }
 
     /// Copy an OpenKAT store (S3 or files) or a directory into Coffer's
-    /// layout, writing the mapping file.
+    /// layout, writing the mapping file. Sources are read a page (a
+    /// listing page, a directory) at a time, so memory stays bounded
+    /// whatever their size.
     async fn copy_in(
         &self,
         source: &ImportSource,
         options: &ImportOptions,
         progress: &dyn Progress,
     ) -> Result<ImportReport> {
+        // Never write into the source.
+        if let (ImportSource::Directory { root, .. }, Some(map)) = (source, &options.mapping) {
+            let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            if absolute(map).starts_with(absolute(root)) {
+                return Err(Error::InvalidInput(format!(
+                    "the mapping file {} is inside the directory being imported; put it elsewhere",
+                    map.display()
+                )));
+            }
+        }
         let mapping = Mapping::open(options.mapping.as_deref())?;
-        let mut report = ImportReport {
+        let report = Mutex::new(ImportReport {
             mapping: options.mapping.as_ref().map(|p| p.display().to_string()),
             ..ImportReport::default()
-        };
-        let items = match source {
+        });
+        progress.stage("importing", None);
+        let copy = Copier { coffer: self, mapping: &mapping, report: &report, progress, jobs: options.jobs.max(1) };
+        let described = match source {
             ImportSource::OpenKatBuckets { prefix, orgs } => {
-                report.source = format!("s3:{prefix}<org>");
                 if orgs.is_empty() {
                     return Err(Error::InvalidInput(
                         "with a bucket per organisation, name the organisations to import (--org, repeated)".into(),
                     ));
                 }
-                let mut items = (Vec::new(), Vec::new());
                 for org in orgs {
                     validate_org(org)?;
-                    let bucket = format!("{prefix}{org}");
-                    let (found, skipped) =
-                        self.s3_items(&bucket, "", |key| Some((org.clone(), key.to_string()))).await?;
-                    items.0.extend(found);
-                    items.1.extend(skipped);
                 }
-                items
+                for org in orgs {
+                    let bucket = format!("{prefix}{org}");
+                    copy.s3(&bucket, |key| Some((org.clone(), key.to_string()))).await?;
+                }
+                format!("s3:{prefix}<org>")
             }
             ImportSource::OpenKatBucket { bucket, orgs } => {
-                report.source = format!("s3:{bucket}");
-                self.s3_items(bucket, "", |key| {
+                copy.s3(bucket, |key| {
                     let (org, id) = key.split_once('/')?;
                     (!id.is_empty() && !id.contains('/') && (orgs.is_empty() || orgs.iter().any(|o| o == org)))
                         .then(|| (org.to_string(), id.to_string()))
                 })
-                .await?
+                .await?;
+                format!("s3:{bucket}")
             }
             ImportSource::Directory { root, org } => {
-                report.source = root.display().to_string();
-                let (root, org) = (root.clone(), org.clone());
-                tokio::task::spawn_blocking(move || dir_items(&root, org.as_deref())).await??
+                copy.dir(root, org.as_deref()).await?;
+                root.display().to_string()
             }
             ImportSource::RequestTracker { .. } => unreachable!("adopted in place"),
         };
-        let (items, skipped) = items;
-        for s in skipped {
-            report.skip(s);
-        }
-        progress.stage("importing", Some(items.len() as u64));
-        let report_cell = Mutex::new(report);
-        let mapping = &mapping;
-        futures_util::stream::iter(items)
-            .for_each_concurrent(options.jobs.max(1), |item| {
-                let report = &report_cell;
-                async move {
-                    let outcome = self.copy_one(&item, mapping).await;
-                    let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
-                    r.objects += 1;
-                    match outcome {
-                        Ok(Imported::Now(size)) => {
-                            r.imported += 1;
-                            r.imported_bytes += size;
-                            progress.bytes(size);
-                        }
-                        Ok(Imported::Already) => r.already += 1,
-                        Err(e) => r.error(format!("{:?} {:?}: {e}", item.org, item.raw_id)),
-                    }
-                    progress.advance(1);
-                }
-            })
-            .await;
-        Ok(report_cell.into_inner().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Every object in `bucket` under `prefix`, with the (organisation, raw
-    /// id) `identify` gives its key; keys it gives none are skipped.
-    async fn s3_items(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        identify: impl Fn(&str) -> Option<(String, String)>,
-    ) -> Result<(Vec<Item>, Vec<String>)> {
-        let s3 = self.services.backends.get(BackendKind::S3)?;
-        let (mut items, mut skipped) = (Vec::new(), Vec::new());
-        let mut after: Option<String> = None;
-        loop {
-            let page = s3.list(bucket, prefix, after.as_deref(), 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.name.clone());
-            for entry in page {
-                match identify(&entry.name) {
-                    Some((org, raw_id)) => items.push(Item {
-                        org,
-                        raw_id,
-                        from: From::S3 { bucket: bucket.to_string(), key: entry.name },
-                        size: entry.size,
-                    }),
-                    None => skipped.push(format!("s3:{bucket}/{}: not laid out as OpenKAT's; left alone", entry.name)),
-                }
-            }
-        }
-        Ok((items, skipped))
+        mapping.sync()?;
+        let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
+        report.source = described;
+        Ok(report)
     }
 
     /// Store one item through an ordinary put and append its mapping line.
@@ -484,51 +471,132 @@ impl Coffer {
     }
 }
 
-/// Files below `root`: with `org`, every regular file (raw id: its path
-/// relative to `root`); without, OpenKAT's layout `ORG/ID[:3]/ID` (raw id:
-/// the file name). Symbolic links are not followed.
-fn dir_items(root: &Path, org: Option<&str>) -> Result<(Vec<Item>, Vec<String>)> {
-    let meta = std::fs::metadata(root).map_err(|e| Error::InvalidInput(format!("{}: {e}", root.display())))?;
-    if !meta.is_dir() {
-        return Err(Error::InvalidInput(format!("{} is not a directory", root.display())));
-    }
-    let (mut items, mut skipped) = (Vec::new(), Vec::new());
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-            let path = entry.path();
-            let kind = entry.file_type().map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            if kind.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if !kind.is_file() {
-                skipped.push(format!("{}: not a regular file; left alone", path.display()));
-                continue;
-            }
-            let relative = path.strip_prefix(root).unwrap_or(&path);
-            let parts: Vec<String> =
-                relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-            let identified = match org {
-                Some(org) => Some((org.to_string(), parts.join("/"))),
-                None => match parts.as_slice() {
-                    [org, shard, id] if id.get(..3) == Some(shard.as_str()) => Some((org.clone(), id.clone())),
-                    _ => None,
-                },
-            };
-            match identified {
-                Some((org, raw_id)) => {
-                    items.push(Item { org, raw_id, size: 0, from: From::File(path) });
-                }
-                None => skipped.push(format!(
-                    "{}: not laid out as OpenKAT's ORG/ID[:3]/ID (give --org to import any directory); left alone",
-                    path.display()
-                )),
+/// One copy run: where items go and what is counted.
+struct Copier<'a> {
+    coffer: &'a Coffer,
+    mapping: &'a Mapping,
+    report: &'a Mutex<ImportReport>,
+    progress: &'a dyn Progress,
+    jobs: usize,
+}
+
+impl Copier<'_> {
+    /// Copy `items`, `jobs` at a time, and note what was skipped.
+    async fn page(&self, items: Vec<Item>, skipped: Vec<String>) {
+        {
+            let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+            for s in skipped {
+                r.objects += 1;
+                r.skip(s);
             }
         }
+        futures_util::stream::iter(items)
+            .for_each_concurrent(self.jobs, |item| async move {
+                let outcome = self.coffer.copy_one(&item, self.mapping).await;
+                let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+                r.objects += 1;
+                match outcome {
+                    Ok(Imported::Now(size)) => {
+                        r.imported += 1;
+                        r.imported_bytes += size;
+                        self.progress.bytes(size);
+                    }
+                    Ok(Imported::Already) => r.already += 1,
+                    Err(e) => r.error(format!("{:?} {:?}: {e}", item.org, item.raw_id)),
+                }
+                self.progress.advance(1);
+            })
+            .await;
     }
-    items.sort_by(|a, b| (&a.org, &a.raw_id).cmp(&(&b.org, &b.raw_id)));
-    Ok((items, skipped))
+
+    /// Every object in `bucket`, with the (organisation, raw id) `identify`
+    /// gives its key; keys it gives none are skipped.
+    async fn s3(&self, bucket: &str, identify: impl Fn(&str) -> Option<(String, String)>) -> Result<()> {
+        let s3 = self.coffer.services.backends.get(BackendKind::S3)?;
+        // Coffer's own buckets hold organisations' objects: copying from
+        // one could hand one organisation's bytes to another.
+        if self.coffer.services.catalog.containers(BackendKind::S3).await?.iter().any(|c| c == bucket) {
+            return Err(Error::InvalidInput(format!(
+                "bucket {bucket:?} is one Coffer stores objects in; import only from another system's buckets"
+            )));
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = s3.list(bucket, "", after.as_deref(), 1000).await?;
+            let Some(last) = page.last() else { return Ok(()) };
+            after = Some(last.name.clone());
+            let (mut items, mut skipped) = (Vec::new(), Vec::new());
+            for entry in page {
+                match identify(&entry.name) {
+                    Some((org, raw_id)) => items.push(Item {
+                        org,
+                        raw_id,
+                        from: From::S3 { bucket: bucket.to_string(), key: entry.name },
+                        size: entry.size,
+                    }),
+                    None => skipped.push(format!("s3:{bucket}/{}: not laid out as OpenKAT's; left alone", entry.name)),
+                }
+            }
+            self.page(items, skipped).await;
+        }
+    }
+
+    /// Files below `root`, a directory at a time: with `org`, every regular
+    /// file (raw id: its path relative to `root`); without, OpenKAT's layout
+    /// `ORG/ID[:3]/ID` (raw id: the file name). Symbolic links are neither
+    /// followed nor imported.
+    async fn dir(&self, root: &Path, org: Option<&str>) -> Result<()> {
+        let meta = std::fs::metadata(root).map_err(|e| Error::InvalidInput(format!("{}: {e}", root.display())))?;
+        if !meta.is_dir() {
+            return Err(Error::InvalidInput(format!("{} is not a directory", root.display())));
+        }
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let (root, org) = (root.to_path_buf(), org.map(str::to_string));
+            let (items, skipped, subdirs) =
+                tokio::task::spawn_blocking(move || list_dir(&root, &dir, org.as_deref())).await??;
+            stack.extend(subdirs);
+            self.page(items, skipped).await;
+        }
+        Ok(())
+    }
+}
+
+/// The files directly in `dir` (below `root`) as items, what is skipped,
+/// and the subdirectories.
+fn list_dir(root: &Path, dir: &Path, org: Option<&str>) -> Result<(Vec<Item>, Vec<String>, Vec<PathBuf>)> {
+    let (mut items, mut skipped, mut subdirs) = (Vec::new(), Vec::new(), Vec::new());
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if kind.is_dir() {
+            subdirs.push(path);
+            continue;
+        }
+        if !kind.is_file() {
+            skipped.push(format!("{}: not a regular file; left alone", path.display()));
+            continue;
+        }
+        let relative = path.strip_prefix(root).unwrap_or(&path);
+        let parts: Vec<String> = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let identified = match org {
+            Some(org) => Some((org.to_string(), parts.join("/"))),
+            None => match parts.as_slice() {
+                [org, shard, id] if id.get(..3) == Some(shard.as_str()) => Some((org.clone(), id.clone())),
+                _ => None,
+            },
+        };
+        match identified {
+            Some((org, raw_id)) => items.push(Item { org, raw_id, size: 0, from: From::File(path) }),
+            None => skipped.push(format!(
+                "{}: not laid out as OpenKAT's ORG/ID[:3]/ID (give --org to import any directory); left alone",
+                path.display()
+            )),
+        }
+    }
+    items.sort_by(|a, b| a.raw_id.cmp(&b.raw_id));
+    subdirs.sort();
+    Ok((items, skipped, subdirs))
 }

@@ -121,26 +121,20 @@ impl Coffer {
         if !options.dry_run {
             report.deletions_finished = self.finish_abandoned_deletions(&mut report).await?;
         }
-        // First the count, for the progress bar.
-        let mut total = 0u64;
-        self.candidates(options, |_| total += 1).await?;
-        let total = options.limit.map_or(total, |l| total.min(l));
+        // First the count, for the progress bar (up to the limit).
+        let total = self.count_candidates(options).await?;
         progress.stage(if options.dry_run { "would migrate" } else { "migrating" }, Some(total));
 
-        let catalog = &self.services.catalog;
         let report = Mutex::new(report);
         let mut after: Option<(String, Digest)> = None;
         let mut left = options.limit.unwrap_or(u64::MAX);
         while left > 0 {
-            let page = catalog.scan(after.as_ref().map(|(o, d)| (o.as_str(), d)), options.parked_only, PAGE).await?;
+            let page = self.records_page(options, after.as_ref()).await?;
             let Some(last) = page.last() else { break };
             after = Some((last.org.clone(), last.sha256));
             let mut batch = Vec::new();
             for record in page {
                 report.lock().unwrap_or_else(|e| e.into_inner()).records += 1;
-                if options.org.as_ref().is_some_and(|o| *o != record.org) {
-                    continue;
-                }
                 if left > 0 && self.needs_placing(&record).await? {
                     left -= 1;
                     batch.push(record);
@@ -189,24 +183,44 @@ impl Coffer {
         Ok(report)
     }
 
-    /// Call `found` for each record a migration with `options` would place
-    /// again (ignoring the limit).
-    async fn candidates(&self, options: &MigrateOptions, mut found: impl FnMut(&Record)) -> Result<()> {
-        let mut after: Option<(String, Digest)> = None;
-        loop {
-            let page = self
-                .services
-                .catalog
-                .scan(after.as_ref().map(|(o, d)| (o.as_str(), d)), options.parked_only, PAGE)
-                .await?;
-            let Some(last) = page.last() else { return Ok(()) };
+    /// The next page of records a migration with `options` looks at, after
+    /// `after`: one organisation's (`--org`), or everyone's; only parked
+    /// ones with `parked_only`.
+    async fn records_page(&self, options: &MigrateOptions, after: Option<&(String, Digest)>) -> Result<Vec<Record>> {
+        let catalog = &self.services.catalog;
+        match &options.org {
+            Some(org) => {
+                let mut page = catalog.list(org, after.map(|(_, d)| d), PAGE).await?;
+                // The page's end is kept for paging even if it is filtered out.
+                if options.parked_only && page.iter().any(|r| !r.parked) {
+                    let last = page.last().cloned();
+                    page.retain(|r| r.parked);
+                    if let (Some(last), true) = (last, page.is_empty()) {
+                        return Box::pin(self.records_page(options, Some(&(last.org, last.sha256)))).await;
+                    }
+                }
+                Ok(page)
+            }
+            None => catalog.scan(after.map(|(o, d)| (o.as_str(), d)), options.parked_only, PAGE).await,
+        }
+    }
+
+    /// How many records a migration with `options` would place again (at
+    /// most its limit).
+    async fn count_candidates(&self, options: &MigrateOptions) -> Result<u64> {
+        let limit = options.limit.unwrap_or(u64::MAX);
+        let (mut total, mut after) = (0u64, None::<(String, Digest)>);
+        while total < limit {
+            let page = self.records_page(options, after.as_ref()).await?;
+            let Some(last) = page.last() else { break };
             after = Some((last.org.clone(), last.sha256));
             for record in &page {
-                if options.org.as_ref().is_none_or(|o| *o == record.org) && self.needs_placing(record).await? {
-                    found(record);
+                if total < limit && self.needs_placing(record).await? {
+                    total += 1;
                 }
             }
         }
+        Ok(total)
     }
 
     /// Whether `record` may not be where new objects of its organisation
@@ -274,7 +288,14 @@ impl Coffer {
             });
         }
         if outcome.location == record.location {
-            Reservation::release_all(chosen).await;
+            match chosen {
+                // No longer parked (S3 is back, but the policy keeps it in
+                // the database): the record says so, in one transaction.
+                Some(chosen) if record.parked => {
+                    self.services.lifecycle.relocate(record, chosen).await?;
+                }
+                chosen => Reservation::release_all(chosen).await,
+            }
             return Ok(Outcome::InPlace);
         }
         let Some(chosen) = chosen else {

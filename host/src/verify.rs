@@ -210,16 +210,18 @@ impl Coffer {
             Err(e) => return Checked::Wrong(Problem::Unreadable, e.to_string()),
         };
         let confirmed = match store.head(&at.container, &at.name).await {
-            Ok(None) => return self.gone_or(record, Checked::Wrong(Problem::Missing, "no bytes there".into())).await,
+            Ok(None) => {
+                return self.gone_or(record, deep, Checked::Wrong(Problem::Missing, "no bytes there".into())).await;
+            }
             Err(e) => return Checked::Wrong(Problem::Unreadable, e.to_string()),
             Ok(Some(meta)) if meta.size != record.size => {
                 let detail = format!("{} bytes there, the record says {}", meta.size, record.size);
-                return self.gone_or(record, Checked::Wrong(Problem::Corrupt, detail)).await;
+                return self.gone_or(record, deep, Checked::Wrong(Problem::Corrupt, detail)).await;
             }
             Ok(Some(meta)) => match meta.sha256 {
                 Some(d) if d != record.sha256 => {
                     let detail = format!("the store reports SHA-256 {d}");
-                    return self.gone_or(record, Checked::Wrong(Problem::Corrupt, detail)).await;
+                    return self.gone_or(record, deep, Checked::Wrong(Problem::Corrupt, detail)).await;
                 }
                 Some(_) => true,
                 None => false,
@@ -238,17 +240,17 @@ impl Coffer {
         };
         match read.await {
             Ok(()) => Checked::Ok,
-            Err(Error::NotFound(m)) => self.gone_or(record, Checked::Wrong(Problem::Missing, m)).await,
-            Err(Error::Integrity(m)) => self.gone_or(record, Checked::Wrong(Problem::Corrupt, m)).await,
+            Err(Error::NotFound(m)) => self.gone_or(record, deep, Checked::Wrong(Problem::Missing, m)).await,
+            Err(Error::Integrity(m)) => self.gone_or(record, deep, Checked::Wrong(Problem::Corrupt, m)).await,
             Err(e) => Checked::Wrong(Problem::Unreadable, e.to_string()),
         }
     }
 
-    /// `finding`, unless the record changed meanwhile (deleted, or moved
-    /// by a migration): then it is no longer this record's problem.
-    async fn gone_or(&self, record: &Record, finding: Checked) -> Checked {
+    /// `finding`, unless the record changed meanwhile: deleted (no longer
+    /// a problem), or moved by a migration (then its new place is checked).
+    async fn gone_or(&self, record: &Record, deep: bool, finding: Checked) -> Checked {
         match self.services.catalog.lookup(&record.org, &record.sha256).await {
-            Ok(Some(now)) if now.location != record.location => Checked::Ok,
+            Ok(Some(now)) if now.location != record.location => Box::pin(self.check_record(&now, deep)).await,
             Ok(None) => Checked::Ok,
             _ => finding,
         }

@@ -43,7 +43,7 @@ async fn conformance(store: &dyn BlobStore, container: &str) {
     for (name, bytes) in &cases {
         let content = Content::from_bytes(bytes.clone(), None).unwrap();
         assert!(store.put(container, name, &content).await.unwrap(), "{name}: written");
-        let meta = BlobMeta { size: bytes.len() as u64, sha256: Some(Digest::of(bytes)) };
+        let meta = BlobMeta { size: bytes.len() as u64, sha256: Some(Digest::of(bytes)), checked_by_store: true };
         assert_eq!(store.head(container, name).await.unwrap(), Some(meta), "{name}: size and confirmed digest");
         assert!(read_all(store, container, name).await.unwrap() == *bytes, "{name}");
     }

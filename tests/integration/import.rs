@@ -23,21 +23,36 @@ endpoint, key_id, secret = sys.argv[1:4]
 s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret,
                   region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
 made = set()
-for bucket, key, path in json.load(sys.stdin):
+for bucket, key, path, metadata in json.load(sys.stdin):
     if bucket not in made:
-        s3.create_bucket(Bucket=bucket)
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except s3.exceptions.ClientError as e:
+            if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
         made.add(bucket)
     with open(path, "rb") as f:
-        s3.put_object(Bucket=bucket, Key=key, Body=f.read(), ContentType="application/octet-stream")
+        s3.put_object(Bucket=bucket, Key=key, Body=f.read(), ContentType="application/octet-stream", Metadata=metadata)
 "#;
 
 /// Write `objects` (bucket, key, bytes) with boto3.
 fn boto3_put(dir: &std::path::Path, objects: &[(String, String, Vec<u8>)]) {
+    let plain: Vec<_> = objects.iter().map(|(b, k, v)| (b.clone(), k.clone(), v.clone(), Vec::new())).collect();
+    boto3_put_with(dir, &plain);
+}
+
+/// An object to write: bucket, key, bytes, and user metadata.
+type Object<'a> = (String, String, Vec<u8>, Vec<(&'a str, String)>);
+
+/// Write `objects` with boto3.
+fn boto3_put_with(dir: &std::path::Path, objects: &[Object<'_>]) {
     let mut list = Vec::new();
-    for (i, (bucket, key, bytes)) in objects.iter().enumerate() {
-        let path = dir.join(format!("boto3-{i}"));
+    for (i, (bucket, key, bytes, metadata)) in objects.iter().enumerate() {
+        let path = dir.join(format!("boto3-{bucket}-{i}"));
         std::fs::write(&path, bytes).unwrap();
-        list.push(serde_json::json!([bucket, key, path]));
+        let metadata: serde_json::Map<String, serde_json::Value> =
+            metadata.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect();
+        list.push(serde_json::json!([bucket, key, path, metadata]));
     }
     let server = crate::s3_server::server();
     let mut child = std::process::Command::new("python3")
@@ -88,14 +103,22 @@ async fn a_request_tracker_bucket_is_adopted_in_place() {
     let impostor = sha(b"what the key promises");
     objects.push((rt.clone(), impostor.clone(), b"something else entirely".to_vec()));
     boto3_put(dir.path(), &objects);
+    // And one that claims, in metadata any writer can set, to be the
+    // content its key names: the bytes are read, not the claim believed.
+    let forged = sha(b"the forged promise");
+    let lie = vec![("coffer-sha256", forged.clone())];
+    boto3_put_with(dir.path(), &[(rt.clone(), forged.clone(), b"forged bytes".to_vec(), lie)]);
     let before = snapshot(&rt);
 
     // Coffer stores new objects elsewhere (a bucket of its own).
-    let coffer = Coffer::open(s3_config(dir.path(), Some(&unique_bucket("coffer")), None)).await.unwrap();
+    let own = unique_bucket("coffer");
+    let coffer = Coffer::open(s3_config(dir.path(), Some(&own), None)).await.unwrap();
     let source = ImportSource::RequestTracker { bucket: rt.clone(), prefix: String::new(), org: "acme".into() };
     let report = import(&coffer, source.clone(), None).await;
-    assert_eq!((report.objects, report.imported, report.skipped, report.failed), (7, 5, 1, 1), "{report:?}");
-    assert!(report.errors[0].contains(&impostor), "{report:?}");
+    assert_eq!((report.objects, report.imported, report.skipped, report.failed), (8, 5, 1, 2), "{report:?}");
+    assert!(report.errors.iter().any(|e| e.contains(&impostor)), "{report:?}");
+    assert!(report.errors.iter().any(|e| e.contains(&forged)), "{report:?}");
+    assert!(coffer.stat("acme", &forged).await.is_err(), "the forged object is not recorded");
     for bytes in &files {
         let info = coffer.stat("acme", &sha(bytes)).await.unwrap();
         assert_eq!((info.bucket.as_deref(), info.key.as_str()), (Some(rt.as_str()), sha(bytes).as_str()), "in place");
@@ -104,11 +127,26 @@ async fn a_request_tracker_bucket_is_adopted_in_place() {
     assert!(coffer.stat("acme", &impostor).await.is_err(), "the impostor is not recorded");
     assert_eq!(snapshot(&rt), before, "nothing in the source changed");
 
-    // Another organisation cannot adopt the same bucket.
-    let other = ImportSource::RequestTracker { bucket: rt.clone(), prefix: String::new(), org: "beta".into() };
-    let options = ImportOptions { source: other, mapping: None, deep: false, jobs: 1 };
-    let err = coffer.import(&options, &NoProgress).await.unwrap_err();
-    assert_eq!(err.kind(), coffer::ErrorKind::Denied, "{err}");
+    // Another organisation cannot adopt the same bucket, nor part of it.
+    for prefix in ["", "00"] {
+        let other = ImportSource::RequestTracker { bucket: rt.clone(), prefix: prefix.into(), org: "beta".into() };
+        let options = ImportOptions { source: other, mapping: None, deep: false, jobs: 1 };
+        let err = coffer.import(&options, &NoProgress).await.unwrap_err();
+        assert_eq!(err.kind(), coffer::ErrorKind::Denied, "{err}");
+    }
+    // Coffer's own bucket is never adopted (its bytes must stay deletable),
+    // and a bucket that does not exist is not recorded as adopted.
+    coffer.put("acme", coffer::Content::from_bytes("own", None).unwrap()).await.unwrap();
+    for bucket in [own.clone(), unique_bucket("no-such")] {
+        let source = ImportSource::RequestTracker { bucket: bucket.clone(), prefix: String::new(), org: "acme".into() };
+        let options = ImportOptions { source, mapping: None, deep: false, jobs: 1 };
+        assert!(coffer.import(&options, &NoProgress).await.is_err(), "{bucket}");
+    }
+    let adopted = rusqlite::Connection::open(dir.path().join("coffer.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM adopted", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    assert_eq!(adopted, 1, "only the RT bucket is adopted");
 
     // Deleting a record, and gc, never delete RT's bytes.
     coffer.delete("acme", &sha(&files[0])).await.unwrap();
@@ -121,7 +159,7 @@ async fn a_request_tracker_bucket_is_adopted_in_place() {
     // --deep reads every object.
     let options = ImportOptions { source, mapping: None, deep: true, jobs: 2 };
     let again = coffer.import(&options, &NoProgress).await.unwrap();
-    assert_eq!((again.imported, again.already, again.failed), (1, 4, 1), "{again:?}");
+    assert_eq!((again.imported, again.already, again.failed), (1, 4, 2), "{again:?}");
     assert_eq!(snapshot(&rt), before);
 }
 

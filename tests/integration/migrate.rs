@@ -390,6 +390,24 @@ async fn objects_parked_while_s3_is_down_are_drained_when_it_is_back() {
     assert_eq!(&parking.get_bytes("acme", &parked.sha256).await.unwrap()[..], &bytes[..]);
     assert_eq!(blob_rows(dir.path()), 0);
     verify_clean(&parking).await;
+
+    // Parked again; then the deployment keeps new objects in the database:
+    // a drain leaves it there, no longer parked, and the next one has
+    // nothing to do.
+    proxy.always(Op::PutObject, Fault::Refuse(503, "ServiceUnavailable"));
+    let again = parking.put("beta", Content::from_bytes(data(6000, 52), None).unwrap()).await.unwrap();
+    assert!(again.parked);
+    proxy.calm();
+    let mut keep = s3_config(dir.path(), Some(&bucket), None);
+    keep.s3.endpoint_url = Some(proxy.endpoint());
+    keep.settings.insert("store-in".into(), "database".into());
+    let keep = Coffer::open(keep).await.unwrap();
+    let report = migrate(&keep, MigrateOptions { parked_only: true, ..Default::default() }).await;
+    assert_eq!((report.in_place, report.moved), (1, 0), "{report:?}");
+    let info = keep.stat("beta", &again.sha256.to_string()).await.unwrap();
+    assert!(!info.parked && info.backend == BackendKind::Database, "{info:?}");
+    let report = migrate(&keep, MigrateOptions { parked_only: true, ..Default::default() }).await;
+    assert_eq!(report.records, 0, "{report:?}");
 }
 
 /// verify reports a deleted object as missing, a tampered one as corrupt

@@ -78,6 +78,10 @@ pub struct BlobMeta {
     /// Coffer wrote as object metadata. `None` when the store can say
     /// nothing about the bytes.
     pub sha256: Option<Digest>,
+    /// Whether that digest is one the store computed and checked itself
+    /// (the database's column; S3's `ChecksumSHA256`, verified by the
+    /// server on upload), not metadata any writer of the bucket could set.
+    pub checked_by_store: bool,
 }
 
 impl BlobMeta {

@@ -244,7 +244,8 @@ impl CallState {
         // organisation's location): what is found cannot be deleted before
         // this put commits or lets go.
         let i = self.reservation_for(&at, &content).await?;
-        match store.head(&at.container, &at.name).await? {
+        let found = store.head(&at.container, &at.name).await;
+        match self.note(&at, found)? {
             None => Ok(None),
             Some(meta) => {
                 // Same size is not enough: the digest must be confirmed.
@@ -273,7 +274,9 @@ impl CallState {
         };
         let _host = self.clock.in_host();
         self.services.boundaries.hold(&org, &ns).await?;
-        self.services.backends.get(kind)?.ensure_container(&container).await
+        let at = Location { backend: kind, container: container.clone(), name: String::new() };
+        let ensured = self.services.backends.get(kind)?.ensure_container(&container).await;
+        self.note(&at, ensured)
     }
 
     async fn write(&mut self, at: types::Location, body: &Resource<ContentHandle>) -> Result<bool> {
@@ -292,18 +295,21 @@ impl CallState {
         // must then delete them (only ever bytes confirmed to be this
         // content, and only when nothing else refers to them).
         reservation.mark_written();
-        let written = reservation.keep_alive(store.put(&at.container, &at.name, &content)).await?;
+        let written = reservation.keep_alive(store.put(&at.container, &at.name, &content)).await;
+        let written = self.note(&at, written)?;
         self.verified.insert(at);
         Ok(written)
     }
-}
 
-impl CallState {
-    /// Note an S3 store call that failed as unavailable (the host's own
-    /// observation, whatever the policy then says): a database outcome of
-    /// this put is then recorded as parked.
-    fn note<T>(&mut self, backend: types::Backend, answer: Result<T>) -> Result<T> {
-        if backend == types::Backend::S3 && matches!(answer, Err(Error::Backend { .. })) {
+    /// Note a store call on S3 that failed as unavailable (what the guest
+    /// is told is `unavailable`), as the host saw it, whatever the policy
+    /// then says: a database outcome of this put is then recorded as
+    /// parked. Only the store's own answer counts, not the reservation
+    /// before it.
+    fn note<T>(&mut self, at: &Location, answer: Result<T>) -> Result<T> {
+        if at.backend == crate::backend::BackendKind::S3
+            && matches!(&answer, Err(e) if e.kind() == crate::error::ErrorKind::Unavailable)
+        {
             self.s3_unavailable = true;
         }
         answer
@@ -359,9 +365,7 @@ impl store::Host for CallState {
 
     async fn head(&mut self, at: types::Location) -> wasmtime::Result<Result<Option<u64>, types::Error>> {
         self.spend_host_call()?;
-        let backend = at.backend;
-        let answer = CallState::head(self, at).await;
-        Ok(self.note(backend, answer).map_err(|e| self.for_guest(e)))
+        Ok(CallState::head(self, at).await.map_err(|e| self.for_guest(e)))
     }
 
     async fn ensure_container(
@@ -370,8 +374,7 @@ impl store::Host for CallState {
         container: String,
     ) -> wasmtime::Result<Result<(), types::Error>> {
         self.spend_host_call()?;
-        let answer = CallState::ensure_container(self, backend, container).await;
-        Ok(self.note(backend, answer).map_err(|e| self.for_guest(e)))
+        Ok(CallState::ensure_container(self, backend, container).await.map_err(|e| self.for_guest(e)))
     }
 
     async fn write(
@@ -380,9 +383,7 @@ impl store::Host for CallState {
         body: Resource<ContentHandle>,
     ) -> wasmtime::Result<Result<bool, types::Error>> {
         self.spend_host_call()?;
-        let backend = at.backend;
-        let answer = CallState::write(self, at, &body).await;
-        Ok(self.note(backend, answer).map_err(|e| self.for_guest(e)))
+        Ok(CallState::write(self, at, &body).await.map_err(|e| self.for_guest(e)))
     }
 }
 

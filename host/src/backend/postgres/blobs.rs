@@ -33,7 +33,7 @@ const ROWS_PER_FETCH: i32 = 2;
 fn meta_from(size: i64, sha: String) -> Result<BlobMeta> {
     let sha256: Digest =
         sha.parse().map_err(|_| Error::Internal(format!("malformed digest {sha:?} in the blobs table")))?;
-    Ok(BlobMeta { size: size as u64, sha256: Some(sha256) })
+    Ok(BlobMeta { size: size as u64, sha256: Some(sha256), checked_by_store: true })
 }
 
 /// A publish raced a publish and a delete of the same name: run again.

@@ -199,6 +199,24 @@ impl Catalog for PgDb {
         self.retry(move || async move {
             let mut client = self.client().await?;
             let tx = serializable(&mut client).await?;
+            let params: [&(dyn ToSql + Sync); 4] = [&ns.backend.as_str(), &ns.container, &ns.prefix, &org];
+            // Adopted before, by this organisation: a run again.
+            let again = "SELECT 1 FROM adopted WHERE backend = $1 AND container = $2 AND prefix = $3 AND org = $4";
+            if tx.query_opt(again, &params).await?.is_some() {
+                return Ok(Claimed::Held);
+            }
+            // Only a place nobody holds, not even this organisation (its
+            // own namespaces hold Coffer's bytes, which must stay deletable).
+            let taken = tx
+                .query_opt(
+                    "SELECT prefix FROM claims WHERE backend = $1 AND container = $2
+                     AND (starts_with($3, prefix) OR starts_with(prefix, $3)) LIMIT 1",
+                    &params[..3],
+                )
+                .await?;
+            if let Some(row) = taken {
+                return Ok(Claimed::Taken(Namespace { prefix: row.get(0), ..ns.clone() }));
+            }
             let claimed = claim_in(&tx, org, ns).await?;
             if claimed == Claimed::Held {
                 let stmt = tx

@@ -413,7 +413,7 @@ impl BlobStore for S3Store {
         {
             tracing::warn!(bucket, key, checksum = %c, metadata = %w, "an object's checksum and Coffer digest disagree; trusting the checksum");
         }
-        Ok(Some(BlobMeta { size, sha256: checksum.or(written) }))
+        Ok(Some(BlobMeta { size, sha256: checksum.or(written), checked_by_store: checksum.is_some() }))
     }
 
     async fn ensure_container(&self, bucket: &str) -> Result<()> {

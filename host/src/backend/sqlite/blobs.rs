@@ -19,7 +19,7 @@ const ROW_CHUNK: usize = CHUNK * 4;
 fn meta_from(size: i64, sha: String) -> Result<BlobMeta> {
     let sha256: Digest =
         sha.parse().map_err(|_| Error::Internal(format!("malformed digest {sha:?} in the blobs table")))?;
-    Ok(BlobMeta { size: size as u64, sha256: Some(sha256) })
+    Ok(BlobMeta { size: size as u64, sha256: Some(sha256), checked_by_store: true })
 }
 
 fn head_on(conn: &Connection, c: &str, n: &str) -> Result<Option<BlobMeta>> {

@@ -191,14 +191,34 @@ impl Catalog for SqliteDb {
         let (o, ns) = (org.to_string(), namespace.clone());
         self.with_durable_conn(move |conn| {
             let tx = write_tx(conn)?;
-            let claimed = claim_in(&tx, &o, &ns)?;
-            if claimed == Claimed::Held {
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO adopted (backend, container, prefix, org, adopted_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+            let params = params![ns.backend.as_str(), ns.container, ns.prefix, o];
+            // Adopted before, by this organisation: a run again.
+            let again: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM adopted
+                     WHERE backend = ?1 AND container = ?2 AND prefix = ?3 AND org = ?4)",
                 )?
-                .execute(params![ns.backend.as_str(), ns.container, ns.prefix, o, now()])?;
+                .query_row(params, |r| r.get(0))?;
+            if again {
+                return Ok(Claimed::Held);
             }
+            // Only a place nobody holds, not even this organisation (its
+            // own namespaces hold Coffer's bytes, which must stay deletable).
+            let taken = tx
+                .prepare_cached(
+                    "SELECT prefix FROM claims WHERE backend = ?1 AND container = ?2
+                     AND (substr(?3, 1, length(prefix)) = prefix OR substr(prefix, 1, length(?3)) = ?3) LIMIT 1",
+                )?
+                .query_row(params![ns.backend.as_str(), ns.container, ns.prefix], |r| r.get::<_, String>(0))
+                .optional()?;
+            if let Some(prefix) = taken {
+                return Ok(Claimed::Taken(Namespace { prefix, ..ns.clone() }));
+            }
+            let claimed = claim_in(&tx, &o, &ns)?;
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO adopted (backend, container, prefix, org, adopted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![ns.backend.as_str(), ns.container, ns.prefix, o, now()])?;
             tx.commit()?;
             Ok(claimed)
         })
