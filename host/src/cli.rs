@@ -457,14 +457,7 @@ async fn execute(command: Command) -> Result<()> {
             let report = coffer.gc(&crate::gc::GcOptions { older_than, dry_run }, &bar).await?;
             bar.finish();
             print_json(&report)?;
-            match report.error_count {
-                0 => Ok(()),
-                n => Err(Error::Backend {
-                    message: format!("gc finished with {n} errors (listed in the summary); run it again later"),
-                    retryable: true,
-                    source: None,
-                }),
-            }
+            some_failed(report.error_count, "gc finished with {n} errors (listed in the summary); run it again later")
         }
         Command::Migrate { args, parked } => migrate(&coffer, args, parked).await,
         Command::Drain { args } => migrate(&coffer, args, true).await,
@@ -491,17 +484,8 @@ async fn execute(command: Command) -> Result<()> {
                     "{} missing, {} corrupt, {} outside their organisation's namespaces (listed above)",
                     report.missing, report.corrupt, report.outside_claims
                 )))
-            } else if report.unreadable > 0 {
-                Err(Error::Backend {
-                    message: format!(
-                        "{} objects could not be checked (listed above); run it again later",
-                        report.unreadable
-                    ),
-                    retryable: true,
-                    source: None,
-                })
             } else {
-                Ok(())
+                some_failed(report.unreadable, "{n} objects could not be checked (listed above); run it again later")
             }
         }
         Command::Import(command) => {
@@ -526,14 +510,7 @@ async fn execute(command: Command) -> Result<()> {
             let report = coffer.import(&options, &bar).await?;
             bar.finish();
             print_json(&report)?;
-            match report.failed {
-                0 => Ok(()),
-                n => Err(Error::Backend {
-                    message: format!("{n} objects could not be imported (listed in the summary); run it again"),
-                    retryable: true,
-                    source: None,
-                }),
-            }
+            some_failed(report.failed, "{n} objects could not be imported (listed in the summary); run it again")
         }
         Command::BucketName { org } => {
             let (backend, container) = coffer.container_name(&org).await?;
@@ -564,15 +541,21 @@ async fn migrate(coffer: &Coffer, args: MigrateArgs, parked_only: bool) -> Resul
     let report = coffer.migrate(&options, &bar).await?;
     bar.finish();
     print_json(&report)?;
-    match report.failed {
+    if let Some(why) = &report.stopped {
+        return Err(Error::Backend { message: why.clone(), retryable: true, source: None });
+    }
+    some_failed(
+        report.failed,
+        "{n} objects could not be moved (listed in the summary); they stay readable where they are. Run it again",
+    )
+}
+
+/// Success when `n` is 0; otherwise the retryable failure (exit 6) that
+/// `message` describes, `{n}` replaced by the count.
+fn some_failed(n: u64, message: &str) -> Result<()> {
+    match n {
         0 => Ok(()),
-        n => Err(Error::Backend {
-            message: format!(
-                "{n} objects could not be moved (listed in the summary); they stay readable where they are. Run it again"
-            ),
-            retryable: true,
-            source: None,
-        }),
+        n => Err(Error::Backend { message: message.replace("{n}", &n.to_string()), retryable: true, source: None }),
     }
 }
 

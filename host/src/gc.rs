@@ -43,6 +43,13 @@ impl Default for GcOptions {
 /// Most error and warning lines a report keeps (the counts are complete).
 const MAX_LINES: usize = 100;
 
+/// Keep `line` in a report's `lines`, up to [`MAX_LINES`] of them.
+pub(crate) fn keep_line(lines: &mut Vec<String>, line: String) {
+    if lines.len() < MAX_LINES {
+        lines.push(line);
+    }
+}
+
 /// What `coffer gc` did (or, with `dry_run`, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GcReport {
@@ -68,15 +75,11 @@ impl GcReport {
     fn error(&mut self, what: String) {
         tracing::warn!(error = %what, "gc");
         self.error_count += 1;
-        if self.errors.len() < MAX_LINES {
-            self.errors.push(what);
-        }
+        keep_line(&mut self.errors, what);
     }
 
     fn warning(&mut self, what: String) {
-        if self.warnings.len() < MAX_LINES {
-            self.warnings.push(what);
-        }
+        keep_line(&mut self.warnings, what);
     }
 }
 

@@ -74,9 +74,6 @@ pub struct MappingLine {
     pub size: u64,
 }
 
-/// Most error and warning lines a report keeps (the counts are complete).
-const MAX_LINES: usize = 100;
-
 /// What `coffer import` did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ImportReport {
@@ -105,16 +102,12 @@ impl ImportReport {
     fn error(&mut self, what: String) {
         tracing::warn!(error = %what, "import");
         self.failed += 1;
-        if self.errors.len() < MAX_LINES {
-            self.errors.push(what);
-        }
+        crate::gc::keep_line(&mut self.errors, what);
     }
 
     fn skip(&mut self, what: String) {
         self.skipped += 1;
-        if self.warnings.len() < MAX_LINES {
-            self.warnings.push(what);
-        }
+        crate::gc::keep_line(&mut self.warnings, what);
     }
 }
 
@@ -458,7 +451,13 @@ impl Coffer {
                 let stream = self.services.backends.get(BackendKind::S3)?.get(bucket, key).await?;
                 Content::from_stream(stream, None, item.size, None).await?
             }
-            From::File(path) => Content::from_path(path, None).await?,
+            From::File(path) => {
+                // Opened once, without following a symbolic link or
+                // waiting on a FIFO swapped in since the listing, checked to
+                // be a regular file, and read from that one descriptor.
+                let file = open_regular(path)?;
+                Content::from_reader(file, None, None).await?
+            }
         };
         let info = self.put(&item.org, content).await?;
         mapping.append(&MappingLine {
@@ -562,6 +561,25 @@ impl Copier<'_> {
     }
 }
 
+/// `path`, opened for reading only if it is a regular file itself (not a
+/// symbolic link to one, not a FIFO or device).
+fn open_regular(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = || Error::InvalidInput(format!("{}: not a regular file (any more); left alone", path.display()));
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(
+            |e| match e.raw_os_error() {
+                Some(libc::ELOOP) => not_regular(),
+                _ => Error::io(format!("opening {}", path.display()), e),
+            },
+        )?;
+    let meta = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
+}
+
 /// The files directly in `dir` (below `root`) as items, what is skipped,
 /// and the subdirectories.
 fn list_dir(root: &Path, dir: &Path, org: Option<&str>) -> Result<(Vec<Item>, Vec<String>, Vec<PathBuf>)> {
@@ -580,7 +598,14 @@ fn list_dir(root: &Path, dir: &Path, org: Option<&str>) -> Result<(Vec<Item>, Ve
             continue;
         }
         let relative = path.strip_prefix(root).unwrap_or(&path);
-        let parts: Vec<String> = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        // Raw ids are text: a name that is not UTF-8 would be mapped
+        // ambiguously, so it is reported instead.
+        let Some(parts) =
+            relative.components().map(|c| c.as_os_str().to_str().map(str::to_string)).collect::<Option<Vec<String>>>()
+        else {
+            skipped.push(format!("{}: the name is not UTF-8; left alone", path.display()));
+            continue;
+        };
         let identified = match org {
             Some(org) => Some((org.to_string(), parts.join("/"))),
             None => match parts.as_slice() {

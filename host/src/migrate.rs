@@ -30,9 +30,9 @@ use serde::Serialize;
 use crate::backend::Location;
 use crate::catalog::lifecycle::Reservation;
 use crate::catalog::{Record, Relocated};
-use crate::coffer::{Coffer, ObjectInfo};
+use crate::coffer::Coffer;
 use crate::content::{Content, Digest, verify_stream};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::gc::Progress;
 
 /// What `coffer migrate` should do.
@@ -55,9 +55,6 @@ impl Default for MigrateOptions {
         MigrateOptions { org: None, parked_only: false, jobs: 4, limit: None, dry_run: false }
     }
 }
-
-/// Most error lines a report keeps (the counts are complete).
-const MAX_LINES: usize = 100;
 
 /// Records read from the catalog at a time.
 const PAGE: usize = 500;
@@ -87,15 +84,21 @@ pub struct MigrateReport {
     /// Deletions a killed run left unfinished, finished first.
     pub deletions_finished: u64,
     pub elapsed_secs: f64,
+    /// Why the run stopped before it looked at every object, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     pub errors: Vec<String>,
+    #[serde(skip)]
+    unavailable_in_a_row: u32,
 }
+
+/// Objects in a row that fail as unavailable before a run stops.
+const UNAVAILABLE_IN_A_ROW: u32 = 3;
 
 impl MigrateReport {
     fn error(&mut self, what: String) {
         tracing::warn!(error = %what, "migrate");
-        if self.errors.len() < MAX_LINES {
-            self.errors.push(what);
-        }
+        crate::gc::keep_line(&mut self.errors, what);
     }
 }
 
@@ -128,7 +131,7 @@ impl Coffer {
         let report = Mutex::new(report);
         let mut after: Option<(String, Digest)> = None;
         let mut left = options.limit.unwrap_or(u64::MAX);
-        while left > 0 {
+        while left > 0 && report.lock().unwrap_or_else(|e| e.into_inner()).stopped.is_none() {
             let page = self.records_page(options, after.as_ref()).await?;
             let Some(last) = page.last() else { break };
             after = Some((last.org.clone(), last.sha256));
@@ -145,6 +148,9 @@ impl Coffer {
                 .for_each_concurrent(jobs, |record| {
                     let report = &report;
                     async move {
+                        if report.lock().unwrap_or_else(|e| e.into_inner()).stopped.is_some() {
+                            return;
+                        }
                         let outcome = if options.dry_run {
                             Ok(Outcome::Moved { left: None })
                         } else {
@@ -152,6 +158,19 @@ impl Coffer {
                         };
                         let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
                         r.candidates += 1;
+                        // A backend that stays down (a drain during an
+                        // outage): stop instead of reading every object to
+                        // find out again.
+                        match &outcome {
+                            Err(e) if e.kind() == ErrorKind::Unavailable => r.unavailable_in_a_row += 1,
+                            _ => r.unavailable_in_a_row = 0,
+                        }
+                        if r.unavailable_in_a_row >= UNAVAILABLE_IN_A_ROW && r.stopped.is_none() {
+                            r.stopped = Some(format!(
+                                "stopped after {UNAVAILABLE_IN_A_ROW} objects in a row failed as unavailable; \
+                                 the rest stay where they are. Run it again once the backend is back"
+                            ));
+                        }
                         match outcome {
                             Ok(Outcome::Moved { left }) => {
                                 r.moved += 1;
@@ -278,11 +297,12 @@ impl Coffer {
             reservations.iter().position(|r| r.location() == &outcome.location).map(|i| reservations.swap_remove(i));
         Reservation::release_all(reservations).await;
         if outcome.parked {
-            // S3 is still down: the object stays (or would be parked again)
-            // in the database.
+            // S3 is down: the policy would park the object in the
+            // database; it stays where it is instead.
             Reservation::release_all(chosen).await;
             return Err(Error::Backend {
-                message: "S3 is unavailable; the object stays parked in the database".into(),
+                message: "S3 is unavailable (the policy would park the object in the database); it stays where it is"
+                    .into(),
                 retryable: true,
                 source: None,
             });
@@ -333,12 +353,5 @@ impl Coffer {
             Some(meta) => meta.confirm(at, content),
             None => Err(Error::Integrity(format!("{at}: the copy is not there after it was written"))),
         }
-    }
-
-    /// Records, for `coffer verify` and tests: every organisation's (or
-    /// `org`'s), in (organisation, digest) order after `after`.
-    pub async fn records(&self, after: Option<(&str, &Digest)>, limit: usize) -> Result<Vec<ObjectInfo>> {
-        let records = self.services.catalog.scan(after, false, limit).await?;
-        Ok(records.into_iter().map(|r| ObjectInfo::from_record(r, None)).collect())
     }
 }

@@ -224,6 +224,17 @@ async fn an_openkat_store_in_one_bucket_and_on_files_is_copied_by_the_command_li
         std::fs::write(shard.join(&id), data(1500, i as u8)).unwrap();
     }
     std::fs::write(files.join("gamma").join("notes.txt"), b"not a raw file").unwrap();
+    // Neither a link to a file outside (a secret) nor a FIFO is imported.
+    let secret = dir.path().join("secret.key");
+    std::fs::write(&secret, b"do not import me").unwrap();
+    let link_id = uuid(20);
+    std::fs::create_dir_all(files.join("gamma").join(&link_id[..3])).unwrap();
+    std::os::unix::fs::symlink(&secret, files.join("gamma").join(&link_id[..3]).join(&link_id)).unwrap();
+    let fifo_id = uuid(21);
+    std::fs::create_dir_all(files.join("gamma").join(&fifo_id[..3])).unwrap();
+    let made =
+        std::process::Command::new("mkfifo").arg(files.join("gamma").join(&fifo_id[..3]).join(&fifo_id)).status();
+    assert!(made.unwrap().success(), "mkfifo");
     let any = dir.path().join("any");
     std::fs::create_dir_all(any.join("a/b")).unwrap();
     std::fs::write(any.join("a/b/report.pdf"), data(2500, 20)).unwrap();
@@ -239,8 +250,14 @@ async fn an_openkat_store_in_one_bucket_and_on_files_is_copied_by_the_command_li
 
     let s3 = summary(run(&["import", "openkat-s3", "--bucket", &bucket, "--mapping", map]));
     assert_eq!((s3["imported"].as_u64(), s3["skipped"].as_u64()), (Some(4), Some(1)), "{s3}");
+    let inside = files.join("map.jsonl");
+    let refused = run(&["import", "dir", files.to_str().unwrap(), "--mapping", inside.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2), "a mapping file inside the source is refused");
+    assert!(!inside.exists());
     let tree = summary(run(&["import", "dir", files.to_str().unwrap(), "--mapping", map]));
-    assert_eq!((tree["imported"].as_u64(), tree["skipped"].as_u64()), (Some(3), Some(1)), "{tree}");
+    assert_eq!((tree["imported"].as_u64(), tree["skipped"].as_u64()), (Some(3), Some(3)), "{tree}");
+    let secret_sha = sha(b"do not import me");
+    assert!(!run(&["stat", "--org", "gamma", &secret_sha]).status.success(), "the link's target is not imported");
     let anything = summary(run(&["import", "dir", any.to_str().unwrap(), "--org", "delta", "--mapping", map]));
     assert_eq!(anything["imported"], 2, "{anything}");
     assert_eq!(snapshot(&bucket), before, "nothing in the source changed");

@@ -376,15 +376,21 @@ async fn objects_parked_while_s3_is_down_are_drained_when_it_is_back() {
     assert!(parked.parked, "{parked:?}");
     assert_eq!(parked.backend, BackendKind::Database);
     assert_eq!(&parking.get_bytes("acme", &parked.sha256).await.unwrap()[..], &bytes[..]);
-    // Still down: a drain moves nothing and loses nothing.
-    let report = parking.migrate(&MigrateOptions { parked_only: true, ..Default::default() }, &NoProgress).await;
-    let report = report.unwrap();
-    assert_eq!((report.candidates, report.moved, report.failed), (1, 0, 1), "{report:?}");
+    for i in 0..3u8 {
+        let more = parking.put("gamma", Content::from_bytes(data(100, 53 + i), None).unwrap()).await.unwrap();
+        assert!(more.parked);
+    }
+    // Still down: a drain moves nothing, loses nothing, and stops after
+    // three objects in a row could not be moved, instead of reading all.
+    let options = MigrateOptions { parked_only: true, jobs: 1, ..Default::default() };
+    let report = parking.migrate(&options, &NoProgress).await.unwrap();
+    assert_eq!((report.candidates, report.moved, report.failed), (3, 0, 3), "{report:?}");
+    assert!(report.stopped.is_some(), "{report:?}");
     assert!(parking.stat("acme", &parked.sha256.to_string()).await.unwrap().parked);
 
     proxy.calm();
     let report = migrate(&parking, MigrateOptions { parked_only: true, ..Default::default() }).await;
-    assert_eq!((report.records, report.moved), (1, 1), "only the parked object is looked at: {report:?}");
+    assert_eq!((report.records, report.moved), (4, 4), "only the parked objects are looked at: {report:?}");
     let drained = parking.stat("acme", &parked.sha256.to_string()).await.unwrap();
     assert!(!drained.parked && drained.backend == BackendKind::S3, "{drained:?}");
     assert_eq!(&parking.get_bytes("acme", &parked.sha256).await.unwrap()[..], &bytes[..]);

@@ -136,15 +136,8 @@ async fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -
 /// Claim `ns` for `org` unless another organisation holds a namespace
 /// that overlaps it (the same container, one prefix a prefix of the other).
 async fn claim_in(tx: &Transaction<'_>, org: &str, ns: &Namespace) -> Result<Claimed> {
-    let stmt = tx
-        .prepare_cached(
-            "SELECT prefix FROM claims WHERE backend = $1 AND container = $2 AND org <> $3
-             AND (starts_with($4, prefix) OR starts_with(prefix, $4)) LIMIT 1",
-        )
-        .await?;
-    let taken = tx.query_opt(&stmt, &[&ns.backend.as_str(), &ns.container, &org, &ns.prefix]).await?;
-    if let Some(row) = taken {
-        return Ok(Claimed::Taken(Namespace { prefix: row.get(0), ..ns.clone() }));
+    if let Some(taken) = overlapping_claim(tx, ns, Some(org)).await? {
+        return Ok(Claimed::Taken(taken));
     }
     let stmt = tx
         .prepare_cached(&format!(
@@ -154,6 +147,24 @@ async fn claim_in(tx: &Transaction<'_>, org: &str, ns: &Namespace) -> Result<Cla
         .await?;
     tx.execute(&stmt, &[&ns.backend.as_str(), &ns.container, &ns.prefix, &org]).await?;
     Ok(Claimed::Held)
+}
+
+/// A claimed namespace that overlaps `ns` (the same container, one prefix a
+/// prefix of the other), held by an organisation other than `other_than`
+/// (by anyone, with `None`).
+async fn overlapping_claim(
+    tx: &Transaction<'_>,
+    ns: &Namespace,
+    other_than: Option<&str>,
+) -> Result<Option<Namespace>> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT prefix FROM claims WHERE backend = $1 AND container = $2 AND ($3::text IS NULL OR org <> $3)
+             AND (starts_with($4, prefix) OR starts_with(prefix, $4)) LIMIT 1",
+        )
+        .await?;
+    let row = tx.query_opt(&stmt, &[&ns.backend.as_str(), &ns.container, &other_than, &ns.prefix]).await?;
+    Ok(row.map(|r| Namespace { prefix: r.get(0), ..ns.clone() }))
 }
 
 /// Namespaces from rows of (backend, container, prefix).
@@ -207,15 +218,8 @@ impl Catalog for PgDb {
             }
             // Only a place nobody holds, not even this organisation (its
             // own namespaces hold Coffer's bytes, which must stay deletable).
-            let taken = tx
-                .query_opt(
-                    "SELECT prefix FROM claims WHERE backend = $1 AND container = $2
-                     AND (starts_with($3, prefix) OR starts_with(prefix, $3)) LIMIT 1",
-                    &params[..3],
-                )
-                .await?;
-            if let Some(row) = taken {
-                return Ok(Claimed::Taken(Namespace { prefix: row.get(0), ..ns.clone() }));
+            if let Some(taken) = overlapping_claim(&tx, ns, None).await? {
+                return Ok(Claimed::Taken(taken));
             }
             let claimed = claim_in(&tx, org, ns).await?;
             if claimed == Claimed::Held {

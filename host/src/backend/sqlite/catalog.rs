@@ -126,21 +126,28 @@ fn insert_tombstone(tx: &Transaction<'_>, t: &Tombstone) -> Result<()> {
 /// Claim `ns` for `org` unless another organisation holds a namespace
 /// that overlaps it (the same container, one prefix a prefix of the other).
 fn claim_in(tx: &Transaction<'_>, org: &str, ns: &Namespace) -> Result<Claimed> {
-    let taken = tx
-        .prepare_cached(
-            "SELECT prefix FROM claims WHERE backend = ?1 AND container = ?2 AND org <> ?3
-             AND (substr(?4, 1, length(prefix)) = prefix OR substr(prefix, 1, length(?4)) = ?4) LIMIT 1",
-        )?
-        .query_row(params![ns.backend.as_str(), ns.container, org, ns.prefix], |r| r.get::<_, String>(0))
-        .optional()?;
-    if let Some(prefix) = taken {
-        return Ok(Claimed::Taken(Namespace { prefix, ..ns.clone() }));
+    if let Some(taken) = overlapping_claim(tx, ns, Some(org))? {
+        return Ok(Claimed::Taken(taken));
     }
     tx.prepare_cached(
         "INSERT OR IGNORE INTO claims (backend, container, prefix, org, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![ns.backend.as_str(), ns.container, ns.prefix, org, now()])?;
     Ok(Claimed::Held)
+}
+
+/// A claimed namespace that overlaps `ns` (the same container, one prefix a
+/// prefix of the other), held by an organisation other than `other_than`
+/// (by anyone, with `None`).
+fn overlapping_claim(tx: &Transaction<'_>, ns: &Namespace, other_than: Option<&str>) -> Result<Option<Namespace>> {
+    let prefix = tx
+        .prepare_cached(
+            "SELECT prefix FROM claims WHERE backend = ?1 AND container = ?2 AND (?3 IS NULL OR org <> ?3)
+             AND (substr(?4, 1, length(prefix)) = prefix OR substr(prefix, 1, length(?4)) = ?4) LIMIT 1",
+        )?
+        .query_row(params![ns.backend.as_str(), ns.container, other_than, ns.prefix], |r| r.get::<_, String>(0))
+        .optional()?;
+    Ok(prefix.map(|prefix| Namespace { prefix, ..ns.clone() }))
 }
 
 /// Namespaces from rows of (backend, container, prefix).
@@ -204,15 +211,8 @@ impl Catalog for SqliteDb {
             }
             // Only a place nobody holds, not even this organisation (its
             // own namespaces hold Coffer's bytes, which must stay deletable).
-            let taken = tx
-                .prepare_cached(
-                    "SELECT prefix FROM claims WHERE backend = ?1 AND container = ?2
-                     AND (substr(?3, 1, length(prefix)) = prefix OR substr(prefix, 1, length(?3)) = ?3) LIMIT 1",
-                )?
-                .query_row(params![ns.backend.as_str(), ns.container, ns.prefix], |r| r.get::<_, String>(0))
-                .optional()?;
-            if let Some(prefix) = taken {
-                return Ok(Claimed::Taken(Namespace { prefix, ..ns.clone() }));
+            if let Some(taken) = overlapping_claim(&tx, &ns, None)? {
+                return Ok(Claimed::Taken(taken));
             }
             let claimed = claim_in(&tx, &o, &ns)?;
             tx.prepare_cached(
