@@ -204,10 +204,13 @@ pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: 
     Ok(report)
 }
 
-/// What gc scans for unreferenced bytes: every container the catalog
-/// knows (including those a crashed put's reservation named), what the
-/// database holds, and the configured bucket.
+/// What gc scans for incomplete uploads and unreferenced bytes: every
+/// container the catalog knows (including those a crashed put's
+/// reservation named), what the database holds, and the configured
+/// bucket; never a container with a namespace adopted in place (another
+/// system's bucket, where Coffer aborts and deletes nothing).
 async fn containers_to_scan(services: &HostServices) -> Result<Vec<(BackendKind, String)>> {
+    let adopted = services.catalog.adopted().await?;
     let mut scan: Vec<(BackendKind, String)> = Vec::new();
     for kind in services.backends.kinds() {
         let mut containers = services.catalog.containers(kind).await?;
@@ -221,6 +224,7 @@ async fn containers_to_scan(services: &HostServices) -> Result<Vec<(BackendKind,
         }
         containers.sort();
         containers.dedup();
+        containers.retain(|c| !adopted.iter().any(|(_, ns)| ns.backend == kind && ns.container == *c));
         scan.extend(containers.into_iter().map(|c| (kind, c)));
     }
     Ok(scan)
@@ -260,13 +264,6 @@ async fn orphans(
 ) -> Result<()> {
     const PAGE: usize = 1000;
     let store = services.backends.get(kind)?;
-    let adopted: Vec<_> = services
-        .catalog
-        .adopted()
-        .await?
-        .into_iter()
-        .filter(|ns| ns.backend == kind && ns.container == container)
-        .collect();
     let mut after: Option<String> = None;
     loop {
         let page = store.list(container, "", after.as_deref(), PAGE).await?;
@@ -276,11 +273,6 @@ async fn orphans(
             progress.advance(1);
             let old = entry.modified.is_some_and(|m| m <= cutoff);
             if referenced.contains(&entry.name) || !old {
-                continue;
-            }
-            // Another system's objects, adopted in place: never Coffer's to delete.
-            if adopted.iter().any(|ns| entry.name.starts_with(&ns.prefix)) {
-                report.kept_unrecognised += 1;
                 continue;
             }
             // Coffer's own bytes are named by their digest and hold it.

@@ -166,11 +166,19 @@ impl Mapping {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
         }
+        let created = !path.exists();
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        if created {
+            // The new file's name survives a power loss too.
+            let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if let Ok(d) = std::fs::File::open(folder) {
+                let _ = d.sync_all();
+            }
+        }
         // A line a crash cut short must not run into the next one.
         let mut file = file;
         if file.metadata().map(|m| m.len() > 0).unwrap_or(false) && !ends_with_newline(path) {
@@ -235,15 +243,11 @@ impl Coffer {
         let adopted = catalog.adopted().await?;
         // A bucket adopted before (in part) is another system's: the
         // adoption itself refuses what overlaps.
-        if !adopted.iter().any(|ns| ns.backend == namespace.backend && ns.container == namespace.container) {
+        if !adopted.iter().any(|(_, ns)| ns.backend == namespace.backend && ns.container == namespace.container) {
             // Only another system's bucket: never one Coffer writes to,
             // whose bytes must stay deletable.
-            let s3_settings = &self.services.config.s3;
-            let coffers = s3_settings.bucket.as_deref() == Some(bucket)
-                || (s3_settings.bucket_per_org == Some(true)
-                    && s3_settings.bucket_prefix.as_deref().is_some_and(|p| bucket.starts_with(p)))
-                || catalog.containers(BackendKind::S3).await?.iter().any(|c| c == bucket);
-            if coffers {
+            let declared = self.namespaces(org).await?;
+            if self.is_coffers_bucket(bucket).await? || declared.iter().any(|ns| ns.overlaps(&namespace)) {
                 return Err(Error::InvalidInput(format!(
                     "bucket {bucket:?} is one Coffer stores objects in (or would, under this configuration); \
                      only another system's bucket can be adopted in place"
@@ -297,6 +301,16 @@ impl Coffer {
         }
         report = report_cell.into_inner().unwrap_or_else(|e| e.into_inner());
         Ok(report)
+    }
+
+    /// Whether Coffer stores objects in `bucket`, or would under this
+    /// configuration (its one bucket, a bucket its per-organisation prefix
+    /// names, a bucket the catalog knows).
+    async fn is_coffers_bucket(&self, bucket: &str) -> Result<bool> {
+        let s3 = &self.services.config.s3;
+        Ok(s3.bucket.as_deref() == Some(bucket)
+            || (s3.bucket_per_org == Some(true) && s3.bucket_prefix.as_deref().is_some_and(|p| bucket.starts_with(p)))
+            || self.services.catalog.containers(BackendKind::S3).await?.iter().any(|c| c == bucket))
     }
 
     /// Record the object `name` in `bucket`, named by `digest`, for `org`,
@@ -386,8 +400,10 @@ impl Coffer {
     ) -> Result<ImportReport> {
         // Never write into the source.
         if let (ImportSource::Directory { root, .. }, Some(map)) = (source, &options.mapping) {
-            let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-            if absolute(map).starts_with(absolute(root)) {
+            // Compared with links resolved: the file's folder, and the root.
+            let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            let folder = map.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if real(folder).starts_with(real(root)) {
                 return Err(Error::InvalidInput(format!(
                     "the mapping file {} is inside the directory being imported; put it elsewhere",
                     map.display()
@@ -455,7 +471,8 @@ impl Coffer {
                 // Opened once, without following a symbolic link or
                 // waiting on a FIFO swapped in since the listing, checked to
                 // be a regular file, and read from that one descriptor.
-                let file = open_regular(path)?;
+                let p = path.clone();
+                let file = tokio::task::spawn_blocking(move || open_regular(&p)).await??;
                 Content::from_reader(file, None, None).await?
             }
         };
@@ -514,7 +531,7 @@ impl Copier<'_> {
         let s3 = self.coffer.services.backends.get(BackendKind::S3)?;
         // Coffer's own buckets hold organisations' objects: copying from
         // one could hand one organisation's bytes to another.
-        if self.coffer.services.catalog.containers(BackendKind::S3).await?.iter().any(|c| c == bucket) {
+        if self.coffer.is_coffers_bucket(bucket).await? {
             return Err(Error::InvalidInput(format!(
                 "bucket {bucket:?} is one Coffer stores objects in; import only from another system's buckets"
             )));

@@ -209,16 +209,19 @@ impl Coffer {
         let catalog = &self.services.catalog;
         match &options.org {
             Some(org) => {
-                let mut page = catalog.list(org, after.map(|(_, d)| d), PAGE).await?;
-                // The page's end is kept for paging even if it is filtered out.
-                if options.parked_only && page.iter().any(|r| !r.parked) {
-                    let last = page.last().cloned();
-                    page.retain(|r| r.parked);
-                    if let (Some(last), true) = (last, page.is_empty()) {
-                        return Box::pin(self.records_page(options, Some(&(last.org, last.sha256)))).await;
+                let mut after = after.map(|(_, d)| *d);
+                loop {
+                    let mut page = catalog.list(org, after.as_ref(), PAGE).await?;
+                    let Some(last) = page.last().map(|r| r.sha256) else { return Ok(page) };
+                    if options.parked_only {
+                        page.retain(|r| r.parked);
                     }
+                    if !page.is_empty() {
+                        return Ok(page);
+                    }
+                    // Nothing parked on this page: on to the next.
+                    after = Some(last);
                 }
-                Ok(page)
             }
             None => catalog.scan(after.map(|(o, d)| (o.as_str(), d)), options.parked_only, PAGE).await,
         }
@@ -312,7 +315,11 @@ impl Coffer {
                 // No longer parked (S3 is back, but the policy keeps it in
                 // the database): the record says so, in one transaction.
                 Some(chosen) if record.parked => {
-                    self.services.lifecycle.relocate(record, chosen).await?;
+                    if let (Relocated::Changed(_) | Relocated::Lost, _) =
+                        self.services.lifecycle.relocate(record, chosen).await?
+                    {
+                        return Ok(Outcome::Changed);
+                    }
                 }
                 chosen => Reservation::release_all(chosen).await,
             }

@@ -223,6 +223,12 @@ impl Coffer {
                     let detail = format!("the store reports SHA-256 {d}");
                     return self.gone_or(record, deep, Checked::Wrong(Problem::Corrupt, detail)).await;
                 }
+                // Metadata any writer could set counts only where Coffer
+                // alone writes: not in another system's adopted bucket.
+                Some(_) if !meta.checked_by_store => match self.services.lifecycle.is_adopted(at).await {
+                    Ok(adopted) => !adopted,
+                    Err(e) => return Checked::Wrong(Problem::Unreadable, e.to_string()),
+                },
                 Some(_) => true,
                 None => false,
             },

@@ -174,7 +174,7 @@ impl Catalog for PausingCatalog {
     async fn adopt(&self, org: &str, ns: &Namespace) -> Result<Claimed> {
         self.inner.adopt(org, ns).await
     }
-    async fn adopted(&self) -> Result<Vec<Namespace>> {
+    async fn adopted(&self) -> Result<Vec<(String, Namespace)>> {
         self.inner.adopted().await
     }
     async fn reserve(&self, p: &Pending) -> Result<Reserved> {

@@ -7,6 +7,9 @@
 
 use std::collections::BTreeMap;
 
+use coffer::backend::BackendKind;
+use coffer::catalog::Catalog;
+use coffer::catalog::namespace::{Claimed, Namespace};
 use coffer::gc::NoProgress;
 use coffer::import::{ImportOptions, ImportReport, ImportSource, MappingLine};
 use coffer::{Coffer, Digest};
@@ -31,6 +34,10 @@ for bucket, key, path, metadata in json.load(sys.stdin):
             if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
         made.add(bucket)
+    if metadata.get("multipart") == "unfinished":
+        # An upload the other system has in progress.
+        s3.create_multipart_upload(Bucket=bucket, Key=key)
+        continue
     with open(path, "rb") as f:
         s3.put_object(Bucket=bucket, Key=key, Body=f.read(), ContentType="application/octet-stream", Metadata=metadata)
 "#;
@@ -148,12 +155,27 @@ async fn a_request_tracker_bucket_is_adopted_in_place() {
         .unwrap();
     assert_eq!(adopted, 1, "only the RT bucket is adopted");
 
-    // Deleting a record, and gc, never delete RT's bytes.
+    // No put can ever write there: a claim overlapping the adoption is
+    // refused, for the adopting organisation too.
+    let catalog = coffer::backend::sqlite::SqliteDb::open(dir.path().join("coffer.db")).await.unwrap();
+    for (org, prefix) in [("acme", ""), ("acme", "ab"), ("beta", "")] {
+        let ns = Namespace { backend: BackendKind::S3, container: rt.clone(), prefix: prefix.into() };
+        assert!(matches!(catalog.claim(org, &ns).await.unwrap(), Claimed::Taken(_)), "{org} {prefix:?}");
+    }
+
+    // Deleting a record, and gc, never delete RT's bytes, nor abort an
+    // upload RT has in progress.
+    let unfinished = vec![("multipart", "unfinished".to_string())];
+    boto3_put_with(dir.path(), &[(rt.clone(), "in-progress".into(), Vec::new(), unfinished)]);
+    let uploads =
+        || crate::s3_server::open_uploads(&crate::s3_server::server().root).into_iter().filter(|u| u.0 == rt).count();
+    assert_eq!(uploads(), 1);
     coffer.delete("acme", &sha(&files[0])).await.unwrap();
     let gc = coffer.gc(&coffer::gc::GcOptions { older_than: std::time::Duration::ZERO, dry_run: false }, &NoProgress);
     let gc = gc.await.unwrap();
-    assert_eq!((gc.orphans_deleted, gc.error_count), (0, 0), "{gc:?}");
+    assert_eq!((gc.orphans_deleted, gc.uploads_aborted, gc.error_count), (0, 0, 0), "{gc:?}");
     assert_eq!(snapshot(&rt), before, "adopted bytes are never deleted");
+    assert_eq!(uploads(), 1, "RT's upload in progress is left alone");
 
     // Again: what is recorded is skipped; the deleted one comes back;
     // --deep reads every object.

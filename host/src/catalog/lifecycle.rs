@@ -160,7 +160,7 @@ impl Lifecycle {
     /// Whether `at` lies in a namespace adopted in place (another system's
     /// objects, `coffer import rt`), whose bytes Coffer never deletes.
     pub async fn is_adopted(&self, at: &Location) -> Result<bool> {
-        Ok(self.catalog.adopted().await?.iter().any(|ns| ns.contains(at)))
+        Ok(self.catalog.adopted().await?.iter().any(|(_, ns)| ns.contains(at)))
     }
 
     /// Remove `org`'s record of `sha256`; if nothing else refers to its

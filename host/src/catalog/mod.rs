@@ -230,17 +230,22 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         lease: &Lease,
     ) -> Result<Relocated>;
 
-    /// Claim `namespace` for `org` (as [`Catalog::claim`]) and mark it
-    /// adopted: another system's objects, recorded in place. Coffer never
-    /// deletes bytes in an adopted namespace.
+    /// Adopt `namespace` for `org`: another system's objects, recorded in
+    /// place. Refused (`Taken`) when it overlaps any claim (the
+    /// organisation's own too: Coffer's bytes must stay deletable) or
+    /// another adoption; adopting the same again is `Held`. An adopted
+    /// namespace is not a claim: no put may write there (a claim that
+    /// overlaps one is refused), its records are readable by `org`, and
+    /// Coffer never deletes bytes there.
     async fn adopt(&self, org: &str, namespace: &Namespace) -> Result<Claimed>;
 
-    /// Every adopted namespace.
-    async fn adopted(&self) -> Result<Vec<Namespace>>;
+    /// Every adopted namespace, with the organisation that adopted it.
+    async fn adopted(&self) -> Result<Vec<(String, Namespace)>>;
 
     /// Record that `org` holds `namespace`, unless another organisation
     /// holds one that overlaps it (the same container, one prefix a prefix
-    /// of the other). Claims are never given up.
+    /// of the other), or it overlaps an adopted namespace (anyone's).
+    /// Claims are never given up.
     async fn claim(&self, org: &str, namespace: &Namespace) -> Result<Claimed>;
 
     /// The namespaces `org` holds.

@@ -43,6 +43,14 @@ impl Namespace {
         at.backend == self.backend && at.container == self.container && at.name.starts_with(&self.prefix)
     }
 
+    /// Whether `self` and `other` share any location: the same container,
+    /// one prefix a prefix of the other.
+    pub fn overlaps(&self, other: &Namespace) -> bool {
+        self.backend == other.backend
+            && self.container == other.container
+            && (self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix))
+    }
+
     /// Refuse a namespace no policy should declare: an empty container, or
     /// parts that are too long or hold control characters.
     pub fn validate(&self) -> Result<()> {
@@ -74,6 +82,9 @@ pub enum Claimed {
 pub struct Boundaries {
     catalog: Arc<dyn Catalog>,
     held: Mutex<HashMap<String, Vec<Namespace>>>,
+    /// Namespaces organisations adopted in place (readable, never
+    /// written): kept apart from `held`, which lets puts write.
+    adopted: Mutex<HashMap<String, Vec<Namespace>>>,
 }
 
 /// Organisations whose claims are remembered at once; beyond that the
@@ -82,7 +93,7 @@ const REMEMBERED_ORGS: usize = 10_000;
 
 impl Boundaries {
     pub fn new(catalog: Arc<dyn Catalog>) -> Boundaries {
-        Boundaries { catalog, held: Mutex::new(HashMap::new()) }
+        Boundaries { catalog, held: Mutex::new(HashMap::new()), adopted: Mutex::new(HashMap::new()) }
     }
 
     fn remember(&self, org: &str, ns: &Namespace) {
@@ -138,7 +149,22 @@ impl Boundaries {
         for ns in &claims {
             self.remember(org, ns);
         }
-        Ok(claims.iter().any(|n| n.contains(at)))
+        if claims.iter().any(|n| n.contains(at)) {
+            return Ok(true);
+        }
+        // Adopted in place (`coffer import rt`): readable, never written.
+        let adopted =
+            |a: &HashMap<String, Vec<Namespace>>| a.get(org).is_some_and(|l| l.iter().any(|n| n.contains(at)));
+        if adopted(&self.adopted.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(true);
+        }
+        let mut fresh: HashMap<String, Vec<Namespace>> = HashMap::new();
+        for (o, ns) in self.catalog.adopted().await? {
+            fresh.entry(o).or_default().push(ns);
+        }
+        let found = adopted(&fresh);
+        *self.adopted.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(found)
     }
 
     /// Check that the host may read or delete `at` for `org`, which does not

@@ -136,7 +136,11 @@ async fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -
 /// Claim `ns` for `org` unless another organisation holds a namespace
 /// that overlaps it (the same container, one prefix a prefix of the other).
 async fn claim_in(tx: &Transaction<'_>, org: &str, ns: &Namespace) -> Result<Claimed> {
-    if let Some(taken) = overlapping_claim(tx, ns, Some(org)).await? {
+    let taken = match overlapping_claim(tx, ns, Some(org)).await? {
+        Some(t) => Some(t),
+        None => overlapping_adopted(tx, ns, None).await?,
+    };
+    if let Some(taken) = taken {
         return Ok(Claimed::Taken(taken));
     }
     let stmt = tx
@@ -164,6 +168,20 @@ async fn overlapping_claim(
         )
         .await?;
     let row = tx.query_opt(&stmt, &[&ns.backend.as_str(), &ns.container, &other_than, &ns.prefix]).await?;
+    Ok(row.map(|r| Namespace { prefix: r.get(0), ..ns.clone() }))
+}
+
+/// An adopted namespace that overlaps `ns`, other than `org`'s own
+/// adoption of exactly `ns` (with `Some(org)`).
+async fn overlapping_adopted(tx: &Transaction<'_>, ns: &Namespace, same: Option<&str>) -> Result<Option<Namespace>> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT prefix FROM adopted WHERE backend = $1 AND container = $2
+             AND NOT ($3::text IS NOT NULL AND org = $3 AND prefix = $4)
+             AND (starts_with($4, prefix) OR starts_with(prefix, $4)) LIMIT 1",
+        )
+        .await?;
+    let row = tx.query_opt(&stmt, &[&ns.backend.as_str(), &ns.container, &same, &ns.prefix]).await?;
     Ok(row.map(|r| Namespace { prefix: r.get(0), ..ns.clone() }))
 }
 
@@ -210,35 +228,37 @@ impl Catalog for PgDb {
         self.retry(move || async move {
             let mut client = self.client().await?;
             let tx = serializable(&mut client).await?;
-            let params: [&(dyn ToSql + Sync); 4] = [&ns.backend.as_str(), &ns.container, &ns.prefix, &org];
-            // Adopted before, by this organisation: a run again.
-            let again = "SELECT 1 FROM adopted WHERE backend = $1 AND container = $2 AND prefix = $3 AND org = $4";
-            if tx.query_opt(again, &params).await?.is_some() {
-                return Ok(Claimed::Held);
-            }
             // Only a place nobody holds, not even this organisation (its
-            // own namespaces hold Coffer's bytes, which must stay deletable).
-            if let Some(taken) = overlapping_claim(&tx, ns, None).await? {
+            // own namespaces hold Coffer's bytes, which must stay
+            // deletable), and no other adoption overlaps.
+            let taken = match overlapping_claim(&tx, ns, None).await? {
+                Some(t) => Some(t),
+                None => overlapping_adopted(&tx, ns, Some(org)).await?,
+            };
+            if let Some(taken) = taken {
                 return Ok(Claimed::Taken(taken));
             }
-            let claimed = claim_in(&tx, org, ns).await?;
-            if claimed == Claimed::Held {
-                let stmt = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO adopted (backend, container, prefix, org, adopted_at)
-                         VALUES ($1, $2, $3, $4, {NOW}) ON CONFLICT DO NOTHING"
-                    ))
-                    .await?;
-                tx.execute(&stmt, &[&ns.backend.as_str(), &ns.container, &ns.prefix, &org]).await?;
-            }
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO adopted (backend, container, prefix, org, adopted_at)
+                     VALUES ($1, $2, $3, $4, {NOW}) ON CONFLICT DO NOTHING"
+                ))
+                .await?;
+            tx.execute(&stmt, &[&ns.backend.as_str(), &ns.container, &ns.prefix, &org]).await?;
             tx.commit().await?;
-            Ok(claimed)
+            Ok(Claimed::Held)
         })
         .await
     }
 
-    async fn adopted(&self) -> Result<Vec<Namespace>> {
-        namespaces(self.query("SELECT backend, container, prefix FROM adopted", &[]).await?)
+    async fn adopted(&self) -> Result<Vec<(String, Namespace)>> {
+        let rows = self.query("SELECT backend, container, prefix, org FROM adopted", &[]).await?;
+        rows.iter()
+            .map(|r| {
+                let ns = Namespace { backend: BackendKind::parse(r.get(0))?, container: r.get(1), prefix: r.get(2) };
+                Ok((r.get(3), ns))
+            })
+            .collect()
     }
 
     async fn scan(&self, after: Option<(&str, &Digest)>, parked_only: bool, limit: usize) -> Result<Vec<Record>> {

@@ -126,7 +126,7 @@ fn insert_tombstone(tx: &Transaction<'_>, t: &Tombstone) -> Result<()> {
 /// Claim `ns` for `org` unless another organisation holds a namespace
 /// that overlaps it (the same container, one prefix a prefix of the other).
 fn claim_in(tx: &Transaction<'_>, org: &str, ns: &Namespace) -> Result<Claimed> {
-    if let Some(taken) = overlapping_claim(tx, ns, Some(org))? {
+    if let Some(taken) = overlapping_claim(tx, ns, Some(org))?.or(overlapping_adopted(tx, ns, None)?) {
         return Ok(Claimed::Taken(taken));
     }
     tx.prepare_cached(
@@ -146,6 +146,20 @@ fn overlapping_claim(tx: &Transaction<'_>, ns: &Namespace, other_than: Option<&s
              AND (substr(?4, 1, length(prefix)) = prefix OR substr(prefix, 1, length(?4)) = ?4) LIMIT 1",
         )?
         .query_row(params![ns.backend.as_str(), ns.container, other_than, ns.prefix], |r| r.get::<_, String>(0))
+        .optional()?;
+    Ok(prefix.map(|prefix| Namespace { prefix, ..ns.clone() }))
+}
+
+/// An adopted namespace that overlaps `ns`, other than `org`'s own
+/// adoption of exactly `ns` (with `Some(org)`).
+fn overlapping_adopted(tx: &Transaction<'_>, ns: &Namespace, same: Option<&str>) -> Result<Option<Namespace>> {
+    let prefix = tx
+        .prepare_cached(
+            "SELECT prefix FROM adopted WHERE backend = ?1 AND container = ?2
+             AND NOT (?3 IS NOT NULL AND org = ?3 AND prefix = ?4)
+             AND (substr(?4, 1, length(prefix)) = prefix OR substr(prefix, 1, length(?4)) = ?4) LIMIT 1",
+        )?
+        .query_row(params![ns.backend.as_str(), ns.container, same, ns.prefix], |r| r.get::<_, String>(0))
         .optional()?;
     Ok(prefix.map(|prefix| Namespace { prefix, ..ns.clone() }))
 }
@@ -198,37 +212,33 @@ impl Catalog for SqliteDb {
         let (o, ns) = (org.to_string(), namespace.clone());
         self.with_durable_conn(move |conn| {
             let tx = write_tx(conn)?;
-            let params = params![ns.backend.as_str(), ns.container, ns.prefix, o];
-            // Adopted before, by this organisation: a run again.
-            let again: bool = tx
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM adopted
-                     WHERE backend = ?1 AND container = ?2 AND prefix = ?3 AND org = ?4)",
-                )?
-                .query_row(params, |r| r.get(0))?;
-            if again {
-                return Ok(Claimed::Held);
-            }
             // Only a place nobody holds, not even this organisation (its
-            // own namespaces hold Coffer's bytes, which must stay deletable).
-            if let Some(taken) = overlapping_claim(&tx, &ns, None)? {
+            // own namespaces hold Coffer's bytes, which must stay
+            // deletable), and no other adoption overlaps.
+            let taken = overlapping_claim(&tx, &ns, None)?.or(overlapping_adopted(&tx, &ns, Some(&o))?);
+            if let Some(taken) = taken {
                 return Ok(Claimed::Taken(taken));
             }
-            let claimed = claim_in(&tx, &o, &ns)?;
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO adopted (backend, container, prefix, org, adopted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![ns.backend.as_str(), ns.container, ns.prefix, o, now()])?;
             tx.commit()?;
-            Ok(claimed)
+            Ok(Claimed::Held)
         })
         .await
     }
 
-    async fn adopted(&self) -> Result<Vec<Namespace>> {
+    async fn adopted(&self) -> Result<Vec<(String, Namespace)>> {
         self.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT backend, container, prefix FROM adopted")?;
-            namespaces(&mut stmt, [])
+            let mut stmt = conn.prepare_cached("SELECT backend, container, prefix, org FROM adopted")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (backend, container, prefix, org) = row?;
+                out.push((org, Namespace { backend: BackendKind::parse(&backend)?, container, prefix }));
+            }
+            Ok(out)
         })
         .await
     }
