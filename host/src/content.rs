@@ -192,9 +192,9 @@ impl Content {
 
     /// Content from a stream (another store's object, for `coffer migrate`
     /// and `coffer import`): hashed as it arrives, and held in memory when
-    /// `size_hint` says it is at most `in_memory_max` bytes, otherwise
-    /// spooled to a temporary file in `spool_dir` (the system temporary
-    /// directory when `None`), so memory stays bounded whatever the size.
+    /// `size_hint` says it is at most 4 MiB (and it is), otherwise spooled
+    /// to a temporary file in `spool_dir` (the system temporary directory
+    /// when `None`), so memory stays bounded whatever the size.
     pub async fn from_stream(
         mut stream: ByteStream,
         content_type: Option<&str>,
