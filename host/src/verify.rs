@@ -225,8 +225,8 @@ impl Coffer {
                 }
                 // Metadata any writer could set counts only where Coffer
                 // alone writes: not in another system's adopted bucket.
-                Some(_) if !meta.checked_by_store => match self.services.lifecycle.is_adopted(at).await {
-                    Ok(adopted) => !adopted,
+                Some(_) if !meta.checked_by_store => match self.services.catalog.adopted().await {
+                    Ok(adopted) => !adopted.iter().any(|(_, ns)| ns.contains(at)),
                     Err(e) => return Checked::Wrong(Problem::Unreadable, e.to_string()),
                 },
                 Some(_) => true,

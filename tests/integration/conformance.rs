@@ -264,6 +264,27 @@ async fn catalog_conformance(cat: &dyn Catalog) {
     }
     assert_eq!(cat.claims("acme").await.unwrap(), vec![ns("b", "acme/")]);
     assert_eq!(cat.claims("evil").await.unwrap().len(), 2);
+
+    // Adopted in place: refused where anyone holds a claim (its own
+    // organisation's too); again for the same is fine; afterwards no claim
+    // may overlap it, and its records' bytes are never tombstoned.
+    assert!(matches!(cat.adopt("acme", &ns("b", "acme/old/")).await.unwrap(), Claimed::Taken(_)));
+    assert_eq!(cat.adopt("acme", &ns("rt", "")).await.unwrap(), Claimed::Held);
+    assert_eq!(cat.adopt("acme", &ns("rt", "")).await.unwrap(), Claimed::Held, "again");
+    assert!(matches!(cat.adopt("evil", &ns("rt", "x")).await.unwrap(), Claimed::Taken(_)));
+    for org in ["acme", "evil"] {
+        assert!(matches!(cat.claim(org, &ns("rt", "ab")).await.unwrap(), Claimed::Taken(_)), "{org}");
+    }
+    assert_eq!(cat.adopted().await.unwrap(), vec![("acme".to_string(), ns("rt", ""))]);
+    let sha = Digest::of(b"adopted");
+    let at = Location { backend: BackendKind::S3, container: "rt".into(), name: sha.to_string() };
+    let p = pending("acme", sha, &at);
+    assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+    cat.commit(Some(&p.token), &record("acme", sha, &at)).await.unwrap();
+    let lease = Lease { token: Token::new(), secs: 60 };
+    let (_, tombstone) = cat.remove("acme", &sha, &lease).await.unwrap().expect("removed");
+    assert_eq!(tombstone, None, "another system's bytes are never deleted");
+    assert_eq!(cat.tombstone_if_unreferenced(&at, &lease).await.unwrap(), None);
 }
 
 /// Two catalogs on one database ("two hosts") racing: organisations

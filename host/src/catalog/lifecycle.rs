@@ -157,12 +157,6 @@ impl Lifecycle {
         }
     }
 
-    /// Whether `at` lies in a namespace adopted in place (another system's
-    /// objects, `coffer import rt`), whose bytes Coffer never deletes.
-    pub async fn is_adopted(&self, at: &Location) -> Result<bool> {
-        Ok(self.catalog.adopted().await?.iter().any(|(_, ns)| ns.contains(at)))
-    }
-
     /// Remove `org`'s record of `sha256`; if nothing else refers to its
     /// location, delete the bytes. `None` if there was no record.
     pub async fn remove(&self, org: &str, sha256: &Digest) -> Result<Option<Record>> {
@@ -193,12 +187,6 @@ impl Lifecycle {
     /// is kept in the catalog's clock, the database server's on
     /// PostgreSQL, which this host's clock may not agree with).
     pub async fn finish(&self, t: &Tombstone, asked: Instant) -> Result<()> {
-        // Adopted in place: not Coffer's bytes to delete, only its record.
-        if self.is_adopted(&t.location).await? {
-            tracing::info!(location = %t.location, "unreferenced now, but adopted in place: the bytes are kept");
-            self.catalog.clear_tombstone(&t.location, &t.token).await?;
-            return Ok(());
-        }
         let store = self.backends.get(t.location.backend)?;
         // Never act past the lease: after it, someone else may take over
         // and the location be written again.

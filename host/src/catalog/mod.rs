@@ -9,7 +9,8 @@
 //!
 //! The rules every implementation keeps, each inside one transaction:
 //! 1. A tombstone is created only for a location with no record and no
-//!    pending reference, and while it exists no reservation is granted.
+//!    pending reference, outside every namespace adopted in place (another
+//!    system's bytes), and while it exists no reservation is granted.
 //! 2. A record is created only by committing a pending reference that still
 //!    exists (or is already there).
 //! 3. Bytes are deleted only by the holder of the location's tombstone.

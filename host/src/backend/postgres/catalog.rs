@@ -116,7 +116,8 @@ async fn pending_in(tx: &Transaction<'_>, token: &Token) -> Result<Option<Pendin
     all(tx.query(&stmt, &[&token.as_str()]).await?, pending_from).map(|mut v| v.pop())
 }
 
-/// Rule 1: tombstone `at` on `lease`'s terms if nothing refers to it.
+/// Rule 1: tombstone `at` on `lease`'s terms if nothing refers to it (and
+/// it is not adopted in place: another system's bytes, never deleted).
 async fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -> Result<Option<Tombstone>> {
     let stmt = tx
         .prepare_cached(&format!(
@@ -125,6 +126,8 @@ async fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -
              WHERE NOT EXISTS (SELECT 1 FROM objects WHERE backend = $1 AND container = $2 AND name = $3)
                AND NOT EXISTS (SELECT 1 FROM pending WHERE backend = $1 AND container = $2 AND name = $3)
                AND NOT EXISTS (SELECT 1 FROM tombstones WHERE backend = $1 AND container = $2 AND name = $3)
+               AND NOT EXISTS (SELECT 1 FROM adopted WHERE backend = $1 AND container = $2
+                               AND starts_with($3, prefix))
              RETURNING {TOMBSTONE_COLUMNS}"
         ))
         .await?;

@@ -99,15 +99,27 @@ fn referenced(conn: &Connection, backend: BackendKind, container: &str, name: &s
         .query_row(params![backend.as_str(), container, name], |r| r.get(0))?)
 }
 
-/// Rule 1: tombstone `at` on `lease`'s terms if nothing refers to it.
-/// The lease starts now, inside the transaction.
+/// Rule 1: tombstone `at` on `lease`'s terms if nothing refers to it (and
+/// it is not adopted in place). The lease starts now, inside the
+/// transaction.
 fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -> Result<Option<Tombstone>> {
-    if referenced(tx, at.backend, &at.container, &at.name)? {
+    if referenced(tx, at.backend, &at.container, &at.name)? || adopted_at(tx, at)? {
         return Ok(None);
     }
     let t = lease.tombstone(at, now() as u64);
     insert_tombstone(tx, &t)?;
     Ok(Some(t))
+}
+
+/// Whether `at` lies in a namespace adopted in place: another system's
+/// bytes, never tombstoned (so never deleted) by Coffer.
+fn adopted_at(tx: &Transaction<'_>, at: &Location) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM adopted WHERE backend = ?1 AND container = ?2
+             AND substr(?3, 1, length(prefix)) = prefix)",
+        )?
+        .query_row(params![at.backend.as_str(), at.container, at.name], |r| r.get(0))?)
 }
 
 fn insert_tombstone(tx: &Transaction<'_>, t: &Tombstone) -> Result<()> {
