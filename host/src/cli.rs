@@ -376,6 +376,10 @@ impl crate::gc::Progress for Bar {
         self.bar.inc(n);
     }
 
+    fn wants_totals(&self) -> bool {
+        !self.bar.is_hidden()
+    }
+
     fn bytes(&self, n: u64) {
         let total = self.bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
         let stage = self.stage.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -92,6 +92,10 @@ pub trait Progress: Send + Sync {
     fn advance(&self, _n: u64) {}
     /// `n` more bytes are done.
     fn bytes(&self, _n: u64) {}
+    /// Whether totals are shown, and so worth a pass of their own to count.
+    fn wants_totals(&self) -> bool {
+        false
+    }
 }
 
 /// No progress shown.

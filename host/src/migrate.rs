@@ -124,9 +124,9 @@ impl Coffer {
         if !options.dry_run {
             report.deletions_finished = self.finish_abandoned_deletions(&mut report).await?;
         }
-        // First the count, for the progress bar (up to the limit).
-        let total = self.count_candidates(options).await?;
-        progress.stage(if options.dry_run { "would migrate" } else { "migrating" }, Some(total));
+        // First the count, for a progress bar that shows it (up to the limit).
+        let total = if progress.wants_totals() { Some(self.count_candidates(options).await?) } else { None };
+        progress.stage(if options.dry_run { "would migrate" } else { "migrating" }, total);
 
         let report = Mutex::new(report);
         let mut after: Option<(String, Digest)> = None;

@@ -284,6 +284,13 @@ async fn an_openkat_store_in_one_bucket_and_on_files_is_copied_by_the_command_li
     assert_eq!(anything["imported"], 2, "{anything}");
     assert_eq!(snapshot(&bucket), before, "nothing in the source changed");
 
+    // Bad input: a directory that is not there, per-org buckets without
+    // organisations; exit 2, nothing written.
+    let missing = run(&["import", "dir", "/nonexistent/bytes", "--mapping", map]);
+    assert_eq!(missing.status.code(), Some(2), "{}", String::from_utf8_lossy(&missing.stderr));
+    let no_orgs = run(&["import", "openkat-s3", "--bucket-prefix", "okat-", "--mapping", map]);
+    assert_eq!(no_orgs.status.code(), Some(2), "{}", String::from_utf8_lossy(&no_orgs.stderr));
+
     let lines = mapping_lines(std::path::Path::new(map));
     assert_eq!(lines.len(), 9);
     assert!(lines.iter().any(|l| l.org == "delta" && l.raw_id == "a/b/report.pdf"));

@@ -83,8 +83,13 @@ async fn database_to_bucket_per_org_to_one_bucket_and_back_to_the_database() {
     // S3 configured, a bucket per organisation: a dry run changes nothing.
     let prefix = format!("{}-", unique_bucket("mig"));
     let per_org = Coffer::open(s3_config(dir.path(), None, Some(&prefix))).await.unwrap();
-    let dry = migrate(&per_org, MigrateOptions { dry_run: true, ..Default::default() }).await;
+    let totals = Totals::default();
+    let dry = per_org.migrate(&MigrateOptions { dry_run: true, ..Default::default() }, &totals).await.unwrap();
     assert_eq!((dry.records, dry.candidates, dry.moved), (6, 6, 6), "{dry:?}");
+    assert_eq!(*totals.0.lock().unwrap(), Some(6), "a progress bar that shows totals is told the count");
+    let limited = MigrateOptions { dry_run: true, limit: Some(2), ..Default::default() };
+    per_org.migrate(&limited, &totals).await.unwrap();
+    assert_eq!(*totals.0.lock().unwrap(), Some(2), "up to the limit");
     assert_all_on(&per_org, &stored, BackendKind::Database).await;
 
     // --limit moves only so many; the rest follows in the next run.
@@ -128,6 +133,19 @@ async fn database_to_bucket_per_org_to_one_bucket_and_back_to_the_database() {
     let db_only = Coffer::open(sqlite_config(dir.path(), &[])).await.unwrap();
     assert_all_on(&db_only, &stored, BackendKind::Database).await;
     verify_clean(&db_only).await;
+}
+
+/// A progress display that shows totals, remembering the last one.
+#[derive(Default)]
+struct Totals(std::sync::Mutex<Option<u64>>);
+
+impl coffer::gc::Progress for Totals {
+    fn stage(&self, _name: &str, items: Option<u64>) {
+        *self.0.lock().unwrap() = items;
+    }
+    fn wants_totals(&self) -> bool {
+        true
+    }
 }
 
 /// Readers never see an object missing or wrong while it is moved.
@@ -469,6 +487,18 @@ async fn verify_finds_deleted_tampered_and_unreferenced_objects() {
     let only = VerifyOptions { org: Some("acme".into()), deep: true, ..Default::default() };
     let acme = coffer.verify(&only, &NoProgress, &|_| {}).await.unwrap();
     assert_eq!((acme.checked, acme.corrupt, acme.unreferenced), (1, 1, 0), "{acme:?}");
+
+    // S3 answering 503 to every HEAD: each of its objects is unreadable
+    // (never "well"), the database's is still checked; exit 6.
+    let proxy = FaultProxy::start();
+    let mut down = config.clone();
+    down.s3.endpoint_url = Some(proxy.endpoint());
+    proxy.always(Op::HeadObject, Fault::Refuse(503, "SlowDown"));
+    let down = Coffer::open(down).await.unwrap();
+    let only = VerifyOptions { org: Some("beta".into()), ..Default::default() };
+    let report = down.verify(&only, &NoProgress, &|_| {}).await.unwrap();
+    assert_eq!((report.checked, report.unreadable, report.ok), (3, 3, 0), "{report:?}");
+    assert!(!report.all_well());
 
     // The command line: a JSON line per finding, then the summary; exit 5.
     let endpoint = crate::s3_server::server().endpoint();
