@@ -101,6 +101,13 @@ impl VerifyReport {
     }
 }
 
+/// How records are checked: `deep`, and the namespaces adopted in place
+/// (read once per run).
+struct How<'a> {
+    deep: bool,
+    adopted: &'a [(String, crate::catalog::namespace::Namespace)],
+}
+
 /// How one record checked out.
 enum Checked {
     Ok,
@@ -124,6 +131,8 @@ impl Coffer {
         let report = Mutex::new(VerifyReport { deep: options.deep, ..VerifyReport::default() });
         let catalog = &self.services.catalog;
         progress.stage("verifying", None);
+        let adopted = catalog.adopted().await?;
+        let how = &How { deep: options.deep, adopted: &adopted };
         let mut after: Option<(String, Digest)> = None;
         loop {
             let page = match (&options.org, &after) {
@@ -139,7 +148,7 @@ impl Coffer {
                 .for_each_concurrent(options.jobs.max(1), |record| {
                     let report = &report;
                     async move {
-                        let checked = self.check_record(&record, options.deep).await;
+                        let checked = self.check_record(&record, how).await;
                         let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
                         r.checked += 1;
                         r.checked_bytes += record.size;
@@ -197,7 +206,7 @@ impl Coffer {
     }
 
     /// Check one record's bytes.
-    async fn check_record(&self, record: &Record, deep: bool) -> Checked {
+    async fn check_record(&self, record: &Record, how: &How<'_>) -> Checked {
         if let Err(e) = self.check_boundary(record).await {
             return match e {
                 Error::Denied(m) => Checked::Wrong(Problem::OutsideClaims, m),
@@ -211,29 +220,26 @@ impl Coffer {
         };
         let confirmed = match store.head(&at.container, &at.name).await {
             Ok(None) => {
-                return self.gone_or(record, deep, Checked::Wrong(Problem::Missing, "no bytes there".into())).await;
+                return self.gone_or(record, how, Checked::Wrong(Problem::Missing, "no bytes there".into())).await;
             }
             Err(e) => return Checked::Wrong(Problem::Unreadable, e.to_string()),
             Ok(Some(meta)) if meta.size != record.size => {
                 let detail = format!("{} bytes there, the record says {}", meta.size, record.size);
-                return self.gone_or(record, deep, Checked::Wrong(Problem::Corrupt, detail)).await;
+                return self.gone_or(record, how, Checked::Wrong(Problem::Corrupt, detail)).await;
             }
             Ok(Some(meta)) => match meta.sha256 {
                 Some(d) if d != record.sha256 => {
                     let detail = format!("the store reports SHA-256 {d}");
-                    return self.gone_or(record, deep, Checked::Wrong(Problem::Corrupt, detail)).await;
+                    return self.gone_or(record, how, Checked::Wrong(Problem::Corrupt, detail)).await;
                 }
                 // Metadata any writer could set counts only where Coffer
                 // alone writes: not in another system's adopted bucket.
-                Some(_) if !meta.checked_by_store => match self.services.catalog.adopted().await {
-                    Ok(adopted) => !adopted.iter().any(|(_, ns)| ns.contains(at)),
-                    Err(e) => return Checked::Wrong(Problem::Unreadable, e.to_string()),
-                },
+                Some(_) if !meta.checked_by_store => !how.adopted.iter().any(|(_, ns)| ns.contains(at)),
                 Some(_) => true,
                 None => false,
             },
         };
-        if !deep {
+        if !how.deep {
             return if confirmed { Checked::Ok } else { Checked::Unconfirmed };
         }
         let read = async {
@@ -246,17 +252,17 @@ impl Coffer {
         };
         match read.await {
             Ok(()) => Checked::Ok,
-            Err(Error::NotFound(m)) => self.gone_or(record, deep, Checked::Wrong(Problem::Missing, m)).await,
-            Err(Error::Integrity(m)) => self.gone_or(record, deep, Checked::Wrong(Problem::Corrupt, m)).await,
+            Err(Error::NotFound(m)) => self.gone_or(record, how, Checked::Wrong(Problem::Missing, m)).await,
+            Err(Error::Integrity(m)) => self.gone_or(record, how, Checked::Wrong(Problem::Corrupt, m)).await,
             Err(e) => Checked::Wrong(Problem::Unreadable, e.to_string()),
         }
     }
 
     /// `finding`, unless the record changed meanwhile: deleted (no longer
     /// a problem), or moved by a migration (then its new place is checked).
-    async fn gone_or(&self, record: &Record, deep: bool, finding: Checked) -> Checked {
+    async fn gone_or(&self, record: &Record, how: &How<'_>, finding: Checked) -> Checked {
         match self.services.catalog.lookup(&record.org, &record.sha256).await {
-            Ok(Some(now)) if now.location != record.location => Box::pin(self.check_record(&now, deep)).await,
+            Ok(Some(now)) if now.location != record.location => Box::pin(self.check_record(&now, how)).await,
             Ok(None) => Checked::Ok,
             _ => finding,
         }

@@ -183,6 +183,22 @@ async fn a_request_tracker_bucket_is_adopted_in_place() {
     let again = coffer.import(&options, &NoProgress).await.unwrap();
     assert_eq!((again.imported, again.already, again.failed), (1, 4, 2), "{again:?}");
     assert_eq!(snapshot(&rt), before);
+
+    // RT (not Coffer) replaces an adopted object with other bytes of the
+    // same size, tagged with the digest as Coffer's metadata: verify does
+    // not take the tag for a check (unconfirmed), and --deep finds it.
+    let replaced = &files[1];
+    let mut other = replaced.clone();
+    other[0] ^= 0xff;
+    let tag = vec![("coffer-sha256", sha(replaced))];
+    boto3_put_with(dir.path(), &[(rt.clone(), sha(replaced), other, tag)]);
+    let only = coffer::verify::VerifyOptions { org: Some("acme".into()), ..Default::default() };
+    let shallow = coffer.verify(&only, &NoProgress, &|_| {}).await.unwrap();
+    // Five adopted objects, and the one Coffer stored itself (confirmed).
+    assert_eq!((shallow.checked, shallow.ok, shallow.unconfirmed, shallow.corrupt), (6, 1, 5, 0), "{shallow:?}");
+    let deep = coffer::verify::VerifyOptions { deep: true, ..only };
+    let deep = coffer.verify(&deep, &NoProgress, &|_| {}).await.unwrap();
+    assert_eq!((deep.ok, deep.corrupt), (5, 1), "{deep:?}");
 }
 
 #[tokio::test]
