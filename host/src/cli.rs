@@ -85,6 +85,18 @@ pub enum Command {
         org: String,
         sha256: String,
     },
+    /// Serve the HTTP API (see the README and /openapi.json) until SIGTERM
+    /// or SIGINT; requests in flight then finish.
+    #[cfg(feature = "server")]
+    Serve {
+        /// HOST:PORT (default: COFFER_LISTEN, the config file, or 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Bearer tokens for `coffer serve`.
+    #[cfg(feature = "server")]
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print the bucket the configuration gives an organisation, or why it
     /// cannot have one. Contacts no backend.
     BucketName {
@@ -239,6 +251,26 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     secs.map(Duration::from_secs).ok_or_else(|| format!("{s:?} is not a duration like 90s, 30m, 24h or 2d"))
 }
 
+#[cfg(feature = "server")]
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new random token: prints the token once (give it to the
+    /// client) and the `[[server.tokens]]` entry, with only its SHA-256,
+    /// for the configuration file.
+    New {
+        #[arg(long)]
+        org: String,
+        /// A name for logs and metrics.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: read, write, delete, link.
+        #[arg(long, default_value = "read,write,delete,link", value_delimiter = ',')]
+        scopes: Vec<crate::config::Scope>,
+    },
+    /// The SHA-256 to configure for a token read from standard input.
+    Hash,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Check a component against the contract, print what it exports, and
@@ -281,7 +313,11 @@ fn print_json(value: &impl Serialize) -> Result<()> {
 /// Run a parsed command line; errors are printed, and turned into the exit
 /// code for their kind.
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging();
+    #[cfg(feature = "server")]
+    if let Command::Serve { listen } = cli.command {
+        return serve(listen);
+    }
+    init_logging("warn");
     // One command, one request at a time: a single-threaded runtime spares
     // every streamed chunk a cross-thread wake-up (it cut the CPU of a
     // large `get` threefold; see BENCHMARKS.md). Hashing and file I/O still
@@ -387,8 +423,44 @@ impl crate::gc::Progress for Bar {
     }
 }
 
-fn init_logging() {
-    let wanted = std::env::var("COFFER_LOG").unwrap_or_else(|_| "warn".into());
+/// `coffer serve`: a multi-threaded runtime (requests in parallel), logs
+/// at `info` (the access log) unless `COFFER_LOG` says otherwise, and
+/// SIGTERM/SIGINT as the graceful shutdown.
+#[cfg(feature = "server")]
+fn serve(listen: Option<String>) -> ExitCode {
+    init_logging("info");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coffer: error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let served = runtime.block_on(async {
+        let coffer = Coffer::open(Config::from_env()?).await?;
+        let server = crate::server::Server::bind(coffer, listen.as_deref()).await?;
+        // The one line a supervisor or test waits for.
+        eprintln!("coffer: listening on http://{}", server.local_addr()?);
+        server
+            .run(async {
+                let signal = shutdown_signal().await;
+                tracing::info!(signal, "shutdown requested");
+            })
+            .await
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coffer: error: {e}");
+            ExitCode::from(exit_code(e.kind()))
+        }
+    }
+}
+
+/// Logs on standard error: `COFFER_LOG` filters (default `default`),
+/// `COFFER_LOG_FORMAT=json` writes one JSON object per line.
+fn init_logging(default: &str) {
+    let wanted = std::env::var("COFFER_LOG").unwrap_or_else(|_| default.into());
     let mut filter =
         tracing_subscriber::EnvFilter::try_new(&wanted).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // tokio-postgres logs every statement's parameters at debug level: the
@@ -398,7 +470,15 @@ fn init_logging() {
     {
         filter = filter.add_directive(quiet);
     }
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if std::env::var("COFFER_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        let _ = builder.json().flatten_event(true).try_init();
+    } else {
+        let _ = builder.try_init();
+    }
 }
 
 async fn execute(command: Command) -> Result<()> {
@@ -412,9 +492,50 @@ async fn execute(command: Command) -> Result<()> {
             Some(failed) => Err(Error::Policy(format!("self-test step {:?} failed: {}", failed.name, failed.detail))),
         };
     }
+    #[cfg(feature = "server")]
+    match &command {
+        Command::Token(TokenCommand::New { org, name, scopes }) => {
+            let mut scopes = scopes.clone();
+            scopes.sort();
+            scopes.dedup();
+            let entry = crate::config::TokenSettings {
+                name: name.clone(),
+                org: org.clone(),
+                sha256: String::new(),
+                scopes: scopes.clone(),
+            };
+            let token = crate::server::auth::new_token()?;
+            let settings = crate::config::ServerSettings {
+                tokens: vec![crate::config::TokenSettings { sha256: crate::server::auth::token_hash(&token), ..entry }],
+                ..Default::default()
+            };
+            settings.validate()?;
+            let scopes: Vec<String> = scopes.iter().map(|s| format!("{:?}", s.as_str())).collect();
+            println!("# The token (shown once; give it to the client, keep it out of the file):\n# {token}");
+            println!(
+                "[[server.tokens]]\nname = {name:?}\norg = {org:?}\nsha256 = \"{}\"\nscopes = [{}]",
+                settings.tokens[0].sha256,
+                scopes.join(", ")
+            );
+            return Ok(());
+        }
+        Command::Token(TokenCommand::Hash) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(|e| Error::io("reading the token", e))?;
+            let token = line.trim();
+            if token.is_empty() {
+                return Err(Error::InvalidInput("give the token on standard input".into()));
+            }
+            println!("{}", crate::server::auth::token_hash(token));
+            return Ok(());
+        }
+        _ => {}
+    }
     let coffer = Coffer::open(Config::from_env()?).await?;
     match command {
         Command::Policy(_) => unreachable!("handled above"),
+        #[cfg(feature = "server")]
+        Command::Serve { .. } | Command::Token(_) => unreachable!("handled above"),
         Command::Put { org, file, content_type } => {
             let content = if file.as_os_str() == "-" {
                 Content::from_reader(std::io::stdin(), content_type.as_deref(), None).await?

@@ -34,11 +34,16 @@ const PUT_ATTEMPTS: u32 = 3;
 
 /// A stored object, as callers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ObjectInfo {
     pub org: String,
+    /// Lowercase hex SHA-256 of the content: its key.
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub sha256: Digest,
     pub size: u64,
     pub content_type: String,
+    /// `s3` or `database`.
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub backend: BackendKind,
     /// The S3 bucket, when the object is on S3.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -493,6 +498,18 @@ impl Coffer {
     ) -> Result<Vec<Duration>> {
         let record = self.record(org, sha256, Operation::Stat).await?;
         self.policy(org).time_decisions(&self.services, &record, n, reuse, put).await
+    }
+
+    /// Whether the database and S3 (when configured) answer now, each with
+    /// its error if not; for readiness probes.
+    pub async fn ready(&self) -> Vec<(BackendKind, Result<()>)> {
+        // A real query on either database (no organisation is named "").
+        let database = self.services.catalog.lookup("", &Digest::of(b"")).await.map(|_| ());
+        let mut out = vec![(BackendKind::Database, database)];
+        if let Some(s3) = &self.services.backends.s3 {
+            out.push((BackendKind::S3, s3.ping().await));
+        }
+        out
     }
 
     /// The container (S3 bucket) the policy gives `org`, without contacting

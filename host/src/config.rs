@@ -25,6 +25,15 @@
 //! | `COFFER_CACHE_DIR` | compiled policy components (`none`: no cache) | `~/.cache/coffer` |
 //! | `COFFER_S3_TIMEOUT` | seconds an S3 request may stay silent before it is retried | 60 |
 //! | `COFFER_DELETE_TIMEOUT` | seconds one deletion of bytes may take; twice this, an unfinished one is taken over | 60 |
+//! | `COFFER_LISTEN` | address `coffer serve` listens on | `127.0.0.1:8080` |
+//! | `COFFER_ADMIN_TOKEN_SHA256` | SHA-256 (hex) of the admin token (`coffer serve` policy swaps) | none |
+//! | `COFFER_MAX_BODY` | largest request body `coffer serve` accepts, bytes (a tenant's `max-size` may lower it) | 5497558138880 (5 TiB) |
+//! | `COFFER_MAX_IN_FLIGHT` | requests `coffer serve` handles at once; more get 503 with Retry-After | 256 |
+//! | `COFFER_REQUEST_TIMEOUT` | seconds `coffer serve` gives a request to produce its answer (uploads: to answer once the body is in) | 60 |
+//! | `COFFER_IDLE_TIMEOUT` | seconds a connection may send or take nothing before `coffer serve` drops it | 30 |
+//!
+//! Bearer tokens for `coffer serve` are configured only in the file
+//! (`[[server.tokens]]`, as SHA-256 hashes; see [`ServerSettings`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -188,6 +197,158 @@ pub struct Config {
     /// Seconds one deletion of bytes may take (default 60). A deletion
     /// left unfinished (its process died) is taken over after twice this.
     pub delete_timeout: Option<u64>,
+    /// `coffer serve`: address, tokens, limits.
+    pub server: ServerSettings,
+}
+
+/// What a bearer token may do within its organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// get, head, stat, list, batch read.
+    Read,
+    /// put.
+    Write,
+    /// delete.
+    Delete,
+    /// presigned links and redirects to them.
+    Link,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Read, Scope::Write, Scope::Delete, Scope::Link];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Delete => "delete",
+            Scope::Link => "link",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Scope> {
+        Scope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == s.trim())
+            .ok_or_else(|| Error::InvalidInput(format!("scope {s:?} is not one of read, write, delete, link")))
+    }
+}
+
+/// One organisation's bearer token: only its SHA-256 is configured, so the
+/// file holds nothing a reader could present (`coffer token new` makes a
+/// token and prints its entry).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// A name for logs and metrics (never the token).
+    pub name: String,
+    /// The organisation the token acts for.
+    pub org: String,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl fmt::Debug for TokenSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSettings")
+            .field("name", &self.name)
+            .field("org", &self.org)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `coffer serve`'s settings (`[server]` in the file).
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// `HOST:PORT`; default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// SHA-256 (hex) of the token allowed to swap policies.
+    pub admin_token_sha256: Option<String>,
+    /// Organisations' tokens. With none (and no admin token) the server
+    /// serves without authentication, and only on a loopback address.
+    pub tokens: Vec<TokenSettings>,
+    /// Largest request body, bytes.
+    pub max_body: Option<u64>,
+    /// Requests handled at once.
+    pub max_in_flight: Option<usize>,
+    /// Seconds to produce an answer.
+    pub request_timeout: Option<u64>,
+    /// Seconds a connection may stay silent.
+    pub idle_timeout: Option<u64>,
+    /// Seconds in-flight requests get to finish after SIGTERM or SIGINT.
+    pub shutdown_grace: Option<u64>,
+}
+
+impl fmt::Debug for ServerSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSettings")
+            .field("listen", &self.listen)
+            .field("admin_token", &self.admin_token_sha256.as_ref().map(|_| "(set)"))
+            .field("tokens", &self.tokens)
+            .field("max_body", &self.max_body)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("request_timeout", &self.request_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+/// Default for [`ServerSettings::listen`].
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl ServerSettings {
+    /// Check the tokens: well-formed hashes, valid organisations, scopes,
+    /// and no hash given twice.
+    pub fn validate(&self) -> Result<()> {
+        let is_hash = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let mut seen = std::collections::HashSet::new();
+        if let Some(admin) = &self.admin_token_sha256 {
+            if !is_hash(admin) {
+                return Err(Error::Config(
+                    "the admin token's sha256 must be 64 lowercase hex digits (the SHA-256 of the token, not the token)"
+                        .into(),
+                ));
+            }
+            seen.insert(admin.as_str());
+        }
+        for t in &self.tokens {
+            let which = format!("server token {:?}", t.name);
+            if t.name.is_empty() || t.name.len() > 64 || t.name.chars().any(char::is_control) {
+                return Err(Error::Config(format!("{which}: a name is 1 to 64 printable characters")));
+            }
+            crate::coffer::validate_org(&t.org).map_err(|e| Error::Config(format!("{which}: {e}")))?;
+            if !is_hash(&t.sha256) {
+                return Err(Error::Config(format!(
+                    "{which}: sha256 must be 64 lowercase hex digits (the SHA-256 of the token, not the token)"
+                )));
+            }
+            if t.scopes.is_empty() {
+                return Err(Error::Config(format!("{which}: give at least one scope (read, write, delete, link)")));
+            }
+            if !seen.insert(t.sha256.as_str()) {
+                return Err(Error::Config(format!("{which}: the same token hash is configured twice")));
+            }
+        }
+        for (name, value) in [
+            ("COFFER_MAX_IN_FLIGHT", self.max_in_flight.map(|n| n as u64)),
+            ("COFFER_REQUEST_TIMEOUT", self.request_timeout),
+            ("COFFER_IDLE_TIMEOUT", self.idle_timeout),
+            ("COFFER_MAX_BODY", self.max_body),
+        ] {
+            if value == Some(0) {
+                return Err(Error::Config(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for Config {
@@ -202,6 +363,7 @@ impl fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("cache_dir", &self.cache_dir)
             .field("delete_timeout", &self.delete_timeout)
+            .field("server", &self.server)
             .finish()
     }
 }
@@ -336,6 +498,21 @@ impl Config {
         if let Some(v) = var("COFFER_DELETE_TIMEOUT") {
             config.delete_timeout = Some(parse_num("COFFER_DELETE_TIMEOUT", &v)?);
         }
+        let server = &mut config.server;
+        set(&mut server.listen, "COFFER_LISTEN");
+        set(&mut server.admin_token_sha256, "COFFER_ADMIN_TOKEN_SHA256");
+        if let Some(v) = var("COFFER_MAX_BODY") {
+            server.max_body = Some(parse_num("COFFER_MAX_BODY", &v)?);
+        }
+        if let Some(v) = var("COFFER_MAX_IN_FLIGHT") {
+            server.max_in_flight = Some(parse_num("COFFER_MAX_IN_FLIGHT", &v)?);
+        }
+        if let Some(v) = var("COFFER_REQUEST_TIMEOUT") {
+            server.request_timeout = Some(parse_num("COFFER_REQUEST_TIMEOUT", &v)?);
+        }
+        if let Some(v) = var("COFFER_IDLE_TIMEOUT") {
+            server.idle_timeout = Some(parse_num("COFFER_IDLE_TIMEOUT", &v)?);
+        }
         for (name, key) in SETTING_VARS {
             if let Some(v) = var(name) {
                 config.settings.insert(key.to_string(), v);
@@ -397,6 +574,7 @@ impl Config {
         if self.delete_timeout == Some(0) {
             return Err(Error::Config("COFFER_DELETE_TIMEOUT must be at least 1 second".into()));
         }
+        self.server.validate()?;
         if self.s3.any() {
             self.validate_s3()?;
         }

@@ -18,6 +18,8 @@
 //! - [`cleanup`]: clean-up that outlives a cancelled operation.
 //! - [`policy`]: the wasmtime host for policy components (`wit/storage.wit`).
 //! - [`coffer`]: [`Coffer`], the operations callers use: put, get, stat, list, delete.
+//! - [`server`]: `coffer serve`, the HTTP service (feature `server`, on by default).
+//! - [`metrics`]: counters and histograms for the service's `/metrics`.
 //! - [`cli`]: the `coffer` command line (the binary only parses and calls [`cli::run`]).
 //! - [`retry`]: bounded, jittered retries of what may clear up.
 //! - [`error`]: [`Error`], classified in one place.
@@ -43,9 +45,12 @@ pub mod content;
 pub mod error;
 pub mod gc;
 pub mod import;
+pub mod metrics;
 pub mod migrate;
 pub mod policy;
 pub mod retry;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod verify;
 
 pub use crate::coffer::{Coffer, ObjectInfo};

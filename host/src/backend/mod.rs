@@ -198,6 +198,12 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Blobs whose names start with `prefix`, in name order, after `after`.
     async fn list(&self, container: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<BlobEntry>>;
 
+    /// Whether the store answers now (for readiness probes): one cheap
+    /// request, not retried.
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Every container the store holds, where it can tell (the database);
     /// `None` where it cannot or should not (S3 credentials may see
     /// buckets that are not Coffer's).

@@ -109,6 +109,11 @@ impl GuestClock {
         InHost(self.clone())
     }
 
+    /// Wall time since the call began.
+    pub fn wall(&self) -> Duration {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).started.elapsed()
+    }
+
     /// The guest's time so far, and whether the host is working now.
     fn guest_time(&self) -> (Duration, bool) {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());

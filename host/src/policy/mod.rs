@@ -236,6 +236,7 @@ impl Policy {
         let clock = store.data().clock.clone();
         let call = instance.coffer_storage_policy().call_check_config(&mut store, org);
         let result = Self::guarded(&clock, &services.config, call).await;
+        record_call_time("check-config", &store.data().clock);
         self.finish(result, &mut store)
     }
 
@@ -245,6 +246,7 @@ impl Policy {
         let clock = store.data().clock.clone();
         let call = instance.coffer_storage_policy().call_namespaces(&mut store, org);
         let result = Self::guarded(&clock, &services.config, call).await;
+        record_call_time("namespaces", &store.data().clock);
         let declared = self.finish(result, &mut store)?;
         if declared.is_empty() || declared.len() > 16 {
             return Err(Error::Policy(format!(
@@ -286,6 +288,7 @@ impl Policy {
         let call = instance.coffer_storage_policy().call_put(&mut store, org, handle);
         let result = Self::guarded(&clock, &services.config, call).await;
         let reservations = std::mem::take(&mut store.data_mut().reservations);
+        record_call_time("put", &store.data().clock);
         let finished = self.finish(result, &mut store);
         let verified = std::mem::take(&mut store.data_mut().verified);
         let s3_unavailable = store.data().s3_unavailable;
@@ -332,6 +335,7 @@ impl Policy {
         let clock = store.data().clock.clone();
         let call = instance.coffer_storage_policy().call_authorize(&mut store, org, op, &info);
         let result = Self::guarded(&clock, &services.config, call).await;
+        record_call_time("authorize", &store.data().clock);
         self.finish(result, &mut store)
     }
 
@@ -390,6 +394,17 @@ impl Policy {
             Err(trap) => Err(self.trap(trap, &store.data().services().config)),
         }
     }
+}
+
+/// Count a call's wall time (instantiation and host I/O included) in
+/// `coffer_policy_call_seconds`, by export.
+fn record_call_time(export: &str, clock: &limits::GuestClock) {
+    crate::metrics::global().observe(
+        "coffer_policy_call_seconds",
+        "Policy component calls: wall time from instantiation to the answer, host I/O included.",
+        &[("export", export)],
+        clock.wall().as_secs_f64(),
+    );
 }
 
 /// A call stopped at its time limit (milliseconds).

@@ -78,6 +78,8 @@ pub struct S3Store {
     retry: RetryPolicy,
     /// Buckets already ensured by this process.
     ensured: Arc<Mutex<HashSet<String>>>,
+    /// The one bucket (`S3_BUCKET`), if configured: what a readiness probe asks about.
+    probe_bucket: Option<String>,
 }
 
 /// What a request sends as its body; re-created for every attempt.
@@ -202,6 +204,7 @@ impl S3Store {
             part_size: s.part_size.unwrap_or(8 << 20),
             retry: RetryPolicy::default(),
             ensured: Arc::new(Mutex::new(HashSet::new())),
+            probe_bucket: s.bucket.clone(),
         })
     }
 
@@ -414,6 +417,26 @@ impl BlobStore for S3Store {
             tracing::warn!(bucket, key, checksum = %c, metadata = %w, "an object's checksum and Coffer digest disagree; trusting the checksum");
         }
         Ok(Some(BlobMeta { size, sha256: checksum.or(written), checked_by_store: checksum.is_some() }))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        // One attempt: a probe reports the state now, and is asked again.
+        let once = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
+        match &self.probe_bucket {
+            // A bucket not created yet is still an answer from the server.
+            Some(bucket) => {
+                let op = Op { name: "HeadBucket", bucket, key: None };
+                let url = self.url(bucket, None, "");
+                self.send_with(&once, &op, Method::HEAD, &url, &[], Payload::Empty, &[StatusCode::NOT_FOUND]).await?;
+            }
+            // A bucket per organisation: the credentials' own bucket list.
+            None => {
+                let op = Op { name: "ListBuckets", bucket: "", key: None };
+                let url = format!("{}://{}{}/?max-buckets=1", self.scheme, self.authority, self.base_path);
+                self.send_with(&once, &op, Method::GET, &url, &[], Payload::Empty, &[]).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn ensure_container(&self, bucket: &str) -> Result<()> {

@@ -1,0 +1,270 @@
+//! Bodies in and out: the upload stream (bounded, with an idle timeout),
+//! ranges of a verified stream, and counting what goes out.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::content::ByteStream;
+use crate::{Error, Result};
+
+/// Why an upload stream stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// More than the limit arrived.
+    TooLarge(u64),
+    /// Nothing arrived for the idle timeout.
+    Idle(Duration),
+    /// The connection broke (the client went away).
+    Broken,
+}
+
+/// The request body as a stream for [`crate::Content::from_stream`]: at
+/// most `limit` bytes (one byte more and it fails, before the rest is
+/// read), each chunk within `idle` of the last. What stopped it is left
+/// in the returned cell, for the status.
+pub fn upload(body: Body, limit: u64, idle: Duration) -> (ByteStream, Arc<Mutex<Option<Fault>>>) {
+    let fault = Arc::new(Mutex::new(None));
+    let cell = fault.clone();
+    let set = move |f: Fault| {
+        *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    };
+    let data = body.into_data_stream();
+    let stream = futures_util::stream::unfold((data, 0u64, false), move |(mut data, seen, done)| {
+        let set = set.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let failed = |f: Fault, data| {
+                set(f);
+                let message = match f {
+                    Fault::TooLarge(limit) => format!("the body is larger than {limit} bytes"),
+                    Fault::Idle(t) => format!("the client sent nothing for {} s", t.as_secs()),
+                    Fault::Broken => "the request body broke off (the client went away?)".into(),
+                };
+                Some((Err(Error::InvalidInput(message)), (data, seen, true)))
+            };
+            match tokio::time::timeout(idle, data.next()).await {
+                Err(_) => failed(Fault::Idle(idle), data),
+                Ok(None) => None,
+                Ok(Some(Err(_))) => failed(Fault::Broken, data),
+                Ok(Some(Ok(chunk))) => {
+                    let seen = seen + chunk.len() as u64;
+                    if seen > limit {
+                        failed(Fault::TooLarge(limit), data)
+                    } else {
+                        Some((Ok(chunk), (data, seen, false)))
+                    }
+                }
+            }
+        }
+    });
+    (Box::pin(stream), fault)
+}
+
+/// Bytes `start..=end` of a verified stream. The stream is read to its
+/// end (so its digest is checked), and the last piece of the range is
+/// held back until it has been: a corrupt object never completes a range
+/// either.
+pub fn range(stream: ByteStream, start: u64, end: u64) -> ByteStream {
+    struct State {
+        inner: ByteStream,
+        offset: u64,
+        held: Option<Bytes>,
+        done: bool,
+    }
+    let state = State { inner: stream, offset: 0, held: None, done: false };
+    Box::pin(futures_util::stream::unfold(state, move |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            match s.inner.next().await {
+                None => {
+                    s.done = true;
+                    if let Some(last) = s.held.take() {
+                        return Some((Ok(last), s));
+                    }
+                }
+                Some(Err(e)) => {
+                    s.done = true;
+                    s.held = None;
+                    return Some((Err(e), s));
+                }
+                Some(Ok(chunk)) => {
+                    let (from, to) = (s.offset, s.offset + chunk.len() as u64);
+                    s.offset = to;
+                    let lo = start.max(from);
+                    let hi = (end + 1).min(to);
+                    if lo < hi {
+                        let piece = chunk.slice((lo - from) as usize..(hi - from) as usize);
+                        if let Some(previous) = s.held.replace(piece) {
+                            return Some((Ok(previous), s));
+                        }
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// A `Range` header's one range over `size` bytes, as `(start, end)`
+/// inclusive: `Ok(None)` to answer the whole object (no header, several
+/// ranges, a unit other than bytes), `Err(())` when unsatisfiable.
+#[allow(clippy::result_unit_err)]
+pub fn parse_range(header: &str, size: u64) -> std::result::Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        // The last `b` bytes.
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 || size == 0 {
+            return Err(());
+        }
+        (size.saturating_sub(n), size - 1)
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1))
+        };
+        if start >= size || end < start {
+            return Err(());
+        }
+        (start, end)
+    };
+    Ok(Some(range))
+}
+
+/// Call `finish` with the number of data bytes once `body` is dropped
+/// (sent, or abandoned), keeping `guard` alive until then.
+pub fn counted<G: Send + Sync + 'static>(
+    body: Body,
+    guard: G,
+    finish: impl FnOnce(u64) + Send + Sync + 'static,
+) -> Body {
+    struct Done<G, F: FnOnce(u64)> {
+        bytes: std::sync::atomic::AtomicU64,
+        finish: Mutex<Option<F>>,
+        _guard: G,
+    }
+    impl<G, F: FnOnce(u64)> Drop for Done<G, F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.finish.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                f(self.bytes.load(std::sync::atomic::Ordering::Relaxed));
+            }
+        }
+    }
+    let done = Done { bytes: Default::default(), finish: Mutex::new(Some(finish)), _guard: guard };
+    Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+        if let Some(data) = frame.data_ref() {
+            done.bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        frame
+    }))
+}
+
+/// A stream of verified bytes as a response body (an error cuts the
+/// response short, so the client sees it fail, never complete).
+pub fn streamed(stream: ByteStream) -> Body {
+    Body::from_stream(stream.map(|r| r.map_err(|e: Error| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })))
+}
+
+/// `tar` ustar header for a regular file.
+pub fn tar_header(name: &str, size: u64, mtime: u64) -> Result<Bytes> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).map_err(|e| Error::Internal(format!("tar entry name {name:?}: {e}")))?;
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(mtime);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    Ok(Bytes::copy_from_slice(h.as_bytes()))
+}
+
+/// Zeros that pad a tar entry of `size` bytes to its 512-byte block.
+pub fn tar_padding(size: u64) -> Bytes {
+    let rest = (size % 512) as usize;
+    if rest == 0 { Bytes::new() } else { Bytes::from(vec![0u8; 512 - rest]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::{Digest, verify_stream};
+
+    fn chunks(data: &[u8], size: usize) -> ByteStream {
+        let v: Vec<Result<Bytes>> = data.chunks(size).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        Box::pin(futures_util::stream::iter(v))
+    }
+
+    async fn collect(mut s: ByteStream) -> (Vec<u8>, Option<Error>) {
+        let mut out = Vec::new();
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok(Some((0, 9))));
+        assert_eq!(parse_range("bytes=90-", 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range("bytes=-10", 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range("bytes=-1000", 100), Ok(Some((0, 99))));
+        assert_eq!(parse_range("bytes=50-1000", 100), Ok(Some((50, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=5-4", 100), Err(()));
+        assert_eq!(parse_range("bytes=x-", 100), Err(()));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
+        assert_eq!(parse_range("items=0-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=0-", 0), Err(()));
+    }
+
+    #[tokio::test]
+    async fn a_range_is_cut_from_the_stream_across_chunks() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let digest = Digest::of(&data);
+        for (start, end) in [(0, 0), (0, 9_999), (1_000, 3_333), (9_999, 9_999), (511, 512)] {
+            let verified = verify_stream(chunks(&data, 700), digest, data.len() as u64, "t".into());
+            let (got, err) = collect(range(verified, start, end)).await;
+            assert!(err.is_none());
+            assert_eq!(got, &data[start as usize..=end as usize], "{start}-{end}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_range_of_corrupt_content_never_completes() {
+        let data: Vec<u8> = vec![7u8; 10_000];
+        let mut bad = data.clone();
+        bad[9_000] = 8;
+        // The range lies wholly before the corruption: it is still held
+        // back, because the object as a whole is wrong.
+        let verified = verify_stream(chunks(&bad, 700), Digest::of(&data), data.len() as u64, "t".into());
+        let (got, err) = collect(range(verified, 0, 1_000)).await;
+        assert!(matches!(err, Some(Error::Integrity(_))), "{err:?}");
+        assert!(got.len() < 1_001, "the whole range was delivered: {}", got.len());
+    }
+
+    #[test]
+    fn tar_blocks() {
+        let h = tar_header(&"a".repeat(64), 1000, 0).unwrap();
+        assert_eq!(h.len(), 512);
+        assert_eq!(tar_padding(1000).len(), 24);
+        assert_eq!(tar_padding(1024).len(), 0);
+    }
+}
