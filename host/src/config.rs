@@ -30,6 +30,7 @@
 //! | `COFFER_MAX_BODY` | largest request body `coffer serve` accepts, bytes (a tenant's `max-size` may lower it) | 5497558138880 (5 TiB) |
 //! | `COFFER_MAX_IN_FLIGHT` | requests `coffer serve` handles at once; more get 503 with Retry-After | 256 |
 //! | `COFFER_REQUEST_TIMEOUT` | seconds `coffer serve` gives a request to produce its answer (uploads: to answer once the body is in) | 60 |
+//! | `COFFER_SPOOL_DIR` | where `coffer serve` spools uploads over 4 MiB while hashing them | the system's temporary directory |
 //! | `COFFER_IDLE_TIMEOUT` | seconds a connection may send or take nothing before `coffer serve` drops it | 30 |
 //!
 //! Bearer tokens for `coffer serve` are configured only in the file
@@ -284,6 +285,9 @@ pub struct ServerSettings {
     pub idle_timeout: Option<u64>,
     /// Seconds in-flight requests get to finish after SIGTERM or SIGINT.
     pub shutdown_grace: Option<u64>,
+    /// Where uploads over 4 MiB are spooled while they are hashed
+    /// (default: the system's temporary directory).
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for ServerSettings {
@@ -297,6 +301,7 @@ impl fmt::Debug for ServerSettings {
             .field("request_timeout", &self.request_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("spool_dir", &self.spool_dir)
             .finish()
     }
 }
@@ -509,6 +514,9 @@ impl Config {
         }
         if let Some(v) = var("COFFER_REQUEST_TIMEOUT") {
             server.request_timeout = Some(parse_num("COFFER_REQUEST_TIMEOUT", &v)?);
+        }
+        if let Some(v) = var("COFFER_SPOOL_DIR") {
+            server.spool_dir = Some(PathBuf::from(v));
         }
         if let Some(v) = var("COFFER_IDLE_TIMEOUT") {
             server.idle_timeout = Some(parse_num("COFFER_IDLE_TIMEOUT", &v)?);

@@ -11,6 +11,7 @@ mod fault_proxy;
 mod faults;
 mod gates;
 mod gc;
+mod http;
 mod import;
 mod interleavings;
 mod memory;

@@ -49,6 +49,7 @@ pub struct Limits {
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Limits {
@@ -59,6 +60,7 @@ impl Limits {
             request_timeout: Duration::from_secs(s.request_timeout.unwrap_or(60)),
             idle_timeout: Duration::from_secs(s.idle_timeout.unwrap_or(30)),
             shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(30)),
+            spool_dir: s.spool_dir.clone(),
         }
     }
 }

@@ -147,7 +147,14 @@ pub async fn put_object(
         None => None,
     };
     let (stream, fault) = body::upload(body, limit, app.limits.idle_timeout);
-    let content = match Content::from_stream(stream, content_type.as_deref(), length.unwrap_or(u64::MAX), None).await {
+    let content = match Content::from_stream(
+        stream,
+        content_type.as_deref(),
+        length.unwrap_or(u64::MAX),
+        app.limits.spool_dir.clone(),
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => {
             let fault = *fault.lock().unwrap_or_else(|e| e.into_inner());
