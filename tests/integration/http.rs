@@ -788,3 +788,34 @@ async fn the_admin_token_swaps_policies_and_a_broken_one_is_refused() {
     let r = c.put(format!("{policies}/default")).bearer_auth("wrong").body("x").send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// The README's clients: `tests/http/clients.py` drives the `coffer
+/// serve` binary with curl and Python `requests` (through
+/// `examples/python/coffer_client.py`), on SQLite and on S3.
+#[test]
+fn python_and_curl_clients() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let script = root.join("tests/http/clients.py");
+    let bucket = unique_bucket("clients");
+    let endpoint = crate::s3_server::server().endpoint();
+    let s3: &[(&str, &str)] = &[
+        ("AWS_ACCESS_KEY_ID", crate::s3_server::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", crate::s3_server::SECRET_KEY),
+        ("AWS_ENDPOINT_URL", &endpoint),
+        ("S3_BUCKET", &bucket),
+    ];
+    for vars in [&[][..], s3] {
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .env("COFFER_BIN", env!("CARGO_BIN_EXE_coffer"))
+            .envs(vars.iter().copied())
+            .output()
+            .expect("python3 runs (the tests need python3 with requests, and curl)");
+        assert!(
+            out.status.success(),
+            "{}\n{}\n(needs `python3 -m pip install requests` and curl)",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
