@@ -819,3 +819,28 @@ fn python_and_curl_clients() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_download_is_dropped() {
+    let s = sqlite_server(|c| c.server.idle_timeout = Some(1)).await;
+    let bytes = data(24 << 20, 12);
+    let sha = put(&s, "acme", &bytes).await["sha256"].as_str().unwrap().to_string();
+    let mut conn = raw(s.addr, &format!("GET /v1/orgs/acme/objects/{sha} HTTP/1.1\r\nhost: x\r\n\r\n"), b"").await;
+    // Read nothing for a while: the socket buffers fill, the server's writes stall.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => panic!("the server neither sent nor closed"),
+        }
+    }
+    assert!(got < bytes.len(), "the stalled download was not dropped ({got} bytes arrived)");
+    // The server goes on serving.
+    assert_eq!(
+        client().get(format!("{}/meta", format!("{}/{sha}", s.objects("acme")))).send().await.unwrap().status(),
+        200
+    );
+}
