@@ -314,7 +314,32 @@ async fn many_operations_at_once_share_a_small_pool() {
     }
 }
 
-/// `sslmode=require` encrypts (the server says so); `verify-full` checks
+/// Streamed reads hold a connection while their consumer reads; they hold
+/// one of the readers' own pool, so readers that stall (slow HTTP clients)
+/// leave puts, deletes and lookups their connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_readers_leave_the_catalog_its_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{}&pool_size=2", fresh_database("readers").await);
+    let coffer = Coffer::open(config(dir.path(), &url, None)).await.unwrap();
+    let mut held = Vec::new();
+    for i in 0..2u8 {
+        let info = coffer.put("acme", Content::from_bytes(data(5 << 20, i), None).unwrap()).await.unwrap();
+        // Opened and never read past what the channel buffers: the reading
+        // task waits, holding its connection and snapshot.
+        held.push(coffer.get("acme", &info.sha256.to_string()).await.unwrap());
+    }
+    let work = async {
+        let info = coffer.put("acme", Content::from_bytes("while readers stall", None).unwrap()).await.unwrap();
+        coffer.stat("acme", &info.sha256.to_string()).await.unwrap();
+        coffer.delete("acme", &info.sha256.to_string()).await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .expect("puts and deletes waited for a connection the stalled readers held");
+    drop(held);
+}
+
 /// the certificate: trusted through `sslrootcert` and naming the host, or
 /// the connection is refused with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -295,15 +295,16 @@ impl BlobStore for PgDb {
         let (found_tx, found_rx) = tokio::sync::oneshot::channel::<Result<()>>();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
         let db = self.clone();
-        // A task holds one connection and one snapshot while the reader
-        // reads; until the blob is found, a lost connection is tried again.
+        // A task holds one connection (from the readers' pool) and one
+        // snapshot while the reader reads; until the blob is found, a lost
+        // connection is tried again.
         tokio::spawn(async move {
             let mut found_tx = Some(found_tx);
             let mut attempt = 0;
             let streamed = loop {
                 attempt += 1;
                 let streamed = async {
-                    let mut client = db.client().await?;
+                    let mut client = db.reader().await?;
                     let read = client
                         .build_transaction()
                         .isolation_level(IsolationLevel::RepeatableRead)

@@ -95,6 +95,8 @@ impl Default for PgOptions {
 #[derive(Clone)]
 pub struct PgDb {
     pool: Pool,
+    /// For streamed blob reads only ([`PgDb::reader`]).
+    readers: Pool,
     label: Arc<str>,
     options: PgOptions,
 }
@@ -113,25 +115,31 @@ impl PgDb {
 
     /// [`PgDb::open`] with explicit options.
     pub async fn open_with(url: &PgUrl, options: PgOptions) -> Result<PgDb> {
-        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-        let manager = match url.tls {
-            TlsMode::Disable => Manager::from_config(url.config.clone(), tokio_postgres::NoTls, manager_config),
-            mode => {
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(mode, url)?);
-                Manager::from_config(url.config.clone(), tls, manager_config)
-            }
-        };
         let connect = url.config.get_connect_timeout().copied().unwrap_or(url::DEFAULT_CONNECT_TIMEOUT);
-        let pool = Pool::builder(manager)
-            .max_size(url.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(options.pool_wait))
-            // Each of the URL's hosts may take the connect timeout.
-            .create_timeout(Some(connect * url.config.get_hosts().len().max(1) as u32 + Duration::from_secs(1)))
-            .recycle_timeout(Some(connect))
-            .build()
-            .map_err(|e| Error::Internal(format!("database pool: {e}")))?;
-        let db = PgDb { pool, label: url.label().into(), options };
+        let pool = || -> Result<Pool> {
+            let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+            let manager = match url.tls {
+                TlsMode::Disable => Manager::from_config(url.config.clone(), tokio_postgres::NoTls, manager_config),
+                mode => {
+                    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(mode, url)?);
+                    Manager::from_config(url.config.clone(), tls, manager_config)
+                }
+            };
+            Pool::builder(manager)
+                .max_size(url.pool_size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(options.pool_wait))
+                // Each of the URL's hosts may take the connect timeout.
+                .create_timeout(Some(connect * url.config.get_hosts().len().max(1) as u32 + Duration::from_secs(1)))
+                .recycle_timeout(Some(connect))
+                .build()
+                .map_err(|e| Error::Internal(format!("database pool: {e}")))
+        };
+        // Streamed reads get their own pool (connections are made as they
+        // are needed): a reader holds its connection while its client
+        // reads, and slow clients must not leave puts and deletes waiting
+        // for one.
+        let db = PgDb { pool: pool()?, readers: pool()?, label: url.label().into(), options };
         db.migrate().await?;
         Ok(db)
     }
@@ -144,6 +152,12 @@ impl PgDb {
     /// A pooled connection.
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
+    }
+
+    /// A connection from the readers' pool, for a read that streams for as
+    /// long as its consumer takes.
+    async fn reader(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.readers.get().await?)
     }
 
     /// One statement on its own (atomic by itself, outside any explicit
