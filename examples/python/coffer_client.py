@@ -17,6 +17,7 @@ Errors raise CofferError with the server's `error` kind ("not-found",
 import base64
 import hashlib
 import json
+import os
 import tarfile
 
 import requests
@@ -51,30 +52,55 @@ class CofferClient:
     def put(self, org, data, content_type="application/octet-stream"):
         """Store `data` (bytes, or a file opened in binary mode, streamed).
 
-        Bytes are hashed first and the digest sent along: content the
-        organisation already has is answered without uploading it again.
-        Returns the record: sha256, size, content_type, backend, ...
+        For bytes, the digest is sent first with an empty body: content the
+        organisation already has is answered without uploading it again
+        (the server answers 422, storing nothing, when it is new). Returns
+        the record: sha256, size, content_type, backend, deduplicated, ...
         """
         headers = {"Content-Type": content_type}
         if isinstance(data, (bytes, bytearray, memoryview)):
             digest = hashlib.sha256(data).digest()
             headers["Repr-Digest"] = "sha-256=:" + base64.b64encode(digest).decode() + ":"
+            probe = self.session.put(self._objects(org), data=b"", headers=headers, timeout=self.timeout)
+            if probe.status_code in (200, 201):
+                return probe.json()
+            if probe.status_code != 422:
+                self._check(probe)
         r = self.session.put(self._objects(org), data=data, headers=headers, timeout=self.timeout)
         return self._check(r).json()
 
     def get(self, org, sha256, range=None):
-        """The bytes (or bytes `range[0]..=range[1]`), verified by the server."""
+        """The bytes (or bytes `range[0]..=range[1]`). The server verifies
+        them as they stream and cuts the response off if they are wrong; a
+        whole object is checked here again, so a response cut short can
+        never pass for the file."""
         headers = {"Range": f"bytes={range[0]}-{range[1]}"} if range else {}
         r = self._check(self.session.get(self._objects(org, sha256), headers=headers, timeout=self.timeout))
-        return r.content
+        data = r.content
+        expected = int(r.headers.get("Content-Length", len(data)))
+        if len(data) != expected or (range is None and hashlib.sha256(data).hexdigest() != sha256):
+            raise CofferError(r.status_code, "integrity", f"{sha256}: the response was cut short or is not the file")
+        return data
 
     def download(self, org, sha256, path, chunk=1 << 20):
-        """Stream the object to a file; a corrupt object raises, never completes."""
-        with self.session.get(self._objects(org, sha256), stream=True, timeout=self.timeout) as r:
-            self._check(r)
-            with open(path, "wb") as f:
-                for piece in r.iter_content(chunk):
-                    f.write(piece)
+        """Stream the object into `path`: written beside it and renamed into
+        place only once its digest is checked, so `path` never holds a
+        partial or wrong file."""
+        tmp = f"{path}.partial-{os.getpid()}"
+        hasher = hashlib.sha256()
+        try:
+            with self.session.get(self._objects(org, sha256), stream=True, timeout=self.timeout) as r:
+                self._check(r)
+                with open(tmp, "wb") as f:
+                    for piece in r.iter_content(chunk):
+                        hasher.update(piece)
+                        f.write(piece)
+            if hasher.hexdigest() != sha256:
+                raise CofferError(r.status_code, "integrity", f"{sha256}: the download is not the file")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
     def stat(self, org, sha256):
         return self._check(self.session.get(self._objects(org, sha256, "meta"), timeout=self.timeout)).json()
@@ -101,9 +127,10 @@ class CofferClient:
     def delete(self, org, sha256):
         return self._check(self.session.delete(self._objects(org, sha256), timeout=self.timeout)).json()
 
-    def get_many(self, org, digests):
+    def get_many(self, org, digests, missing=None):
         """Yield (sha256, bytes) for the digests the organisation has, read
-        in one streamed request; `self.missing` holds the rest, with why."""
+        in one streamed request, each checked against its digest; what
+        could not be read is appended to `missing` (a list), with why."""
         url = f"{self.url}/v1/orgs/{requests.utils.quote(org, safe='')}/batch-read"
         with self.session.post(url, json={"sha256": list(digests)}, stream=True, timeout=self.timeout) as r:
             self._check(r)
@@ -112,6 +139,9 @@ class CofferClient:
                 for member in archive:
                     data = archive.extractfile(member).read()
                     if member.name == "manifest.json":
-                        self.missing = json.loads(data)["errors"]
+                        if missing is not None:
+                            missing.extend(json.loads(data)["errors"])
+                    elif hashlib.sha256(data).hexdigest() != member.name:
+                        raise CofferError(r.status_code, "integrity", f"{member.name}: not the file")
                     else:
                         yield member.name, data
