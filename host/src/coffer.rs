@@ -330,6 +330,14 @@ impl Coffer {
         Ok(declared)
     }
 
+    /// `org`'s object `sha256`, as [`Coffer::stat`] describes it, once the
+    /// policy allowed `op` on it (and its bytes lie inside the
+    /// organisation's namespaces): to answer for a read (`Get`) or a link
+    /// without starting it.
+    pub async fn authorized(&self, org: &str, sha256: &str, op: Operation) -> Result<ObjectInfo> {
+        Ok(ObjectInfo::from_record(self.record(org, sha256, op).await?, None))
+    }
+
     /// Describe `org`'s object `sha256`.
     pub async fn stat(&self, org: &str, sha256: &str) -> Result<ObjectInfo> {
         Ok(ObjectInfo::from_record(self.record(org, sha256, Operation::Stat).await?, None))

@@ -29,7 +29,10 @@
 //! | `COFFER_ADMIN_TOKEN_SHA256` | SHA-256 (hex) of the admin token (`coffer serve` policy swaps) | none |
 //! | `COFFER_MAX_BODY` | largest request body `coffer serve` accepts, bytes (a tenant's `max-size` may lower it) | 5497558138880 (5 TiB) |
 //! | `COFFER_MAX_IN_FLIGHT` | requests `coffer serve` handles at once; more get 503 with Retry-After | 256 |
-//! | `COFFER_REQUEST_TIMEOUT` | seconds `coffer serve` gives a request to produce its answer (uploads: to answer once the body is in) | 60 |
+//! | `COFFER_MAX_IN_FLIGHT_PER_ORG` | of those, at most this many for one organisation | a quarter of `COFFER_MAX_IN_FLIGHT` |
+//! | `COFFER_MIN_RATE` | bytes/s a client must send or take on average once the idle timeout has passed (0: no minimum) | 1024 |
+//! | `COFFER_SHUTDOWN_GRACE` | seconds requests in flight get to finish after SIGTERM/SIGINT before they are cancelled | 30 |
+//! | `COFFER_REQUEST_TIMEOUT` | seconds `coffer serve` gives a request to produce its answer (uploads excepted: bounded by the idle timeout and the S3 and policy limits) | 60 |
 //! | `COFFER_SPOOL_DIR` | where `coffer serve` spools uploads over 4 MiB while hashing them | the system's temporary directory |
 //! | `COFFER_IDLE_TIMEOUT` | seconds a connection may send or take nothing before `coffer serve` drops it | 30 |
 //!
@@ -279,6 +282,12 @@ pub struct ServerSettings {
     pub max_body: Option<u64>,
     /// Requests handled at once.
     pub max_in_flight: Option<usize>,
+    /// Requests handled at once for one organisation (default a quarter
+    /// of `max_in_flight`), so one tenant cannot take every slot.
+    pub max_in_flight_per_org: Option<usize>,
+    /// Bytes per second a client must send or take, on average, once the
+    /// idle timeout has passed (default 1024).
+    pub min_rate: Option<u64>,
     /// Seconds to produce an answer.
     pub request_timeout: Option<u64>,
     /// Seconds a connection may stay silent.
@@ -298,6 +307,8 @@ impl fmt::Debug for ServerSettings {
             .field("tokens", &self.tokens)
             .field("max_body", &self.max_body)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_per_org", &self.max_in_flight_per_org)
+            .field("min_rate", &self.min_rate)
             .field("request_timeout", &self.request_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
@@ -344,6 +355,8 @@ impl ServerSettings {
         }
         for (name, value) in [
             ("COFFER_MAX_IN_FLIGHT", self.max_in_flight.map(|n| n as u64)),
+            ("COFFER_MAX_IN_FLIGHT_PER_ORG", self.max_in_flight_per_org.map(|n| n as u64)),
+            ("COFFER_SHUTDOWN_GRACE", self.shutdown_grace),
             ("COFFER_REQUEST_TIMEOUT", self.request_timeout),
             ("COFFER_IDLE_TIMEOUT", self.idle_timeout),
             ("COFFER_MAX_BODY", self.max_body),
@@ -514,6 +527,15 @@ impl Config {
         }
         if let Some(v) = var("COFFER_REQUEST_TIMEOUT") {
             server.request_timeout = Some(parse_num("COFFER_REQUEST_TIMEOUT", &v)?);
+        }
+        if let Some(v) = var("COFFER_MAX_IN_FLIGHT_PER_ORG") {
+            server.max_in_flight_per_org = Some(parse_num("COFFER_MAX_IN_FLIGHT_PER_ORG", &v)?);
+        }
+        if let Some(v) = var("COFFER_MIN_RATE") {
+            server.min_rate = Some(parse_num("COFFER_MIN_RATE", &v)?);
+        }
+        if let Some(v) = var("COFFER_SHUTDOWN_GRACE") {
+            server.shutdown_grace = Some(parse_num("COFFER_SHUTDOWN_GRACE", &v)?);
         }
         if let Some(v) = var("COFFER_SPOOL_DIR") {
             server.spool_dir = Some(PathBuf::from(v));

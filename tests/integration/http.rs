@@ -120,7 +120,7 @@ async fn answer(s: &mut TcpStream, within: Duration) -> String {
 }
 
 fn upload_head(org: &str, length: usize, extra: &str) -> String {
-    format!("PUT /v1/orgs/{org}/objects HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\n{extra}\r\n")
+    format!("PUT /v1/orgs/{org}/objects HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {length}\r\n{extra}\r\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,6 +368,7 @@ async fn tokens_keep_organisations_and_scopes_apart() {
         c.server.tokens = vec![
             token("acme-rw", "acme", "acme-secret-rw", &[Scope::Read, Scope::Write]),
             token("acme-ro", "acme", "acme-secret-ro", &[Scope::Read]),
+            token("acme-wo", "acme", "acme-secret-wo", &[Scope::Write]),
             token("beta", "beta", "beta-secret", &Scope::ALL),
         ];
         c.server.admin_token_sha256 = Some(token_hash("admin-secret"));
@@ -390,6 +391,20 @@ async fn tokens_keep_organisations_and_scopes_apart() {
     let r = c.put(s.objects("acme")).bearer_auth("acme-secret-rw").body(bytes.clone()).send().await.unwrap();
     assert_eq!(r.status(), 201);
 
+    // A token that may only write learns that content is stored, not its record.
+    let r = c
+        .put(s.objects("acme"))
+        .bearer_auth("acme-secret-wo")
+        .header("x-coffer-sha256", sha.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer = json(r).await;
+    assert_eq!(answer["deduplicated"], true);
+    assert!(answer.get("size").is_none() && answer.get("container").is_none(), "{answer}");
+    let r = c.get(&object).bearer_auth("acme-secret-wo").send().await.unwrap();
+    assert_eq!(r.status(), 403);
     let r = c.get(&object).bearer_auth("acme-secret-ro").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.unwrap() == bytes);
@@ -566,27 +581,51 @@ async fn shutdown_lets_requests_in_flight_finish_and_takes_no_new_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_object_never_completes_a_response() {
     let s = sqlite_server(|_| {}).await;
-    let bytes = data(600_000, 8);
+    let bytes = data(3 << 20, 8);
+    let size = bytes.len();
     let sha = put(&s, "acme", &bytes).await["sha256"].as_str().unwrap().to_string();
     let good = put(&s, "acme", b"fine").await["sha256"].as_str().unwrap().to_string();
+    // One byte flipped in the object's last stored chunk, written back as a blob.
     let db = rusqlite::Connection::open(s.dir.path().join("coffer.db")).unwrap();
-    // Flip bytes at the very end of the object, in every chunk row of it.
-    db.execute("UPDATE blob_data SET data = substr(data, 1, length(data) - 1) || x'00' WHERE length(data) > 100", [])
+    let (rowid, mut chunk): (i64, Vec<u8>) = db
+        .query_row(
+            "SELECT rowid, data FROM blob_data WHERE length(data) > 100 ORDER BY blob_id DESC, seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
-    let object = format!("{}/{sha}", s.objects("acme"));
-    // The answer breaks off: before its head or within its body, never complete.
-    async fn breaks_off(request: reqwest::RequestBuilder) -> bool {
-        match request.send().await {
-            Err(_) => true,
-            Ok(r) => r.bytes().await.is_err(),
+    let last = chunk.len() - 1;
+    chunk[last] ^= 0xff;
+    db.execute("UPDATE blob_data SET data = ?1 WHERE rowid = ?2", rusqlite::params![chunk, rowid]).unwrap();
+    let err = s.coffer.get_bytes("acme", &sha.parse().unwrap()).await.unwrap_err();
+    assert!(matches!(err, coffer::Error::Integrity(_)), "the damage is one the digest catches: {err}");
+
+    /// Bytes that arrived, and whether the response broke off.
+    async fn received(request: reqwest::RequestBuilder) -> (usize, bool) {
+        let Ok(r) = request.send().await else { return (0, true) };
+        let mut stream = r.bytes_stream();
+        let mut n = 0;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            match chunk {
+                Ok(c) => n += c.len(),
+                Err(_) => return (n, true),
+            }
         }
+        (n, false)
     }
-    assert!(breaks_off(client().get(&object)).await, "the body must break off, not complete");
-    assert!(breaks_off(client().get(&object).header("range", "bytes=0-99")).await, "a range of a corrupt object too");
-    let batch = client()
-        .post(format!("{}/v1/orgs/acme/batch-read", s.url))
-        .body(serde_json::json!({"sha256": [good, sha]}).to_string());
-    assert!(breaks_off(batch).await, "the tar stream breaks off");
+    let object = format!("{}/{sha}", s.objects("acme"));
+    let (n, broke) = received(client().get(&object)).await;
+    assert!(broke, "the body must break off, not complete");
+    assert!(n > 0 && n < size, "the good chunks stream, the last is held back: {n} of {size}");
+    let (n, broke) = received(client().get(&object).header("range", "bytes=0-99")).await;
+    assert!(broke && n < 100, "a range of a corrupt object breaks off too: {n}");
+    let (n, broke) = received(
+        client()
+            .post(format!("{}/v1/orgs/acme/batch-read", s.url))
+            .body(serde_json::json!({"sha256": [good, sha]}).to_string()),
+    )
+    .await;
+    assert!(broke && n < size + 2048, "the tar stream breaks off: {n}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -725,6 +764,11 @@ async fn metrics_count_requests_bytes_dedup_and_policy_time() {
     assert!(value("coffer_dedup_hits_total{how=\"content\"}") >= 1.0);
     assert!(value("coffer_policy_call_seconds_count{export=\"put\"}") >= 2.0);
     assert!(text.contains("# TYPE coffer_policy_call_seconds histogram"));
+    // Any method a client invents is one label, OTHER.
+    let odd = reqwest::Method::from_bytes(b"RANDOMX").unwrap();
+    assert_eq!(client().request(odd, s.objects("metrics-org")).send().await.unwrap().status(), 405);
+    let text = client().get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("method=\"OTHER\"") && !text.contains("RANDOMX"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -825,7 +869,8 @@ async fn a_client_that_stops_reading_a_download_is_dropped() {
     let s = sqlite_server(|c| c.server.idle_timeout = Some(1)).await;
     let bytes = data(24 << 20, 12);
     let sha = put(&s, "acme", &bytes).await["sha256"].as_str().unwrap().to_string();
-    let mut conn = raw(s.addr, &format!("GET /v1/orgs/acme/objects/{sha} HTTP/1.1\r\nhost: x\r\n\r\n"), b"").await;
+    let mut conn =
+        raw(s.addr, &format!("GET /v1/orgs/acme/objects/{sha} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"), b"").await;
     // Read nothing for a while: the socket buffers fill, the server's writes stall.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let mut got = 0usize;
@@ -840,4 +885,145 @@ async fn a_client_that_stops_reading_a_download_is_dropped() {
     assert!(got < bytes.len(), "the stalled download was not dropped ({got} bytes arrived)");
     // The server goes on serving.
     assert_eq!(client().get(format!("{}/{sha}/meta", s.objects("acme"))).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_takes_too_long_answers_503_and_the_server_goes_on() {
+    use crate::fault_proxy::{Fault, FaultProxy, Op};
+    let proxy = FaultProxy::start();
+    let endpoint = proxy.endpoint();
+    let s = s3_server(|c| {
+        c.s3.endpoint_url = Some(endpoint);
+        c.server.request_timeout = Some(1);
+    })
+    .await;
+    let bytes = data(1000, 13);
+    let sha = put(&s, "acme", &bytes).await["sha256"].as_str().unwrap().to_string();
+    proxy.once(Op::GetObject, 0, Fault::Stall(Duration::from_secs(20)));
+    let started = std::time::Instant::now();
+    let r = client().get(format!("{}/{sha}", s.objects("acme"))).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(json(r).await["error"], "timeout");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let r = client().get(format!("{}/{sha}", s.objects("acme"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == bytes);
+    // Storing is not under the request timeout: a put whose S3 upload
+    // takes longer than it still succeeds.
+    proxy.once(Op::PutObject, 0, Fault::Delay(Duration::from_secs(2)));
+    let r = client().put(s.objects("acme")).body(data(2000, 14)).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_organisation_cannot_take_every_slot() {
+    let s = sqlite_server(|c| {
+        c.server.max_in_flight = Some(8);
+        c.server.max_in_flight_per_org = Some(1);
+    })
+    .await;
+    let body = data(3000, 3);
+    let mut slow = raw(s.addr, &upload_head("acme", body.len(), ""), &body[..1000]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for url in [s.objects("acme"), format!("{}/v1/orgs/%61cme/objects", s.url)] {
+        let r = client().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 503, "{url}");
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert!(json(r).await["message"].as_str().unwrap().contains("this organisation"));
+    }
+    assert_eq!(client().get(s.objects("beta")).send().await.unwrap().status(), 200, "other organisations go on");
+    slow.write_all(&body[1000..]).await.unwrap();
+    assert!(answer(&mut slow, Duration::from_secs(10)).await.starts_with("HTTP/1.1 201"));
+    assert_eq!(client().get(s.objects("acme")).send().await.unwrap().status(), 200, "the slot came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_web_pages_are_refused() {
+    let s = sqlite_server(|_| {}).await;
+    let r = client().put(s.objects("acme")).header("origin", "https://evil.example").body("x").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(json(r).await["error"], "forbidden");
+    // DNS rebinding: the page's own host name, resolving to 127.0.0.1.
+    let r = client().get(s.objects("acme")).header("host", "evil.example:8080").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    for host in ["localhost:1234", "127.0.0.1", "[::1]:80"] {
+        let r = client().get(s.objects("acme")).header("host", host).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
+    assert!(s.coffer.list("acme", None, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_trickle_are_dropped() {
+    let s = sqlite_server(|c| {
+        c.server.idle_timeout = Some(1);
+        c.server.min_rate = Some(2_000_000);
+    })
+    .await;
+    // A body a byte every half second: never idle for a second, far too slow.
+    let mut conn = raw(s.addr, &upload_head("acme", 100_000, ""), b"x").await;
+    let mut text = String::new();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if conn.write_all(b"x").await.is_err() {
+            break;
+        }
+        text = answer(&mut conn, Duration::from_millis(10)).await;
+        if !text.is_empty() {
+            break;
+        }
+    }
+    if text.is_empty() {
+        text = answer(&mut conn, Duration::from_secs(5)).await;
+    }
+    assert!(text.starts_with("HTTP/1.1 408") && text.contains("slower"), "{text}");
+    assert_eq!(catalog_rows(s.dir.path()), (0, 0));
+
+    // A download taken 64 KiB at a time, four times a second.
+    let bytes = data(24 << 20, 15);
+    let sha = s.coffer.put("acme", coffer::Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap().sha256;
+    let mut conn =
+        raw(s.addr, &format!("GET /v1/orgs/acme/objects/{sha} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"), b"").await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "a trickling reader was kept for 30 s ({got} bytes)");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => panic!("the server neither sent nor closed"),
+        }
+    }
+    assert!(got < bytes.len(), "the trickling reader got everything ({got} bytes)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_what_outlives_the_grace_period_and_cleans_up() {
+    use crate::fault_proxy::{FaultProxy, HoldAt, Op};
+    let proxy = FaultProxy::start();
+    let endpoint = proxy.endpoint();
+    let mut s = s3_server(|c| {
+        c.s3.endpoint_url = Some(endpoint);
+        c.server.shutdown_grace = Some(1);
+    })
+    .await;
+    put(&s, "acme", b"before").await;
+    // A put whose upload to S3 hangs past the grace period.
+    let held = proxy.hold(Op::PutObject, 0, HoldAt::Before);
+    let (c, url) = (client(), s.objects("acme"));
+    let upload = tokio::spawn(async move { c.put(url).body(data(5000, 16)).send().await });
+    assert!(held.reached(Duration::from_secs(10)).await, "the put reached S3");
+    let stopped = s.stop();
+    tokio::time::timeout(Duration::from_secs(20), stopped)
+        .await
+        .expect("the server stopped after the grace period")
+        .unwrap()
+        .unwrap();
+    held.release();
+    let answered = upload.await.unwrap();
+    assert!(answered.map(|r| !r.status().is_success()).unwrap_or(true), "the cancelled put did not succeed");
+    assert_eq!(catalog_rows(s.dir.path()), (1, 0), "nothing half-recorded, its reservation released");
 }

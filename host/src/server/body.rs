@@ -18,21 +18,68 @@ pub enum Fault {
     TooLarge(u64),
     /// Nothing arrived for the idle timeout.
     Idle(Duration),
+    /// Bytes arrived, on average, slower than the minimum rate.
+    TooSlow(u64),
     /// The connection broke (the client went away).
     Broken,
 }
 
+/// A minimum average rate, counted from the start once a grace period
+/// has passed: a client that trickles bytes (just often enough to escape
+/// the idle timeout) would otherwise hold its request's resources for as
+/// long as it likes.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Bytes per second, on average.
+    pub min_rate: u64,
+    /// Time before the rate counts.
+    pub grace: Duration,
+}
+
+impl Pace {
+    /// Whether `bytes` in `elapsed` are too slow.
+    pub fn too_slow(&self, bytes: u64, elapsed: Duration) -> bool {
+        elapsed > self.grace && (bytes as f64) < self.min_rate as f64 * elapsed.as_secs_f64()
+    }
+}
+
+/// A response stream that fails (cutting the response short) once its
+/// client reads, on average, slower than `pace` allows. A client that
+/// stops reading altogether is the connection's write timeout's.
+pub fn paced(stream: ByteStream, pace: Pace) -> ByteStream {
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    let mut failed = false;
+    Box::pin(stream.map(move |item| {
+        if failed {
+            return item;
+        }
+        if let Ok(chunk) = &item {
+            if pace.too_slow(sent, started.elapsed()) {
+                failed = true;
+                return Err(Error::InvalidInput(format!(
+                    "the client read slower than {} bytes/s; the response was cut off",
+                    pace.min_rate
+                )));
+            }
+            sent += chunk.len() as u64;
+        }
+        item
+    }))
+}
+
 /// The request body as a stream for [`crate::Content::from_stream`]: at
 /// most `limit` bytes (one byte more and it fails, before the rest is
-/// read), each chunk within `idle` of the last. What stopped it is left
-/// in the returned cell, for the status.
-pub fn upload(body: Body, limit: u64, idle: Duration) -> (ByteStream, Arc<Mutex<Option<Fault>>>) {
+/// read), each chunk within `idle` of the last, on average at `pace`.
+/// What stopped it is left in the returned cell, for the status.
+pub fn upload(body: Body, limit: u64, idle: Duration, pace: Pace) -> (ByteStream, Arc<Mutex<Option<Fault>>>) {
     let fault = Arc::new(Mutex::new(None));
     let cell = fault.clone();
     let set = move |f: Fault| {
         *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
     };
     let data = body.into_data_stream();
+    let started = std::time::Instant::now();
     let stream = futures_util::stream::unfold((data, 0u64, false), move |(mut data, seen, done)| {
         let set = set.clone();
         async move {
@@ -44,6 +91,7 @@ pub fn upload(body: Body, limit: u64, idle: Duration) -> (ByteStream, Arc<Mutex<
                 let message = match f {
                     Fault::TooLarge(limit) => format!("the body is larger than {limit} bytes"),
                     Fault::Idle(t) => format!("the client sent nothing for {} s", t.as_secs()),
+                    Fault::TooSlow(rate) => format!("the client sent slower than {rate} bytes/s"),
                     Fault::Broken => "the request body broke off (the client went away?)".into(),
                 };
                 Some((Err(Error::InvalidInput(message)), (data, seen, true)))
@@ -56,6 +104,8 @@ pub fn upload(body: Body, limit: u64, idle: Duration) -> (ByteStream, Arc<Mutex<
                     let seen = seen + chunk.len() as u64;
                     if seen > limit {
                         failed(Fault::TooLarge(limit), data)
+                    } else if pace.too_slow(seen, started.elapsed()) {
+                        failed(Fault::TooSlow(pace.min_rate), data)
                     } else {
                         Some((Ok(chunk), (data, seen, false)))
                     }
@@ -113,18 +163,26 @@ pub fn range(stream: ByteStream, start: u64, end: u64) -> ByteStream {
 }
 
 /// A `Range` header's one range over `size` bytes, as `(start, end)`
-/// inclusive: `Ok(None)` to answer the whole object (no header, several
-/// ranges, a unit other than bytes), `Err(())` when unsatisfiable.
+/// inclusive: `Ok(None)` to answer the whole object (several ranges, a
+/// unit other than bytes, or a header that does not parse, which RFC 9110
+/// lets a server ignore), `Err(())` when unsatisfiable.
 #[allow(clippy::result_unit_err)]
 pub fn parse_range(header: &str, size: u64) -> std::result::Result<Option<(u64, u64)>, ()> {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
-    if spec.contains(',') {
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let number =
+        |s: &str| (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse::<u64>().ok()).flatten();
+    if spec.contains(',')
+        || (a.is_empty() && number(b).is_none())
+        || (!a.is_empty() && (number(a).is_none() || (!b.is_empty() && number(b).is_none())))
+    {
         return Ok(None);
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
-    let (a, b) = (a.trim(), b.trim());
     let range = if a.is_empty() {
         // The last `b` bytes.
         let n: u64 = b.parse().map_err(|_| ())?;
@@ -229,7 +287,9 @@ mod tests {
         assert_eq!(parse_range("bytes=50-1000", 100), Ok(Some((50, 99))));
         assert_eq!(parse_range("bytes=100-", 100), Err(()));
         assert_eq!(parse_range("bytes=5-4", 100), Err(()));
-        assert_eq!(parse_range("bytes=x-", 100), Err(()));
+        assert_eq!(parse_range("bytes=x-", 100), Ok(None));
+        assert_eq!(parse_range("bytes=+5-9", 100), Ok(None));
+        assert_eq!(parse_range("bytes=abc", 100), Ok(None));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
         assert_eq!(parse_range("items=0-1", 100), Ok(None));
         assert_eq!(parse_range("bytes=0-", 0), Err(()));
@@ -258,6 +318,21 @@ mod tests {
         let (got, err) = collect(range(verified, 0, 1_000)).await;
         assert!(matches!(err, Some(Error::Integrity(_))), "{err:?}");
         assert!(got.len() < 1_001, "the whole range was delivered: {}", got.len());
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_is_cut_off_after_the_grace_period() {
+        let pace = Pace { min_rate: 1000, grace: Duration::from_millis(50) };
+        assert!(!pace.too_slow(0, Duration::from_millis(40)));
+        assert!(pace.too_slow(10, Duration::from_millis(100)));
+        assert!(!pace.too_slow(1000, Duration::from_millis(100)));
+        let slow = Box::pin(futures_util::stream::iter(0..5).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            Ok(Bytes::from_static(b"x"))
+        }));
+        let (got, err) = collect(paced(slow, pace)).await;
+        assert!(matches!(err, Some(Error::InvalidInput(m)) if m.contains("slower")));
+        assert!(got.len() < 5);
     }
 
     #[test]

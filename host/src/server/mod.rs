@@ -46,6 +46,9 @@ use crate::{Coffer, Error, Result};
 pub struct Limits {
     pub max_body: u64,
     pub max_in_flight: usize,
+    pub max_in_flight_per_org: usize,
+    /// The minimum rate of bodies in and out.
+    pub pace: body::Pace,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -54,11 +57,15 @@ pub struct Limits {
 
 impl Limits {
     fn from_settings(s: &crate::config::ServerSettings) -> Limits {
+        let max_in_flight = s.max_in_flight.unwrap_or(256);
+        let idle_timeout = Duration::from_secs(s.idle_timeout.unwrap_or(30));
         Limits {
             max_body: s.max_body.unwrap_or(5 << 40),
-            max_in_flight: s.max_in_flight.unwrap_or(256),
+            max_in_flight_per_org: s.max_in_flight_per_org.unwrap_or(max_in_flight.div_ceil(4)).max(1),
+            pace: body::Pace { min_rate: s.min_rate.unwrap_or(1024), grace: idle_timeout },
+            max_in_flight,
             request_timeout: Duration::from_secs(s.request_timeout.unwrap_or(60)),
-            idle_timeout: Duration::from_secs(s.idle_timeout.unwrap_or(30)),
+            idle_timeout,
             shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(30)),
             spool_dir: s.spool_dir.clone(),
         }
@@ -72,7 +79,66 @@ pub struct App {
     pub tokens: Tokens,
     pub limits: Limits,
     in_flight: Arc<Semaphore>,
+    /// Requests in flight by organisation (entries leave at zero).
+    per_org: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The last readiness answer, and when it was found.
+    pub(crate) readiness: tokio::sync::Mutex<Option<(Instant, routes::Readiness)>>,
     draining: AtomicBool,
+}
+
+/// One request's place in its organisation's share of the in-flight
+/// limit; given back when dropped (with the response body).
+struct OrgSlot {
+    app: Arc<App>,
+    org: String,
+}
+
+impl OrgSlot {
+    fn take(app: &Arc<App>, org: &str) -> Option<OrgSlot> {
+        let mut counts = app.per_org.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(org.to_string()).or_insert(0);
+        if *n >= app.limits.max_in_flight_per_org {
+            return None;
+        }
+        *n += 1;
+        Some(OrgSlot { app: app.clone(), org: org.to_string() })
+    }
+}
+
+impl Drop for OrgSlot {
+    fn drop(&mut self) {
+        let mut counts = self.app.per_org.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.org) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.org);
+            }
+        }
+    }
+}
+
+/// The organisation a `/v1/orgs/{org}/…` path names, percent-decoded (so
+/// every spelling of one organisation counts as one).
+fn org_of(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v1/orgs/")?;
+    let raw = rest.split('/').next().filter(|s| !s.is_empty())?;
+    Some(percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned())
+}
+
+/// A method as a metrics label: the known ones, or `OTHER` (a client may
+/// send any token as a method; labels must stay few).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 impl App {
@@ -147,30 +213,63 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// At most `max_in_flight` requests at once; more get 503 with
-/// Retry-After. A permit is held until the response body is done, so a
-/// download counts until it ends.
+/// At most `max_in_flight` requests at once, and `max_in_flight_per_org`
+/// for one organisation; more get 503 with Retry-After. A place is held
+/// until the response body is done, so a download counts until it ends.
 async fn admit(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let Ok(permit) = app.in_flight.clone().try_acquire_owned() else {
+    let refuse = |message: String| {
         crate::metrics::global().inc(
             "coffer_http_rejected_total",
             "Requests refused because too many were in flight.",
             &[],
             1.0,
         );
-        return ApiError::unavailable(
-            "overloaded",
-            format!("more than {} requests in flight; try again shortly", app.limits.max_in_flight),
-            1,
-        )
-        .into_response();
+        ApiError::unavailable("overloaded", message, 1).into_response()
+    };
+    let Ok(permit) = app.in_flight.clone().try_acquire_owned() else {
+        return refuse(format!("more than {} requests in flight; try again shortly", app.limits.max_in_flight));
+    };
+    let slot = match org_of(req.uri().path()) {
+        Some(org) => match OrgSlot::take(&app, &org) {
+            Some(slot) => Some(slot),
+            None => {
+                return refuse(format!(
+                    "this organisation has {} requests in flight already; try again shortly",
+                    app.limits.max_in_flight_per_org
+                ));
+            }
+        },
+        None => None,
     };
     let response = next.run(req).await;
-    response.map(|b| body::counted(b, permit, |_| {}))
+    response.map(|b| body::counted(b, (permit, slot), |_| {}))
 }
 
-/// Resolve the bearer token into a [`Caller`] for the handlers.
+/// Whether a `Host` header names this machine's loopback (any port).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Resolve the bearer token into a [`Caller`] for the handlers. Without
+/// tokens (loopback only), a request from a web page is refused: it names
+/// an `Origin`, or (DNS rebinding) a host that is not loopback.
 async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    if !app.tokens.any() {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        if req.headers().contains_key(header::ORIGIN) || !loopback_host(host) {
+            return ApiError::forbidden(
+                "without tokens configured, only local programs may call (no Origin header, a loopback Host)",
+            )
+            .into_response();
+        }
+    }
     match app.tokens.caller(req.headers()) {
         Ok(caller) => {
             req.extensions_mut().insert(caller.clone());
@@ -182,9 +281,10 @@ async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next)
     }
 }
 
-/// Answer within the request timeout. Uploads are timed by their
-/// handler from when the body is in (a large body takes as long as it
-/// takes, bounded by the idle timeout between chunks).
+/// Answer within the request timeout. Uploads are not: a large body
+/// takes as long as it takes to arrive (bounded by the idle timeout
+/// between chunks) and to be stored (bounded by each S3 request's and
+/// policy call's own limits).
 async fn timeout(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let uploads = matches!(*req.method(), axum::http::Method::PUT | axum::http::Method::POST)
         && req
@@ -219,6 +319,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
         message = status.canonical_reason().unwrap_or("error").to_string();
     }
     let mut fixed = ApiError::new(status, error::kind_for_status(status), message).into_response();
+    *fixed.extensions_mut() = parts.extensions;
     for name in [header::ALLOW, header::RETRY_AFTER] {
         if let Some(v) = parts.headers.get(&name) {
             fixed.headers_mut().insert(name, v.clone());
@@ -233,10 +334,19 @@ async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route =
         req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let path = req.uri().path().to_string();
     let registry = crate::metrics::global();
+    /// Counts a request in `coffer_http_in_flight` until dropped (also
+    /// when its client goes away, and the handler with it).
+    struct InFlight;
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            crate::metrics::global().add("coffer_http_in_flight", "Requests being handled.", &[], -1.0);
+        }
+    }
     registry.add("coffer_http_in_flight", "Requests being handled.", &[], 1.0);
+    let in_flight = InFlight;
     let req = req.map(|b| {
         body::counted(b, (), |n| {
             crate::metrics::global().inc(
@@ -248,25 +358,25 @@ async fn observe(req: Request, next: Next) -> Response {
         })
     });
     let response = next.run(req).await;
-    registry.add("coffer_http_in_flight", "Requests being handled.", &[], -1.0);
+    drop(in_flight);
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed();
     registry.inc(
         "coffer_http_requests_total",
         "Requests answered, by route, method and status.",
-        &[("route", &route), ("method", method.as_str()), ("status", &status)],
+        &[("route", &route), ("method", method), ("status", &status)],
         1.0,
     );
     registry.observe(
         "coffer_http_request_duration_seconds",
         "Time to the response head, by route and method (a streamed body continues after).",
-        &[("route", &route), ("method", method.as_str())],
+        &[("route", &route), ("method", method)],
         elapsed.as_secs_f64(),
     );
     let caller = response.extensions().get::<Caller>().map_or("-", Caller::name).to_string();
     tracing::info!(
         target: "coffer::access",
-        method = %method,
+        method,
         path,
         route,
         status = response.status().as_u16(),
@@ -316,6 +426,8 @@ impl Server {
             coffer,
             tokens,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            per_org: Default::default(),
+            readiness: Default::default(),
             limits,
             draining: AtomicBool::new(false),
         });
@@ -334,10 +446,14 @@ impl Server {
         let Server { listener, app } = self;
         let watcher = app.coffer.watch_policies(Duration::from_secs(2));
         let router = router(app.clone());
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // HTTP/1.1 only: h2c would bring streams that flow control can
+        // stall without a write ever blocking, out of the timeouts' reach
+        // (put a proxy in front for HTTP/2).
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
         builder.http1().timer(TokioTimer::new()).header_read_timeout(app.limits.idle_timeout);
         let builder = Arc::new(builder);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut connections = tokio::task::JoinSet::new();
         tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), tokens = app.tokens.any(), "serving");
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -353,6 +469,8 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
+            // Finished connections leave the set as new ones come.
+            while connections.try_join_next().is_some() {}
             let _ = stream.set_nodelay(true);
             // Clients that stop reading a response are dropped after the
             // idle timeout (a write that cannot proceed).
@@ -362,7 +480,7 @@ impl Server {
             let service = hyper_util::service::TowerToHyperService::new(router.clone());
             let builder = builder.clone();
             let watch = graceful.watcher();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let connection = builder.serve_connection_with_upgrades(io, service);
                 if let Err(e) = watch.watch(connection.into_owned()).await {
                     tracing::debug!(%peer, "connection: {e}");
@@ -375,8 +493,12 @@ impl Server {
         let grace = app.limits.shutdown_grace;
         let finished = tokio::time::timeout(grace, graceful.shutdown()).await.is_ok();
         if !finished {
-            tracing::warn!("requests still in flight after {} s were cut off", grace.as_secs());
+            // Cancel what is left: dropped handlers queue their clean-up
+            // (reservations released, uploads aborted), awaited below.
+            tracing::warn!("requests still in flight after {} s are cancelled", grace.as_secs());
+            connections.abort_all();
         }
+        while connections.join_next().await.is_some() {}
         watcher.abort();
         let cleaned = app.coffer.quiesce(Duration::from_secs(30)).await;
         if !cleaned {

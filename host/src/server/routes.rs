@@ -21,6 +21,7 @@ use super::body::{self, Fault};
 use super::error::{ApiError, ErrorBody};
 use crate::backend::{BackendKind, Disposition};
 use crate::config::Scope;
+use crate::policy::Operation;
 use crate::{Content, Digest, ObjectInfo};
 
 /// Digests a batch read may ask for at once.
@@ -131,9 +132,15 @@ pub async fn put_object(
             Ok(mut info) => {
                 record_dedup("digest-header");
                 info.deduplicated = Some(true);
+                // A token that may not read learns only that it is stored.
+                if caller.allow(&org, Scope::Read).is_err() {
+                    let answer = serde_json::json!({"org": org, "sha256": info.sha256, "deduplicated": true});
+                    return Ok((StatusCode::OK, Json(answer)).into_response());
+                }
                 return Ok((StatusCode::OK, Json(info)).into_response());
             }
-            Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+            // Not there (or not for this caller to see): the body decides.
+            Err(e) if matches!(e.kind(), crate::ErrorKind::NotFound | crate::ErrorKind::Denied) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -146,7 +153,7 @@ pub async fn put_object(
         Some(v) => Some(v.to_str().map_err(|_| ApiError::bad_request("Content-Type is not text"))?.to_string()),
         None => None,
     };
-    let (stream, fault) = body::upload(body, limit, app.limits.idle_timeout);
+    let (stream, fault) = body::upload(body, limit, app.limits.idle_timeout, app.limits.pace);
     let content = match Content::from_stream(
         stream,
         content_type.as_deref(),
@@ -165,6 +172,11 @@ pub async fn put_object(
                     "timeout",
                     format!("the client sent nothing for {} s; nothing was stored", t.as_secs()),
                 ),
+                Some(Fault::TooSlow(rate)) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    format!("the client sent slower than {rate} bytes/s on average; nothing was stored"),
+                ),
                 Some(Fault::Broken) => ApiError::bad_request("the request body broke off; nothing was stored"),
                 None => e.into(),
             });
@@ -179,8 +191,10 @@ pub async fn put_object(
             format!("the body's SHA-256 is {}, not {d} as the request said; nothing was stored", content.sha256()),
         ));
     }
-    let put = tokio::time::timeout(app.limits.request_timeout, app.coffer.put(&org, content)).await;
-    let info = put.map_err(|_| timed_out(app.limits.request_timeout))??;
+    // Not under the request timeout: storing a large body takes as long
+    // as its upload does, and each S3 request and policy call has its own
+    // bound (COFFER_S3_TIMEOUT, COFFER_POLICY_TIMEOUT).
+    let info = app.coffer.put(&org, content).await?;
     let status = if info.deduplicated == Some(true) {
         record_dedup("content");
         StatusCode::OK
@@ -279,7 +293,8 @@ pub async fn get_object(
     };
     if method == Method::HEAD || headers.get(header::IF_NONE_MATCH).is_some_and(matches_tag) || q.redirect == Some(true)
     {
-        let info = app.coffer.stat(&org, &sha256).await?;
+        // Authorised as the read it stands for, without starting it.
+        let info = app.coffer.authorized(&org, &sha256, Operation::Get).await?;
         if headers.get(header::IF_NONE_MATCH).is_some_and(matches_tag) {
             return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
         }
@@ -302,6 +317,13 @@ pub async fn get_object(
         }
     }
     let (info, stream) = app.coffer.get(&org, &sha256).await?;
+    // An empty body is never polled, so never verified: a record of no
+    // bytes must name the digest of no bytes.
+    if info.size == 0 && info.sha256 != Digest::of(b"") {
+        return Err(
+            crate::Error::Integrity(format!("{org}/{sha256} is recorded as empty, which is not its digest")).into()
+        );
+    }
     let wanted = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -328,13 +350,7 @@ pub async fn get_object(
         Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1, body::range(stream, start, end)),
         None => (StatusCode::OK, info.size, stream),
     };
-    let what = format!("{org}/{sha256}");
-    let stream = Box::pin(stream.inspect(move |item| {
-        if let Err(e) = item {
-            tracing::error!(object = %what, "a read broke off: {e}");
-        }
-    }));
-    let mut r = Response::new(body::streamed(stream));
+    let mut r = Response::new(body::streamed(logged(paced(&app, stream), format!("{org}/{sha256}"))));
     *r.status_mut() = status;
     let h = r.headers_mut();
     object_headers(h, &info, &tag);
@@ -347,8 +363,25 @@ pub async fn get_object(
     Ok(r)
 }
 
+/// A response stream at the server's minimum rate (if it has one).
+fn paced(app: &App, stream: crate::content::ByteStream) -> crate::content::ByteStream {
+    if app.limits.pace.min_rate == 0 { stream } else { body::paced(stream, app.limits.pace) }
+}
+
+/// A response stream whose failure (a corrupt object, a backend gone, a
+/// client too slow) is logged: the client only sees its response cut off.
+fn logged(stream: crate::content::ByteStream, what: String) -> crate::content::ByteStream {
+    Box::pin(stream.inspect(move |item| {
+        if let Err(e) = item {
+            tracing::error!(object = %what, "a read broke off: {e}");
+        }
+    }))
+}
+
 fn object_headers(h: &mut HeaderMap, info: &ObjectInfo, tag: &HeaderValue) {
     h.insert(header::ETAG, tag.clone());
+    // The uploader chose the content type: browsers must not guess another.
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert("repr-digest", repr_digest(&info.sha256));
     if let Ok(ct) = HeaderValue::from_str(&info.content_type) {
@@ -490,7 +523,7 @@ pub async fn batch_read(
         if !seen.insert(sha.clone()) {
             continue;
         }
-        match app.coffer.stat(&org, &sha).await {
+        match app.coffer.authorized(&org, &sha, Operation::Get).await {
             Ok(info) => manifest.objects.push(info),
             Err(e) if e.kind() == crate::ErrorKind::Unavailable => return Err(e.into()),
             Err(e) => {
@@ -503,6 +536,7 @@ pub async fn batch_read(
         serde_json::to_vec_pretty(&manifest).map_err(|e| ApiError::from(crate::Error::Internal(e.to_string())))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<crate::Result<Bytes>>(4);
     let coffer = app.coffer.clone();
+    let org_name = org.clone();
     tokio::spawn(async move {
         let now = crate::now_secs();
         let send = |item| tx.send(item);
@@ -534,7 +568,6 @@ pub async fn batch_read(
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(org, sha256 = %name, "a batch read broke off: {e}");
                     let _ = send(Err(e)).await;
                     return;
                 }
@@ -546,7 +579,8 @@ pub async fn batch_read(
         let _ = send(Ok(Bytes::from(vec![0u8; 1024]))).await;
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    let mut r = Response::new(body::streamed(Box::pin(stream)));
+    let stream = logged(paced(&app, Box::pin(stream)), format!("{org_name}: a batch read"));
+    let mut r = Response::new(body::streamed(stream));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
     Ok(r)
 }
@@ -614,36 +648,62 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Readiness {
     pub ready: bool,
-    /// `ok`, or why not.
-    pub database: String,
-    /// `ok`, why not, or absent when S3 is not configured.
+    /// `ok` or `unavailable` (the reason is logged, not shown).
+    pub database: &'static str,
+    /// `ok`, `unavailable`, or absent when S3 is not configured.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub s3: Option<String>,
+    pub s3: Option<&'static str>,
     /// Shutting down: finishing what is in flight, taking nothing new.
     pub draining: bool,
 }
 
-/// The database and S3 answer, and the server is not shutting down.
+/// How long a readiness answer is reused: probes from many checkers cost
+/// one database query and one S3 request per period.
+const READINESS_TTL: Duration = Duration::from_secs(2);
+
+/// The database and S3 answer (within 5 s), and the server is not
+/// shutting down. Found at most every 2 s; why a part is unavailable is
+/// logged, not told to whoever asks.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let mut readiness = Readiness { ready: true, database: String::new(), s3: None, draining: app.draining() };
-    for (backend, result) in app.coffer.ready().await {
-        let text = match result {
-            Ok(()) => "ok".to_string(),
-            Err(e) => {
-                readiness.ready = false;
-                e.to_string()
+    let mut cached = app.readiness.lock().await;
+    let fresh = cached.as_ref().filter(|(at, _)| at.elapsed() < READINESS_TTL).map(|(_, r)| r.clone());
+    let mut readiness = match fresh {
+        Some(r) => r,
+        None => {
+            let mut r = Readiness { ready: true, database: "unavailable", s3: None, draining: false };
+            match tokio::time::timeout(Duration::from_secs(5), app.coffer.ready()).await {
+                Ok(parts) => {
+                    for (backend, result) in parts {
+                        let state = match result {
+                            Ok(()) => "ok",
+                            Err(e) => {
+                                tracing::warn!(%backend, "not ready: {e}");
+                                r.ready = false;
+                                "unavailable"
+                            }
+                        };
+                        match backend {
+                            BackendKind::S3 => r.s3 = Some(state),
+                            BackendKind::Database => r.database = state,
+                        }
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!("not ready: the readiness checks took longer than 5 s");
+                    r.ready = false;
+                }
             }
-        };
-        match backend {
-            BackendKind::S3 => readiness.s3 = Some(text),
-            BackendKind::Database => readiness.database = text,
+            *cached = Some((std::time::Instant::now(), r.clone()));
+            r
         }
-    }
+    };
+    drop(cached);
+    readiness.draining = app.draining();
     readiness.ready &= !readiness.draining;
     let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(readiness)).into_response()

@@ -421,19 +421,23 @@ impl BlobStore for S3Store {
 
     async fn ping(&self) -> Result<()> {
         // One attempt: a probe reports the state now, and is asked again.
+        // Any answer but a server error means S3 is there: a bucket not
+        // created yet, or keys not allowed to list buckets, are questions
+        // for the requests that need them.
         let once = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
+        let answered = [StatusCode::NOT_FOUND, StatusCode::FORBIDDEN];
         match &self.probe_bucket {
             // A bucket not created yet is still an answer from the server.
             Some(bucket) => {
                 let op = Op { name: "HeadBucket", bucket, key: None };
                 let url = self.url(bucket, None, "");
-                self.send_with(&once, &op, Method::HEAD, &url, &[], Payload::Empty, &[StatusCode::NOT_FOUND]).await?;
+                self.send_with(&once, &op, Method::HEAD, &url, &[], Payload::Empty, &answered).await?;
             }
             // A bucket per organisation: the credentials' own bucket list.
             None => {
                 let op = Op { name: "ListBuckets", bucket: "", key: None };
                 let url = format!("{}://{}{}/?max-buckets=1", self.scheme, self.authority, self.base_path);
-                self.send_with(&once, &op, Method::GET, &url, &[], Payload::Empty, &[]).await?;
+                self.send_with(&once, &op, Method::GET, &url, &[], Payload::Empty, &answered).await?;
             }
         }
         Ok(())
