@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{SqliteDb, now};
 use crate::backend::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload};
@@ -53,7 +53,7 @@ impl SqliteDb {
         })?;
         let mut conn = self.checkout()?;
         let out = self.retry_busy(|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = super::turns::write_tx(&mut conn)?;
             if let Some(existing) = head_on(&tx, c, n)? {
                 return Ok(Some(existing));
             }
@@ -118,7 +118,7 @@ impl SqliteDb {
         let mut seq = 0i64;
         let flush = |conn: &mut Connection, row: &mut Vec<u8>, seq: &mut i64| -> Result<()> {
             self.retry_busy(|| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = super::turns::write_tx(conn)?;
                 // Only while still staged: rows for a blob that `coffer gc`
                 // aborted would belong to nothing.
                 let staged = tx
@@ -149,7 +149,7 @@ impl SqliteDb {
             flush(conn, &mut row, &mut seq)?;
         }
         self.retry_busy(|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = super::turns::write_tx(conn)?;
             if let Some(existing) = head_on(&tx, c, n)? {
                 return Ok(Some(existing));
             }
@@ -180,7 +180,7 @@ fn aborted(c: &str, n: &str) -> Error {
 /// staged (in `container`, when given): a blob that was published in the
 /// meantime is never touched.
 fn discard_staged(conn: &mut Connection, blob_id: i64, container: Option<&str>) -> Result<bool> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::turns::write_tx(conn)?;
     let staged: Option<String> = tx
         .query_row("SELECT container FROM blob_staging WHERE blob_id = ?1", params![blob_id], |r| r.get(0))
         .optional()?;
@@ -288,7 +288,7 @@ impl BlobStore for SqliteDb {
     async fn delete(&self, container: &str, name: &str) -> Result<()> {
         let (c, n) = (container.to_string(), name.to_string());
         self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = super::turns::write_tx(conn)?;
             let blob_id: Option<i64> = tx
                 .query_row("SELECT blob_id FROM blobs WHERE container = ?1 AND name = ?2", params![c, n], |r| r.get(0))
                 .optional()?;

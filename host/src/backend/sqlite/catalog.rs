@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{SqliteDb, now};
 use crate::backend::{BackendKind, Location};
@@ -187,9 +187,7 @@ fn namespaces(stmt: &mut rusqlite::Statement<'_>, params: impl rusqlite::Params)
     Ok(out)
 }
 
-fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
-}
+use super::turns::write_tx;
 
 #[async_trait]
 impl Catalog for SqliteDb {

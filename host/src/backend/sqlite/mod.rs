@@ -23,6 +23,7 @@
 
 mod blobs;
 mod catalog;
+mod turns;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
