@@ -322,12 +322,9 @@ pub fn run(cli: Cli) -> ExitCode {
     // every streamed chunk a cross-thread wake-up (it cut the CPU of a
     // large `get` threefold; see BENCHMARKS.md). Hashing and file I/O still
     // run on the blocking pool.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("coffer: error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(async {
         tokio::select! {
@@ -354,6 +351,15 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(128 + signal)
         }
     }
+}
+
+/// The runtime `builder` makes, with I/O and timers; or, said on stderr,
+/// why there is none.
+fn runtime(mut builder: tokio::runtime::Builder) -> std::result::Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("coffer: error: cannot start the async runtime: {e}");
+        ExitCode::from(1)
+    })
 }
 
 /// The first SIGINT or SIGTERM, as its number; never, if signals cannot
@@ -429,12 +435,9 @@ impl crate::gc::Progress for Bar {
 #[cfg(feature = "server")]
 fn serve(listen: Option<String>) -> ExitCode {
     init_logging("info");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("coffer: error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let served = runtime.block_on(async {
         let coffer = Coffer::open(Config::from_env()?).await?;
