@@ -296,13 +296,34 @@ async fn a_digest_header_answers_known_content_without_reading_the_body() {
     put(&s, "acme", &bytes).await;
     let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d.as_bytes());
 
-    // A megabyte announced, not one byte sent: the answer comes anyway.
+    // A megabyte announced with `Expect: 100-continue`, not one byte sent:
+    // the answer comes anyway.
     for header in [format!("repr-digest: sha-512=:AAAA:, sha-256=:{b64}:\r\n"), format!("x-coffer-sha256: {d}\r\n")] {
-        let mut conn = raw(s.addr, &upload_head("acme", 1 << 20, &header), b"").await;
+        let head = upload_head("acme", 1 << 20, &format!("{header}expect: 100-continue\r\n"));
+        let mut conn = raw(s.addr, &head, b"").await;
         let text = answer(&mut conn, Duration::from_secs(10)).await;
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.contains("\"deduplicated\":true"), "{text}");
+        assert!(!text.contains("100 Continue"), "the client was never asked for the body: {text}");
     }
+    // Sent with the body anyway (no Expect): the body is taken and
+    // discarded, and the connection stays usable for the next request.
+    let big = data(4 << 20, 17);
+    let big_digest =
+        s.coffer.put("acme", coffer::Content::from_bytes(big.clone(), None).unwrap()).await.unwrap().sha256;
+    let head = upload_head("acme", big.len(), &format!("x-coffer-sha256: {big_digest}\r\n"));
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let sent = async {
+        conn.write_all(head.as_bytes()).await?;
+        conn.write_all(&big).await
+    };
+    let sent = sent.await;
+    let text = answer(&mut conn, Duration::from_secs(10)).await;
+    assert!(sent.is_ok(), "the connection was reset under the client: {sent:?}");
+    assert!(text.starts_with("HTTP/1.1 200") && text.contains("\"deduplicated\":true"), "{text}");
+    conn.write_all(b"GET /v1/orgs/acme/objects HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let text = answer(&mut conn, Duration::from_secs(10)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "the connection was kept: {text}");
     let hits = coffer::metrics::global().value("coffer_dedup_hits_total", &[("how", "digest-header")]);
     assert!(hits >= 2.0, "{hits}");
 
@@ -336,7 +357,7 @@ async fn a_digest_header_answers_known_content_without_reading_the_body() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    assert_eq!(s.coffer.list("acme", None, 10).await.unwrap().len(), 1, "no mismatched body was stored");
+    assert_eq!(s.coffer.list("acme", None, 10).await.unwrap().len(), 2, "no mismatched body was stored");
     for bad in [("x-coffer-sha256", "xyz".to_string()), ("repr-digest", "sha-256=:c2hvcnQ=:".to_string())] {
         let r = client().put(s.objects("acme")).header(bad.0, bad.1).body("x").send().await.unwrap();
         assert_eq!(r.status(), 400);

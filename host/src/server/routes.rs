@@ -127,11 +127,28 @@ pub async fn put_object(
     caller.allow(&org, Scope::Write)?;
     crate::coffer::validate_org(&org)?;
     let claimed = claimed_digest(&headers)?;
+    let limit = body_limit(&app, &org);
     if let Some(d) = claimed {
         match app.coffer.stat(&org, &d.to_string()).await {
             Ok(mut info) => {
                 record_dedup("digest-header");
                 info.deduplicated = Some(true);
+                // A client that asked `Expect: 100-continue` sends nothing
+                // until told to: it is answered at once. One that sends
+                // the body regardless is let finish (the bytes are
+                // discarded, not hashed or stored): answering and closing
+                // under it would reset the connection before it reads the
+                // answer.
+                let waits =
+                    headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+                if !waits {
+                    let (mut rest, _) = body::upload(body, limit, app.limits.idle_timeout, app.limits.pace);
+                    while let Some(chunk) = rest.next().await {
+                        if chunk.is_err() {
+                            break;
+                        }
+                    }
+                }
                 // A token that may not read learns only that it is stored.
                 if caller.allow(&org, Scope::Read).is_err() {
                     let answer = serde_json::json!({"org": org, "sha256": info.sha256, "deduplicated": true});
@@ -144,7 +161,6 @@ pub async fn put_object(
             Err(e) => return Err(e.into()),
         }
     }
-    let limit = body_limit(&app, &org);
     let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if length.is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
