@@ -74,6 +74,36 @@ pub enum Claimed {
     Taken(Namespace),
 }
 
+/// How an organisation holds a namespace, as both databases record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// Its own: the organisation's puts write there.
+    Claim,
+    /// Another system's objects, read in place (`coffer import rt`).
+    Adoption,
+}
+
+impl Holding {
+    /// The table it is recorded in, and the column of when.
+    pub fn table(self) -> (&'static str, &'static str) {
+        match self {
+            Holding::Claim => ("claims", "claimed_at"),
+            Holding::Adoption => ("adopted", "adopted_at"),
+        }
+    }
+
+    /// For `org` to hold a namespace this way, no overlapping claim and no
+    /// overlapping adoption may stand, except (first) claims of `org`'s own
+    /// when claiming, and (second) `org`'s own adoption of the same
+    /// namespace when adopting again.
+    pub fn except(self, org: &str) -> (Option<&str>, Option<&str>) {
+        match self {
+            Holding::Claim => (Some(org), None),
+            Holding::Adoption => (None, Some(org)),
+        }
+    }
+}
+
 /// The host's check of organisations' boundaries, over the catalog's
 /// claims. Claims are never given up, so what this process has seen an
 /// organisation hold stays true and is remembered here; everything else is

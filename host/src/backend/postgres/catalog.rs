@@ -20,7 +20,7 @@ use tokio_postgres::{IsolationLevel, Row};
 
 use super::PgDb;
 use crate::backend::{BackendKind, Location};
-use crate::catalog::namespace::{Claimed, Namespace};
+use crate::catalog::namespace::{Claimed, Holding, Namespace};
 use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token, Tombstone};
 use crate::content::Digest;
 use crate::error::{Error, PgTransient, Result, pg_transient};
@@ -139,16 +139,24 @@ async fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -
 /// Claim `ns` for `org` unless another organisation holds a namespace
 /// that overlaps it (the same container, one prefix a prefix of the other).
 async fn claim_in(tx: &Transaction<'_>, org: &str, ns: &Namespace) -> Result<Claimed> {
-    let taken = match overlapping_claim(tx, ns, Some(org)).await? {
+    hold_in(tx, Holding::Claim, org, ns).await
+}
+
+/// Record `org` holding `ns` as `holding` says, unless an overlapping
+/// claim or adoption stands in the way ([`Holding::except`]).
+async fn hold_in(tx: &Transaction<'_>, holding: Holding, org: &str, ns: &Namespace) -> Result<Claimed> {
+    let (claims_of, adopted_by) = holding.except(org);
+    let taken = match overlapping_claim(tx, ns, claims_of).await? {
         Some(t) => Some(t),
-        None => overlapping_adopted(tx, ns, None).await?,
+        None => overlapping_adopted(tx, ns, adopted_by).await?,
     };
     if let Some(taken) = taken {
         return Ok(Claimed::Taken(taken));
     }
+    let (table, at) = holding.table();
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO claims (backend, container, prefix, org, claimed_at)
+            "INSERT INTO {table} (backend, container, prefix, org, {at})
              VALUES ($1, $2, $3, $4, {NOW}) ON CONFLICT DO NOTHING"
         ))
         .await?;
@@ -234,22 +242,9 @@ impl Catalog for PgDb {
             // Only a place nobody holds, not even this organisation (its
             // own namespaces hold Coffer's bytes, which must stay
             // deletable), and no other adoption overlaps.
-            let taken = match overlapping_claim(&tx, ns, None).await? {
-                Some(t) => Some(t),
-                None => overlapping_adopted(&tx, ns, Some(org)).await?,
-            };
-            if let Some(taken) = taken {
-                return Ok(Claimed::Taken(taken));
-            }
-            let stmt = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO adopted (backend, container, prefix, org, adopted_at)
-                     VALUES ($1, $2, $3, $4, {NOW}) ON CONFLICT DO NOTHING"
-                ))
-                .await?;
-            tx.execute(&stmt, &[&ns.backend.as_str(), &ns.container, &ns.prefix, &org]).await?;
+            let held = hold_in(&tx, Holding::Adoption, org, ns).await?;
             tx.commit().await?;
-            Ok(Claimed::Held)
+            Ok(held)
         })
         .await
     }

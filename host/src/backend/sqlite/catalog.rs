@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{SqliteDb, now};
 use crate::backend::{BackendKind, Location};
-use crate::catalog::namespace::{Claimed, Namespace};
+use crate::catalog::namespace::{Claimed, Holding, Namespace};
 use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token, Tombstone};
 use crate::content::Digest;
 use crate::error::{Error, Result};
@@ -138,12 +138,24 @@ fn insert_tombstone(tx: &Transaction<'_>, t: &Tombstone) -> Result<()> {
 /// Claim `ns` for `org` unless another organisation holds a namespace
 /// that overlaps it (the same container, one prefix a prefix of the other).
 fn claim_in(tx: &Transaction<'_>, org: &str, ns: &Namespace) -> Result<Claimed> {
-    if let Some(taken) = overlapping_claim(tx, ns, Some(org))?.or(overlapping_adopted(tx, ns, None)?) {
+    hold_in(tx, Holding::Claim, org, ns)
+}
+
+/// Record `org` holding `ns` as `holding` says, unless an overlapping
+/// claim or adoption stands in the way ([`Holding::except`]).
+fn hold_in(tx: &Transaction<'_>, holding: Holding, org: &str, ns: &Namespace) -> Result<Claimed> {
+    let (claims_of, adopted_by) = holding.except(org);
+    let taken = match overlapping_claim(tx, ns, claims_of)? {
+        Some(t) => Some(t),
+        None => overlapping_adopted(tx, ns, adopted_by)?,
+    };
+    if let Some(taken) = taken {
         return Ok(Claimed::Taken(taken));
     }
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO claims (backend, container, prefix, org, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
+    let (table, at) = holding.table();
+    tx.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO {table} (backend, container, prefix, org, {at}) VALUES (?1, ?2, ?3, ?4, ?5)"
+    ))?
     .execute(params![ns.backend.as_str(), ns.container, ns.prefix, org, now()])?;
     Ok(Claimed::Held)
 }
@@ -225,16 +237,9 @@ impl Catalog for SqliteDb {
             // Only a place nobody holds, not even this organisation (its
             // own namespaces hold Coffer's bytes, which must stay
             // deletable), and no other adoption overlaps.
-            let taken = overlapping_claim(&tx, &ns, None)?.or(overlapping_adopted(&tx, &ns, Some(&o))?);
-            if let Some(taken) = taken {
-                return Ok(Claimed::Taken(taken));
-            }
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO adopted (backend, container, prefix, org, adopted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![ns.backend.as_str(), ns.container, ns.prefix, o, now()])?;
+            let held = hold_in(&tx, Holding::Adoption, &o, &ns)?;
             tx.commit()?;
-            Ok(Claimed::Held)
+            Ok(held)
         })
         .await
     }
