@@ -501,25 +501,26 @@ async fn execute(command: Command) -> Result<()> {
             let mut scopes = scopes.clone();
             scopes.sort();
             scopes.dedup();
+            let token = crate::server::auth::new_token()?;
             let entry = crate::config::TokenSettings {
                 name: name.clone(),
                 org: org.clone(),
-                sha256: String::new(),
-                scopes: scopes.clone(),
+                sha256: crate::server::auth::token_hash(&token),
+                scopes,
             };
-            let token = crate::server::auth::new_token()?;
-            let settings = crate::config::ServerSettings {
-                tokens: vec![crate::config::TokenSettings { sha256: crate::server::auth::token_hash(&token), ..entry }],
-                ..Default::default()
-            };
+            let settings = crate::config::ServerSettings { tokens: vec![entry], ..Default::default() };
             settings.validate()?;
-            let scopes: Vec<String> = scopes.iter().map(|s| format!("{:?}", s.as_str())).collect();
-            println!("# The token (shown once; give it to the client, keep it out of the file):\n# {token}");
-            println!(
-                "[[server.tokens]]\nname = {name:?}\norg = {org:?}\nsha256 = \"{}\"\nscopes = [{}]",
-                settings.tokens[0].sha256,
-                scopes.join(", ")
-            );
+            #[derive(Serialize)]
+            struct File<'a> {
+                server: Server<'a>,
+            }
+            #[derive(Serialize)]
+            struct Server<'a> {
+                tokens: &'a [crate::config::TokenSettings],
+            }
+            let entry = toml::to_string(&File { server: Server { tokens: &settings.tokens } })
+                .map_err(|e| Error::Internal(format!("TOML: {e}")))?;
+            println!("# The token (shown once; give it to the client, keep it out of the file):\n# {token}\n{entry}");
             return Ok(());
         }
         Command::Token(TokenCommand::Hash) => {

@@ -340,7 +340,7 @@ impl Coffer {
 
     /// Describe `org`'s object `sha256`.
     pub async fn stat(&self, org: &str, sha256: &str) -> Result<ObjectInfo> {
-        Ok(ObjectInfo::from_record(self.record(org, sha256, Operation::Stat).await?, None))
+        self.authorized(org, sha256, Operation::Stat).await
     }
 
     /// Stream `org`'s object `sha256`. The stream is verified against the

@@ -245,7 +245,7 @@ impl std::str::FromStr for Scope {
 /// One organisation's bearer token: only its SHA-256 is configured, so the
 /// file holds nothing a reader could present (`coffer token new` makes a
 /// token and prints its entry).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSettings {
     /// A name for logs and metrics (never the token).

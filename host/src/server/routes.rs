@@ -304,14 +304,13 @@ pub async fn get_object(
     caller.allow(&org, Scope::Read)?;
     let d = digest(&sha256)?;
     let tag = etag(&d);
-    let matches_tag = |h: &HeaderValue| {
+    let not_modified = headers.get(header::IF_NONE_MATCH).is_some_and(|h| {
         h.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/") == tag))
-    };
-    if method == Method::HEAD || headers.get(header::IF_NONE_MATCH).is_some_and(matches_tag) || q.redirect == Some(true)
-    {
+    });
+    if method == Method::HEAD || not_modified || q.redirect == Some(true) {
         // Authorised as the read it stands for, without starting it.
         let info = app.coffer.authorized(&org, &sha256, Operation::Get).await?;
-        if headers.get(header::IF_NONE_MATCH).is_some_and(matches_tag) {
+        if not_modified {
             return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
         }
         if q.redirect == Some(true) && info.backend == BackendKind::S3 {
