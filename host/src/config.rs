@@ -715,6 +715,40 @@ mod tests {
     }
 
     #[test]
+    fn server_settings_come_from_the_environment_and_are_checked() {
+        let c = from(&[
+            ("COFFER_LISTEN", "0.0.0.0:9000"),
+            ("COFFER_MAX_BODY", "1000"),
+            ("COFFER_MAX_IN_FLIGHT", "8"),
+            ("COFFER_MAX_IN_FLIGHT_PER_ORG", "2"),
+            ("COFFER_MIN_RATE", "0"),
+            ("COFFER_REQUEST_TIMEOUT", "5"),
+            ("COFFER_IDLE_TIMEOUT", "3"),
+            ("COFFER_SHUTDOWN_GRACE", "7"),
+            ("COFFER_SPOOL_DIR", "/spool"),
+            ("COFFER_ADMIN_TOKEN_SHA256", &"a".repeat(64)),
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        let s = &c.server;
+        assert_eq!(s.listen.as_deref(), Some("0.0.0.0:9000"));
+        assert_eq!((s.max_body, s.max_in_flight, s.max_in_flight_per_org), (Some(1000), Some(8), Some(2)));
+        assert_eq!(
+            (s.min_rate, s.request_timeout, s.idle_timeout, s.shutdown_grace),
+            (Some(0), Some(5), Some(3), Some(7))
+        );
+        assert_eq!(s.spool_dir.as_deref(), Some(Path::new("/spool")));
+        assert!(!format!("{c:?}").contains(&"a".repeat(64)), "the admin hash stays out of Debug");
+        for (var, value) in
+            [("COFFER_MAX_IN_FLIGHT", "0"), ("COFFER_IDLE_TIMEOUT", "0"), ("COFFER_ADMIN_TOKEN_SHA256", "secret")]
+        {
+            let err = from(&[(var, value)]).and_then(|c| c.validate()).unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{var}={value}: {err}");
+        }
+        assert!(from(&[("COFFER_MAX_BODY", "lots")]).is_err());
+    }
+
+    #[test]
     fn environment_wins_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("coffer.toml");

@@ -840,6 +840,8 @@ async fn the_admin_token_swaps_policies_and_a_broken_one_is_refused() {
     assert_eq!(r.status(), 200);
     assert_eq!(json(r).await["replaced"], "trap");
     assert!(s.coffer.put("trap", coffer::Content::from_bytes("b", None).unwrap()).await.is_err());
+    let r = c.put(s.objects("trap")).bearer_auth("admin-secret").body("b").send().await.unwrap();
+    assert_eq!(r.status(), 403, "the admin token does not store");
     assert!(s.coffer.put("acme", coffer::Content::from_bytes("b", None).unwrap()).await.is_ok());
     let r = c
         .put(format!("{policies}/trap"))
@@ -1047,4 +1049,74 @@ async fn shutdown_cancels_what_outlives_the_grace_period_and_cleans_up() {
     let answered = upload.await.unwrap();
     assert!(answered.map(|r| !r.status().is_success()).unwrap_or(true), "the cancelled put did not succeed");
     assert_eq!(catalog_rows(s.dir.path()), (1, 0), "nothing half-recorded, its reservation released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_names_policy_refusals_and_trapping_guests_answer_json() {
+    let s = sqlite_server(|c| {
+        c.tenants.insert("strict".into(), [("allowed-content-types".to_string(), "text/plain".to_string())].into());
+        c.tenants.insert(
+            "trap".into(),
+            [("policy".to_string(), crate::sandbox::guest("hostile").display().to_string())].into(),
+        );
+    })
+    .await;
+    for org in ["%20lead", "a%2Fb", &"x".repeat(129)] {
+        let r = client().put(s.objects(org)).body("x").send().await.unwrap();
+        assert_eq!(r.status(), 400, "{org}");
+        assert_eq!(json(r).await["error"], "invalid-input");
+    }
+    let r = client().put(s.objects("strict")).header("content-type", "image/png").body("x").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body = json(r).await;
+    assert_eq!(body["error"], "denied", "a policy refusal is `denied`, not a token's `forbidden`: {body}");
+    let r = client().put(s.objects("strict")).header("content-type", "text/plain").body("x").send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    // The hostile guest traps for organisation "trap".
+    let r = client().put(s.objects("trap")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let body = json(r).await;
+    assert_eq!(body["error"], "policy");
+    assert!(body["message"].as_str().unwrap().contains("trapped"), "{body}");
+    assert!(s.coffer.list("trap", None, 10).await.unwrap().is_empty());
+    assert_eq!(client().put(s.objects("acme")).body("x").send().await.unwrap().status(), 201, "the server goes on");
+}
+
+#[test]
+fn token_new_prints_an_entry_the_server_accepts_and_hash_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args(args)
+            .env_clear()
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out =
+        run(&["token", "new", "--org", "acme", "--name", "bytes \"prod\" \\ 1", "--scopes", "read,link,read"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let token = text.lines().nth(1).unwrap().trim_start_matches("# ").to_string();
+    assert!(token.starts_with("coffer_"), "{text}");
+    assert!(!text.lines().skip(2).any(|l| l.contains(&token)), "the entry must not hold the token: {text}");
+    let file = dir.path().join("coffer.toml");
+    std::fs::write(&file, &text).unwrap();
+    let config = Config::from_file(&file).unwrap();
+    let entry = &config.server.tokens[0];
+    assert_eq!((entry.name.as_str(), entry.org.as_str()), ("bytes \"prod\" \\ 1", "acme"));
+    assert_eq!(entry.scopes, vec![Scope::Read, Scope::Link]);
+    assert_eq!(entry.sha256, token_hash(&token));
+    config.server.validate().unwrap();
+    let hashed = run(&["token", "hash"], &format!("{token}\n"));
+    assert_eq!(String::from_utf8(hashed.stdout).unwrap().trim(), entry.sha256);
+    let empty = run(&["token", "hash"], "");
+    assert_eq!(empty.status.code(), Some(2));
+    let bad = run(&["token", "new", "--org", "acme", "--name", "x", "--scopes", "admin"], "");
+    assert!(!bad.status.success());
 }
