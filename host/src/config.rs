@@ -324,7 +324,7 @@ impl ServerSettings {
     /// Check the tokens: well-formed hashes, valid organisations, scopes,
     /// and no hash given twice.
     pub fn validate(&self) -> Result<()> {
-        let is_hash = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let is_hash = |h: &str| h.parse::<crate::Digest>().is_ok();
         let mut seen = std::collections::HashSet::new();
         if let Some(admin) = &self.admin_token_sha256 {
             if !is_hash(admin) {

@@ -9,10 +9,10 @@
 //! for what it asks is 403.
 
 use axum::http::HeaderMap;
-use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use crate::Digest;
 use crate::config::{Scope, ServerSettings};
 
 /// Who is calling.
@@ -84,7 +84,7 @@ pub struct Tokens {
 
 /// The SHA-256 (hex) configured for `token`.
 pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    Digest::of(token.as_bytes()).to_string()
 }
 
 /// A new random token (256 bits from the OS, URL-safe).
@@ -98,12 +98,8 @@ pub fn new_token() -> crate::Result<String> {
 impl Tokens {
     /// From checked settings ([`ServerSettings::validate`]).
     pub fn new(settings: &ServerSettings) -> Tokens {
-        let decode = |h: &str| {
-            let mut out = [0u8; 32];
-            // Checked by `validate`: 64 hex digits.
-            let _ = hex::decode_to_slice(h, &mut out);
-            out
-        };
+        // Checked by `validate`: digests all.
+        let decode = |h: &str| h.parse::<Digest>().map(|d| *d.as_bytes()).unwrap_or_default();
         let mut entries: Vec<Entry> = settings
             .tokens
             .iter()
@@ -143,7 +139,7 @@ impl Tokens {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let presented = *Digest::of(token.as_bytes()).as_bytes();
         // Every entry is compared, whichever matches: the time taken says
         // nothing about which hash (or how much of one) matched.
         let mut found: Option<&Caller> = None;
