@@ -5,6 +5,7 @@
 //! cargo bench --bench coffer            # the full run (a few minutes)
 //! cargo bench --bench coffer -- --quick # smoke run (CI)
 //! cargo bench --bench coffer -- --guest-only # the policy-decision table alone
+//! cargo bench --bench coffer -- --compare-only # Coffer, direct, object_store, boto3 alone
 //! cargo bench --bench coffer -- --large-only # the large file alone, for profiling
 //! cargo bench --bench coffer -- --catalogs-only # SQLite against PostgreSQL alone
 //! cargo bench --bench coffer -- --http-only # `coffer serve` under wrk alone
@@ -58,7 +59,7 @@ fn plan(quick: bool) -> Plan {
             quick,
             rounds: 1,
             decisions: 200,
-            sizes: vec![(4 << 10, 20), (1 << 20, 4)],
+            sizes: vec![(4 << 10, 20), (1 << 20, 4), (64 << 20, 1)],
             large: 64 << 20,
             sqlite_objects: 50,
         }
@@ -67,7 +68,7 @@ fn plan(quick: bool) -> Plan {
             quick,
             rounds: 3,
             decisions: 5000,
-            sizes: vec![(4 << 10, 300), (1 << 20, 60), (64 << 20, 3)],
+            sizes: vec![(4 << 10, 300), (1 << 20, 60), (64 << 20, 1), (1 << 30, 1)],
             large: 1 << 30,
             sqlite_objects: 1000,
         }
@@ -103,42 +104,121 @@ fn spread(v: &[f64]) -> String {
     format!("{lo:.1}–{hi:.1}")
 }
 
-/// Requests the S3 server has received.
-static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
+/// Requests the S3 server has counted (asked of the server process).
 fn requests() -> u64 {
-    REQUESTS.load(std::sync::atomic::Ordering::SeqCst)
+    use std::io::{Read, Write};
+    let addr = S3_ADDR.get().expect("the S3 server is running");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET /__bench/requests HTTP/1.0\r\nhost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.rsplit("\r\n\r\n").next().unwrap().trim().parse().unwrap()
 }
 
-/// The S3 server: s3s-fs over a temporary folder, on its own thread,
-/// counting requests.
-fn start_s3(root: PathBuf) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(async move {
-            let mut b = s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(&root).unwrap());
-            b.set_auth(s3s::auth::SimpleAuth::from_single(KEY, SECRET));
-            let service = b.build();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            loop {
-                let Ok((socket, _)) = listener.accept().await else { continue };
-                let _ = socket.set_nodelay(true);
-                let inner = service.clone();
-                let counted = hyper::service::service_fn(move |req| {
+static S3_ADDR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The S3 server's process id, for its CPU time.
+static S3_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// The S3 server (s3s-fs over `root`, verifying SigV4), serving in this
+/// process until it is killed; counts the requests it receives and tells
+/// the count at `/__bench/requests`. Prints its address first.
+fn serve_s3(root: PathBuf) {
+    static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let mut b = s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(&root).unwrap());
+        b.set_auth(s3s::auth::SimpleAuth::from_single(KEY, SECRET));
+        let service = b.build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap());
+        let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { continue };
+            let _ = socket.set_nodelay(true);
+            let inner = service.clone();
+            let counted = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let inner = inner.clone();
+                async move {
+                    if req.uri().path() == "/__bench/requests" {
+                        let n = REQUESTS.load(std::sync::atomic::Ordering::SeqCst);
+                        return Ok(hyper::Response::new(s3s::Body::from(n.to_string())));
+                    }
                     REQUESTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    hyper::service::Service::call(&inner, req)
-                });
-                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), counted).into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-        });
+                    hyper::service::Service::call(&inner, req).await
+                }
+            });
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), counted).into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
     });
-    format!("http://{}", rx.recv().unwrap())
+}
+
+/// Kills the S3 server process when the benchmark ends.
+struct S3Server(std::process::Child);
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start the S3 server as a process of its own (this benchmark binary,
+/// run with `--serve-s3`), pinned to the last core, and pin this process
+/// (every client: Coffer, direct, object_store, and the boto3 and `coffer`
+/// processes it starts) to the other cores, so the server's work no longer
+/// competes with the client's. Without `taskset` (or with one core), both
+/// share the machine, and the run says so.
+fn start_s3(root: PathBuf) -> (String, S3Server) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = cores >= 2 && Command::new("taskset").arg("--version").output().is_ok();
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &(cores - 1).to_string()]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let mut child = cmd.arg("--serve-s3").arg(&root).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let addr = line.trim().to_string();
+    S3_ADDR.set(addr.clone()).unwrap();
+    S3_PID.set(child.id()).unwrap();
+    if pinned {
+        let clients = format!("0-{}", cores - 2);
+        let ok = Command::new("taskset")
+            .args(["-a", "-p", "-c", &clients, &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        PLACEMENT
+            .set(if ok {
+                format!("the S3 server pinned to core {}, every client to cores {clients}", cores - 1)
+            } else {
+                "the S3 server pinned to one core; the clients could not be pinned".to_string()
+            })
+            .unwrap();
+    } else {
+        PLACEMENT.set("the S3 server and the clients share the machine's cores (no taskset)".into()).unwrap();
+    }
+    (format!("http://{addr}"), S3Server(child))
+}
+
+/// Where the server and the clients run, for the report.
+static PLACEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The S3 server process's CPU seconds so far.
+fn server_cpu() -> f64 {
+    S3_PID
+        .get()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .and_then(|s| cpu_seconds(&s))
+        .unwrap_or(0.0)
 }
 
 fn s3_config(dir: &Path, endpoint: &str, bucket: &str) -> Config {
@@ -152,50 +232,6 @@ fn s3_config(dir: &Path, endpoint: &str, bucket: &str) -> Config {
     c.s3.endpoint_url = Some(endpoint.into());
     c.s3.bucket = Some(bucket.into());
     c
-}
-
-const BOTO3: &str = r#"
-import json, sys, time
-import boto3
-from botocore.config import Config
-endpoint, key, secret, bucket, size, count, tag = sys.argv[1:8]
-size, count = int(size), int(count)
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
-                  region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
-try:
-    s3.create_bucket(Bucket=bucket)
-except Exception:
-    pass
-bodies = [(tag + str(i)).encode() * (size // len(tag + str(i)) + 1) for i in range(count)]
-bodies = [b[:size] for b in bodies]
-t = time.perf_counter()
-for i, b in enumerate(bodies):
-    s3.put_object(Bucket=bucket, Key=f"{tag}/{i}", Body=b)
-put = time.perf_counter() - t
-t = time.perf_counter()
-for i in range(count):
-    s3.get_object(Bucket=bucket, Key=f"{tag}/{i}")["Body"].read()
-get = time.perf_counter() - t
-print(json.dumps({"put": put, "get": get}))
-"#;
-
-fn boto3(endpoint: &str, bucket: &str, size: usize, count: usize, tag: &str) -> Option<(f64, f64)> {
-    let out = Command::new("python3")
-        .args(["-c", BOTO3, endpoint, KEY, SECRET, bucket, &size.to_string(), &count.to_string(), tag])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("boto3 run failed (pip install boto3): {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    Some((v["put"].as_f64()?, v["get"].as_f64()?))
-}
-
-#[derive(Default)]
-struct Samples {
-    put: Vec<f64>,
-    get: Vec<f64>,
 }
 
 async fn guest_overhead(plan: &Plan, dir: &Path) {
@@ -245,6 +281,235 @@ async fn guest_overhead(plan: &Plan, dir: &Path) {
     );
 }
 
+/// The ways of putting and getting the same bytes that the benchmark
+/// compares.
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    /// Coffer: hash, policy, catalog, signed upload; gets verified.
+    Coffer,
+    /// The same signed requests with Coffer's own S3 client: no guest, no
+    /// catalog (multipart parts in parallel above the threshold).
+    Direct,
+    /// Direct, but one single-stream PUT whatever the size.
+    DirectSingle,
+    /// `object_store`'s `AmazonS3`, what a Rust user would pick instead.
+    ObjectStore,
+    /// boto3, what OpenKAT uses today (a Python process of its own).
+    Boto3,
+}
+
+impl Way {
+    fn name(self) -> &'static str {
+        match self {
+            Way::Coffer => "coffer",
+            Way::Direct => "direct",
+            Way::DirectSingle => "direct, one PUT",
+            Way::ObjectStore => "object_store",
+            Way::Boto3 => "boto3",
+        }
+    }
+}
+
+/// One way's measurements over the rounds: seconds and client CPU seconds.
+#[derive(Default)]
+struct Samples {
+    put: Vec<f64>,
+    get: Vec<f64>,
+    put_cpu: Vec<f64>,
+    get_cpu: Vec<f64>,
+}
+
+/// What one way does with one round's objects: the bytes (small sizes, in
+/// memory) or a file (large ones, streamed).
+enum Data {
+    Memory(Vec<Vec<u8>>),
+    File(PathBuf),
+}
+
+const BOTO3: &str = r#"
+import json, os, resource, sys, time
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+endpoint, key, secret, bucket, size, count, tag, source = sys.argv[1:9]
+size, count = int(size), int(count)
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                  region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+try:
+    s3.create_bucket(Bucket=bucket)
+except Exception:
+    pass
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+if source == "-":
+    bodies = [(tag + str(i)).encode() * (size // len(tag + str(i)) + 1) for i in range(count)]
+    bodies = [b[:size] for b in bodies]
+    t, c = time.perf_counter(), cpu()
+    for i, b in enumerate(bodies):
+        s3.put_object(Bucket=bucket, Key=f"{tag}/{i}", Body=b)
+    put, put_cpu = time.perf_counter() - t, cpu() - c
+    t, c = time.perf_counter(), cpu()
+    for i in range(count):
+        s3.get_object(Bucket=bucket, Key=f"{tag}/{i}")["Body"].read()
+    get, get_cpu = time.perf_counter() - t, cpu() - c
+else:
+    # A large file: the transfer manager (multipart, threads), as users call it.
+    t, c = time.perf_counter(), cpu()
+    s3.upload_file(source, bucket, f"{tag}/0")
+    put, put_cpu = time.perf_counter() - t, cpu() - c
+    t, c = time.perf_counter(), cpu()
+    with open(os.devnull, "wb") as sink:
+        s3.download_fileobj(bucket, f"{tag}/0", sink)
+    get, get_cpu = time.perf_counter() - t, cpu() - c
+    s3.delete_object(Bucket=bucket, Key=f"{tag}/0")
+print(json.dumps({"put": put, "get": get, "put_cpu": put_cpu, "get_cpu": get_cpu}))
+"#;
+
+/// boto3's (put s, get s, put CPU s, get CPU s), measured inside Python.
+fn boto3(endpoint: &str, bucket: &str, size: usize, count: usize, tag: &str, file: Option<&Path>) -> Option<[f64; 4]> {
+    let source = file.map_or("-".to_string(), |f| f.display().to_string());
+    let out = Command::new("python3")
+        .args(["-c", BOTO3, endpoint, KEY, SECRET, bucket, &size.to_string(), &count.to_string(), tag, &source])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("boto3 run failed (pip install boto3): {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some([v["put"].as_f64()?, v["get"].as_f64()?, v["put_cpu"].as_f64()?, v["get_cpu"].as_f64()?])
+}
+
+/// A file of `size` distinct bytes (every 8 MiB block differs).
+fn write_file(path: &Path, size: u64, tag: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let block = payload(8 << 20, tag);
+    let mut written = 0u64;
+    while written < size {
+        let n = (block.len() as u64 - 8).min(size - written) as usize;
+        f.write_all(&block[..n]).unwrap();
+        written += n as u64;
+        if written < size {
+            let stamp = written.to_le_bytes();
+            let m = 8.min((size - written) as usize);
+            f.write_all(&stamp[..m]).unwrap();
+            written += m as u64;
+        }
+    }
+}
+
+/// Drain a stream of chunks, returning the byte count.
+async fn drain<E: std::fmt::Debug>(mut s: impl futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin) -> u64 {
+    let mut n = 0;
+    while let Some(chunk) = s.next().await {
+        n += chunk.unwrap().len() as u64;
+    }
+    n
+}
+
+struct Clients {
+    coffer: Coffer,
+    direct: Arc<S3Store>,
+    single: Arc<S3Store>,
+    object_store: Arc<object_store::aws::AmazonS3>,
+    endpoint: String,
+}
+
+/// One way puts then gets one round's objects: (put s, get s, put CPU s, get CPU s).
+async fn run_way(way: Way, clients: &Clients, data: &Data, size: usize, tag: &str) -> Option<[f64; 4]> {
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let bucket = "bench";
+    if way == Way::Boto3 {
+        let count = match data {
+            Data::Memory(b) => b.len(),
+            Data::File(_) => 1,
+        };
+        let file = match data {
+            Data::File(f) => Some(f.as_path()),
+            Data::Memory(_) => None,
+        };
+        return boto3(&clients.endpoint, "bench-boto3", size, count, tag, file);
+    }
+    let (t, cpu) = (Instant::now(), own_cpu());
+    // What each put left to get back: a digest (Coffer) or a key.
+    let mut keys: Vec<String> = Vec::new();
+    match (way, data) {
+        (Way::Coffer, Data::Memory(bodies)) => {
+            for b in bodies {
+                let c = Content::from_bytes(b.clone(), None).unwrap();
+                keys.push(clients.coffer.put("acme", c).await.unwrap().sha256.to_string());
+            }
+        }
+        (Way::Coffer, Data::File(f)) => {
+            let c = Content::from_path(f, None).await.unwrap();
+            keys.push(clients.coffer.put("acme", c).await.unwrap().sha256.to_string());
+        }
+        (Way::Direct | Way::DirectSingle, _) => {
+            let store = if way == Way::Direct { &clients.direct } else { &clients.single };
+            let file_content = match data {
+                Data::File(f) => vec![Content::from_path(f, None).await.unwrap()],
+                Data::Memory(bodies) => bodies.iter().map(|b| Content::from_bytes(b.clone(), None).unwrap()).collect(),
+            };
+            for (i, c) in file_content.iter().enumerate() {
+                let key = format!("{tag}/{i}");
+                store.put(bucket, &key, c).await.unwrap();
+                keys.push(key);
+            }
+        }
+        (Way::ObjectStore, Data::Memory(bodies)) => {
+            for (i, b) in bodies.iter().enumerate() {
+                let key = format!("os/{tag}/{i}");
+                let payload = object_store::PutPayload::from(bytes::Bytes::from(b.clone()));
+                clients.object_store.put(&object_store::path::Path::from(key.as_str()), payload).await.unwrap();
+                keys.push(key);
+            }
+        }
+        (Way::ObjectStore, Data::File(f)) => {
+            let key = format!("os/{tag}/0");
+            let store: Arc<dyn ObjectStore> = clients.object_store.clone();
+            let mut w = object_store::buffered::BufWriter::new(store, object_store::path::Path::from(key.as_str()));
+            let mut file = tokio::fs::File::open(f).await.unwrap();
+            tokio::io::copy(&mut file, &mut w).await.unwrap();
+            tokio::io::AsyncWriteExt::shutdown(&mut w).await.unwrap();
+            keys.push(key);
+        }
+        (Way::Boto3, _) => unreachable!(),
+    }
+    let (put, put_cpu) = (t.elapsed().as_secs_f64(), own_cpu() - cpu);
+    let (t, cpu) = (Instant::now(), own_cpu());
+    let mut got = 0u64;
+    for key in &keys {
+        got += match way {
+            Way::Coffer => drain(clients.coffer.get("acme", key).await.unwrap().1).await,
+            Way::Direct | Way::DirectSingle => drain(clients.direct.get(bucket, key).await.unwrap()).await,
+            Way::ObjectStore => {
+                let path = object_store::path::Path::from(key.as_str());
+                drain(clients.object_store.get(&path).await.unwrap().into_stream()).await
+            }
+            Way::Boto3 => unreachable!(),
+        };
+    }
+    let (get, get_cpu) = (t.elapsed().as_secs_f64(), own_cpu() - cpu);
+    assert_eq!(got, (size * keys.len()) as u64, "{} got every byte back", way.name());
+    // Large objects are removed again, so a full run fits on a small disk.
+    if matches!(data, Data::File(_)) {
+        for key in &keys {
+            match way {
+                Way::Coffer => {
+                    clients.coffer.delete("acme", key).await.unwrap();
+                }
+                Way::ObjectStore => {
+                    clients.object_store.delete(&object_store::path::Path::from(key.as_str())).await.unwrap()
+                }
+                _ => clients.direct.delete(bucket, key).await.unwrap(),
+            }
+        }
+    }
+    Some([put, get, put_cpu, get_cpu])
+}
+
 async fn throughput(plan: &Plan, dir: &Path, endpoint: &str) {
     let bucket = "bench";
     let coffer = Coffer::open(s3_config(dir, endpoint, bucket)).await.unwrap();
@@ -252,96 +517,112 @@ async fn throughput(plan: &Plan, dir: &Path, endpoint: &str) {
     let direct = Arc::new(S3Store::new(&config.s3).unwrap());
     direct.ensure_container(bucket).await.unwrap();
     direct.ensure_container("bench-boto3").await.unwrap();
+    let mut one_put = config.s3.clone();
+    one_put.multipart_threshold = Some(coffer::backend::s3::MAX_SINGLE_PUT);
+    let single = Arc::new(S3Store::new(&one_put).unwrap());
+    let object_store = Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(endpoint)
+            .with_bucket_name(bucket)
+            .with_access_key_id(KEY)
+            .with_secret_access_key(SECRET)
+            .with_region("us-east-1")
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .unwrap(),
+    );
+    let clients = Clients { coffer, direct, single, object_store, endpoint: endpoint.to_string() };
     println!("\n## Put and get against the same S3 server (medians over {} rounds; spread in brackets)\n", plan.rounds);
-    println!("| size | objects | way | put obj/s | put MB/s | get obj/s | get MB/s |");
-    println!("|---|---:|---|---:|---:|---:|---:|");
+    println!("Placement: {}.\n", PLACEMENT.get().map_or("unknown", |p| p.as_str()));
+    println!(
+        "| size | objects | way | put MB/s | get MB/s | put CPU s/GiB | get CPU s/GiB |\n|---|---:|---|---:|---:|---:|---:|"
+    );
     let mut tag = 0u64;
-    let mut ratios = Vec::new();
+    let mut table = Vec::new();
     for &(size, count) in &plan.sizes {
-        let (mut c, mut d, mut b) = (Samples::default(), Samples::default(), Samples::default());
+        let large = size >= 64 << 20;
+        let mut ways = vec![Way::Coffer, Way::Direct, Way::ObjectStore, Way::Boto3];
+        if size >= 1 << 30 {
+            ways.insert(2, Way::DirectSingle);
+        }
+        let mut samples: Vec<Samples> = ways.iter().map(|_| Samples::default()).collect();
         for round in 0..plan.rounds {
-            // Coffer: hash, policy, signed upload, catalog; get verifies.
             tag += 1;
-            let bodies: Vec<Vec<u8>> = (0..count).map(|i| payload(size, tag * 1_000_000 + i as u64)).collect();
-            let t = Instant::now();
-            let mut shas = Vec::new();
-            for body in &bodies {
-                shas.push(coffer.put("acme", Content::from_bytes(body.clone(), None).unwrap()).await.unwrap().sha256);
-            }
-            c.put.push(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            for sha in &shas {
-                coffer.get_bytes("acme", sha).await.unwrap();
-            }
-            c.get.push(t.elapsed().as_secs_f64());
-
-            // Direct: the same signed requests, no guest, no catalog.
-            tag += 1;
-            let bodies: Vec<Vec<u8>> = (0..count).map(|i| payload(size, tag * 1_000_000 + i as u64)).collect();
-            let t = Instant::now();
-            let mut keys = Vec::new();
-            for body in &bodies {
-                let content = Content::from_bytes(body.clone(), None).unwrap();
-                let key = format!("direct/{}", content.sha256());
-                direct.put(bucket, &key, &content).await.unwrap();
-                keys.push(key);
-            }
-            d.put.push(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            for key in &keys {
-                let mut s = direct.get(bucket, key).await.unwrap();
-                while let Some(chunk) = s.next().await {
-                    chunk.unwrap();
+            // New bytes every round (Coffer would de-duplicate a repeat);
+            // the other ways store them under keys of their own.
+            let data = if large {
+                let f = dir.join(format!("through-{size}.bin"));
+                write_file(&f, size as u64, tag);
+                Data::File(f)
+            } else {
+                Data::Memory((0..count).map(|i| payload(size, tag * 1_000_000 + i as u64)).collect())
+            };
+            // The order of the ways turns every round.
+            for k in 0..ways.len() {
+                let i = (k + round) % ways.len();
+                let label = format!("r{round}s{size}t{tag}w{i}");
+                if let Some([p, g, pc, gc]) = run_way(ways[i], &clients, &data, size, &label).await {
+                    let s = &mut samples[i];
+                    s.put.push(p);
+                    s.get.push(g);
+                    s.put_cpu.push(pc);
+                    s.get_cpu.push(gc);
                 }
             }
-            d.get.push(t.elapsed().as_secs_f64());
-
-            // boto3, what OpenKAT uses today.
-            if let Some((p, g)) = boto3(endpoint, "bench-boto3", size, count, &format!("r{round}s{size}t{tag}")) {
-                b.put.push(p);
-                b.get.push(g);
+            if let Data::File(f) = &data {
+                let _ = std::fs::remove_file(f);
             }
         }
+        let gib = (size * count) as f64 / (1u64 << 30) as f64;
         let mb = (size * count) as f64 / 1e6;
-        let row = |way: &str, s: &mut Samples| -> Option<(f64, f64)> {
+        for (way, s) in ways.iter().zip(&mut samples) {
             if s.put.is_empty() {
-                println!("| {} | {count} | {way} | – | – | – | – |", human(size));
-                return None;
+                println!("| {} | {count} | {} | – | – | – | – |", human(size), way.name());
+                continue;
             }
-            let put_rates: Vec<f64> = s.put.iter().map(|t| count as f64 / t).collect();
-            let get_rates: Vec<f64> = s.get.iter().map(|t| count as f64 / t).collect();
+            let put_rates: Vec<f64> = s.put.iter().map(|t| mb / t).collect();
+            let get_rates: Vec<f64> = s.get.iter().map(|t| mb / t).collect();
             let (p, g) = (median(&mut put_rates.clone()), median(&mut get_rates.clone()));
+            let (pc, gc) = (median(&mut s.put_cpu) / gib, median(&mut s.get_cpu) / gib);
             println!(
-                "| {} | {count} | {way} | {p:.1} ({}) | {:.1} | {g:.1} ({}) | {:.1} |",
+                "| {} | {count} | {} | {p:.1} ({}) | {g:.1} ({}) | {pc:.2} | {gc:.2} |",
                 human(size),
+                way.name(),
                 spread(&put_rates),
-                p * mb / count as f64,
                 spread(&get_rates),
-                g * mb / count as f64
             );
-            Some((p, g))
-        };
-        let cr = row("coffer", &mut c);
-        let dr = row("direct", &mut d);
-        let br = row("boto3", &mut b);
-        ratios.push((size, cr, dr, br));
+            table.push((size, *way, p, g));
+        }
     }
-    println!("\n| size | coffer/direct put | coffer/direct get | coffer/boto3 put | coffer/boto3 get |");
-    println!("|---|---:|---:|---:|---:|");
-    for (size, c, d, b) in ratios {
-        let r = |a: Option<(f64, f64)>, b: Option<(f64, f64)>, get: bool| match (a, b) {
+    println!(
+        "\n| size | coffer/direct put | coffer/direct get | coffer/object_store put | coffer/object_store get | coffer/boto3 put | coffer/boto3 get |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for &(size, _) in &plan.sizes {
+        let rate = |way: Way| table.iter().find(|(s, w, ..)| *s == size && *w == way).map(|&(_, _, p, g)| (p, g));
+        let r = |other: Way, get: bool| match (rate(Way::Coffer), rate(other)) {
             (Some(a), Some(b)) => format!("{:.2}", if get { a.1 / b.1 } else { a.0 / b.0 }),
             _ => "–".into(),
         };
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             human(size),
-            r(c, d, false),
-            r(c, d, true),
-            r(c, b, false),
-            r(c, b, true)
+            r(Way::Direct, false),
+            r(Way::Direct, true),
+            r(Way::ObjectStore, false),
+            r(Way::ObjectStore, true),
+            r(Way::Boto3, false),
+            r(Way::Boto3, true)
         );
     }
+    if let (Some(par), Some(one)) = (
+        table.iter().find(|(s, w, ..)| *s >= 1 << 30 && *w == Way::Coffer),
+        table.iter().find(|(s, w, ..)| *s >= 1 << 30 && *w == Way::DirectSingle),
+    ) {
+        println!("\n1 GiB put, Coffer's parallel parts against one direct single-stream PUT: {:.2}×", par.2 / one.2);
+    }
+    let coffer = &clients.coffer;
 
     println!("\n## Duplicates: putting content that is already stored (1 MiB)\n");
     let (mut first, mut dup, mut hash) = (Vec::new(), Vec::new(), Vec::new());
@@ -375,6 +656,204 @@ async fn throughput(plan: &Plan, dir: &Path, endpoint: &str) {
     println!("| duplicate/first | {:.3} | |", d / f);
 }
 
+/// Where the time of one 4 KiB put and get goes: each step timed alone,
+/// one call at a time, medians in µs. The S3 request is the direct way's
+/// (signing, HTTP, the server); the catalog of a put (reservation and
+/// synced commit) is what remains of Coffer's time after the others.
+async fn small_path(plan: &Plan, dir: &Path, endpoint: &str) {
+    use coffer::catalog::Catalog;
+    let n = if plan.quick { 20 } else { 300 };
+    let bucket = "bench-steps";
+    let config = s3_config(dir, endpoint, bucket);
+    let coffer = Coffer::open(config.clone()).await.unwrap();
+    let direct = S3Store::new(&config.s3).unwrap();
+    direct.ensure_container(bucket).await.unwrap();
+    let catalog = coffer::backend::sqlite::SqliteDb::open(dir.join("bench.db")).await.unwrap();
+    let us = |t: Instant| t.elapsed().as_secs_f64() * 1e6;
+    let (mut hash, mut put, mut get, mut dput, mut dget, mut lookup) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..n {
+        let body = payload(4 << 10, (3 << 40) + i as u64);
+        let t = Instant::now();
+        let content = Content::from_bytes(body.clone(), None).unwrap();
+        hash.push(us(t));
+        let t = Instant::now();
+        let sha = coffer.put("acme", content).await.unwrap().sha256;
+        put.push(us(t));
+        let t = Instant::now();
+        coffer.get_bytes("acme", &sha).await.unwrap();
+        get.push(us(t));
+        let t = Instant::now();
+        catalog.lookup_held("acme", &sha).await.unwrap().unwrap();
+        lookup.push(us(t));
+        let content = Content::from_bytes(body, None).unwrap();
+        let key = format!("steps/{i}");
+        let t = Instant::now();
+        direct.put(bucket, &key, &content).await.unwrap();
+        dput.push(us(t));
+        let t = Instant::now();
+        drain(direct.get(bucket, &key).await.unwrap()).await;
+        dget.push(us(t));
+    }
+    let sha = coffer.put("acme", Content::from_bytes("steps", None).unwrap()).await.unwrap().sha256.to_string();
+    let policy = |put: bool| {
+        let coffer = coffer.clone();
+        let sha = sha.clone();
+        async move {
+            let times = coffer.time_policy_decisions("acme", &sha, n, false, put).await.unwrap();
+            median(&mut times.iter().map(|d| d.as_secs_f64() * 1e6).collect::<Vec<_>>())
+        }
+    };
+    let (policy_put, policy_get) = (policy(true).await, policy(false).await);
+    let (h, p, g, dp, dg, l) = (
+        median(&mut hash),
+        median(&mut put),
+        median(&mut get),
+        median(&mut dput),
+        median(&mut dget),
+        median(&mut lookup),
+    );
+    let share = |x: f64, total: f64| format!("{x:.0} ({:.0} %)", 100.0 * x / total);
+    println!("\n## The 4 KiB path, step by step (medians of {n} calls, µs; share of Coffer's time)\n");
+    println!("| step | put | get |\n|---|---:|---:|");
+    println!("| SHA-256 of 4 KiB (the key; the get's verification) | {} | {} |", share(h, p), share(h, g));
+    println!(
+        "| policy call (fresh instance: placement / authorize) | {} | {} |",
+        share(policy_put, p),
+        share(policy_get, g)
+    );
+    println!("| S3 request (direct: signing, HTTP, the server) | {} | {} |", share(dp, p), share(dg, g));
+    println!(
+        "| catalog (get: the one lookup statement, measured; put: reservation + synced commit, the rest) | {} | {} |",
+        share((p - h - policy_put - dp).max(0.0), p),
+        share(l, g)
+    );
+    println!("| everything else (get: what remains) | – | {} |", share((g - h - policy_get - dg - l).max(0.0), g));
+    println!("| **Coffer, whole** | {p:.0} | {g:.0} |");
+}
+
+/// Instruction counts of 4 KiB puts and gets, per operation, from
+/// callgrind (repeatable whatever else the machine does): each way runs in
+/// a process of its own (this binary with `--count`) three times, with
+/// `n` puts, `2n` puts, and `2n` puts plus `n` gets; the differences are
+/// `n` puts and `n` gets, start-up cancelled out.
+fn instruction_counts(dir: &Path, endpoint: &str) {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("\n## Instructions per 4 KiB operation\n\n(skipped: valgrind is not installed)");
+        return;
+    }
+    let n = 50u64;
+    println!("\n## Instructions per 4 KiB operation (callgrind, all threads of the client process)\n");
+    println!("| way | per put | per get |\n|---|---:|---:|");
+    let mut rows = vec![];
+    for way in ["coffer", "direct", "object_store"] {
+        let mut counts = vec![];
+        // A first run (not counted) compiles the policy for valgrind's
+        // simulated CPU, whose features differ from the real one's, and
+        // caches it, as the runs that count then find it.
+        for (run, (puts, gets)) in [(1, 0), (n, 0), (2 * n, 0), (2 * n, n)].into_iter().enumerate() {
+            let work = dir.join(format!("count-{way}-{run}"));
+            std::fs::create_dir_all(&work).unwrap();
+            let out = Command::new("valgrind")
+                .args(["--tool=callgrind", "--callgrind-out-file=/dev/null", "--trace-children=no"])
+                .arg(std::env::current_exe().unwrap())
+                .args(["--count", way, &puts.to_string(), &gets.to_string(), endpoint])
+                .arg(&work)
+                .env("COFFER_CACHE_DIR", dir.join("cache"))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stderr);
+            let collected =
+                text.lines().find_map(|l| l.split("Collected : ").nth(1)).and_then(|v| v.trim().parse::<f64>().ok());
+            match collected {
+                Some(_) if out.status.success() && run == 0 => {}
+                Some(c) if out.status.success() => counts.push(c),
+                _ => {
+                    eprintln!("callgrind run of {way} failed: {text}");
+                    break;
+                }
+            }
+        }
+        if let [a, b, c] = counts[..] {
+            let (put, get) = ((b - a) / n as f64, (c - b) / n as f64);
+            println!("| {way} | {:.0} k | {:.0} k |", put / 1e3, get / 1e3);
+            rows.push((way, put, get));
+        } else {
+            println!("| {way} | – | – |");
+        }
+    }
+    if let (Some(c), Some(d), Some(o)) = (
+        rows.iter().find(|r| r.0 == "coffer"),
+        rows.iter().find(|r| r.0 == "direct"),
+        rows.iter().find(|r| r.0 == "object_store"),
+    ) {
+        println!(
+            "\nCoffer/direct: {:.2}× the instructions per put, {:.2}× per get; Coffer/object_store: {:.2}× per put, {:.2}× per get.",
+            c.1 / d.1,
+            c.2 / d.2,
+            c.1 / o.1,
+            c.2 / o.2
+        );
+    }
+}
+
+/// The client side of [`instruction_counts`]: `puts` 4 KiB puts and then
+/// `gets` gets of the first of them, one way, on a single-threaded runtime.
+fn count(way: &str, puts: u64, gets: u64, endpoint: &str, work: &Path) {
+    use object_store::ObjectStoreExt;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let bucket = "bench-count";
+        let mut config = s3_config(work, endpoint, bucket);
+        config.cache_dir = std::env::var_os("COFFER_CACHE_DIR").map(PathBuf::from);
+        let bodies: Vec<Vec<u8>> = (0..puts).map(|i| payload(4 << 10, (5 << 40) + i)).collect();
+        match way {
+            "coffer" => {
+                let coffer = Coffer::open(config).await.unwrap();
+                let mut shas = vec![];
+                for b in &bodies {
+                    shas.push(coffer.put("acme", Content::from_bytes(b.clone(), None).unwrap()).await.unwrap().sha256);
+                }
+                for sha in shas.iter().take(gets as usize) {
+                    coffer.get_bytes("acme", sha).await.unwrap();
+                }
+            }
+            "direct" => {
+                let direct = S3Store::new(&config.s3).unwrap();
+                direct.ensure_container(bucket).await.unwrap();
+                for (i, b) in bodies.iter().enumerate() {
+                    direct
+                        .put(bucket, &format!("d/{i}"), &Content::from_bytes(b.clone(), None).unwrap())
+                        .await
+                        .unwrap();
+                }
+                for i in 0..gets {
+                    drain(direct.get(bucket, &format!("d/{i}")).await.unwrap()).await;
+                }
+            }
+            _ => {
+                S3Store::new(&config.s3).unwrap().ensure_container(bucket).await.unwrap();
+                let store = object_store::aws::AmazonS3Builder::new()
+                    .with_endpoint(endpoint)
+                    .with_bucket_name(bucket)
+                    .with_access_key_id(KEY)
+                    .with_secret_access_key(SECRET)
+                    .with_region("us-east-1")
+                    .with_allow_http(true)
+                    .build()
+                    .unwrap();
+                for (i, b) in bodies.iter().enumerate() {
+                    let path = object_store::path::Path::from(format!("o/{i}"));
+                    store.put(&path, object_store::PutPayload::from(bytes::Bytes::from(b.clone()))).await.unwrap();
+                }
+                for i in 0..gets {
+                    let path = object_store::path::Path::from(format!("o/{i}"));
+                    store.get(&path).await.unwrap().bytes().await.unwrap();
+                }
+            }
+        }
+    });
+}
+
 fn human(size: usize) -> String {
     match size {
         s if s >= 1 << 20 => format!("{} MiB", s >> 20),
@@ -391,17 +870,27 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// This process's CPU seconds so far (the in-process S3 server's work is
-/// most of it while the binary runs).
+/// This process's CPU seconds so far: the clients' (the S3 server runs in
+/// a process of its own). Summed over its threads' scheduler statistics
+/// (nanoseconds), not `/proc/self/stat`'s 10 ms ticks, which are too coarse
+/// for a few hundred 4 KiB requests.
 fn own_cpu() -> f64 {
-    std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| cpu_seconds(&s)).unwrap_or(0.0)
+    let ns: u64 = std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    ns as f64 / 1e9
 }
 
 /// Run the binary, sampling its peak RSS and CPU; returns (seconds, peak
-/// KiB, its CPU seconds, this process's CPU seconds meanwhile).
+/// KiB, its CPU seconds, the S3 server's CPU seconds meanwhile).
 fn run_measured(cmd: &mut Command) -> (f64, u64, f64, f64) {
     let t = Instant::now();
-    let server_cpu = own_cpu();
+    let server_before = server_cpu();
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
     let (status_file, stat_file) = (format!("/proc/{}/status", child.id()), format!("/proc/{}/stat", child.id()));
     let (mut peak, mut cpu) = (0, 0.0f64);
@@ -423,7 +912,7 @@ fn run_measured(cmd: &mut Command) -> (f64, u64, f64, f64) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    (t.elapsed().as_secs_f64(), peak, cpu, own_cpu() - server_cpu)
+    (t.elapsed().as_secs_f64(), peak, cpu, server_cpu() - server_before)
 }
 
 fn large_file(plan: &Plan, dir: &Path, endpoint: &str) {
@@ -764,11 +1253,23 @@ fn terminate(child: &mut std::process::Child) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--serve-s3") {
+        serve_s3(PathBuf::from(&args[at + 1]));
+        return;
+    }
+    if let Some(at) = args.iter().position(|a| a == "--count") {
+        let [way, puts, gets, endpoint, work] = &args[at + 1..at + 6] else {
+            panic!("--count WAY PUTS GETS ENDPOINT DIR")
+        };
+        count(way, puts.parse().unwrap(), gets.parse().unwrap(), endpoint, Path::new(work));
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let plan = plan(quick);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("s3")).unwrap();
-    let endpoint = start_s3(dir.path().join("s3"));
+    let (endpoint, _server) = start_s3(dir.path().join("s3"));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!("# Coffer benchmarks{}", if quick { " (quick smoke run)" } else { "" });
     if std::env::args().any(|a| a == "--large-only") {
@@ -780,6 +1281,14 @@ fn main() {
         rt.block_on(catalogs(&plan, dir.path(), &endpoint));
         return;
     }
+    if std::env::args().any(|a| a == "--compare-only") {
+        rt.block_on(throughput(&plan, dir.path(), &endpoint));
+        rt.block_on(small_path(&plan, dir.path(), &endpoint));
+        if !quick {
+            instruction_counts(dir.path(), &endpoint);
+        }
+        return;
+    }
     if std::env::args().any(|a| a == "--http-only") {
         http_load(&plan, dir.path(), &endpoint);
         return;
@@ -789,6 +1298,10 @@ fn main() {
         return;
     }
     rt.block_on(throughput(&plan, dir.path(), &endpoint));
+    rt.block_on(small_path(&plan, dir.path(), &endpoint));
+    if !quick {
+        instruction_counts(dir.path(), &endpoint);
+    }
     large_file(&plan, dir.path(), &endpoint);
     rt.block_on(sqlite(&plan, dir.path()));
     rt.block_on(catalogs(&plan, dir.path(), &endpoint));

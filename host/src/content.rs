@@ -20,6 +20,20 @@ use crate::error::{Error, Result};
 /// Bytes read or written per step while hashing, spooling and storing.
 pub const CHUNK: usize = 256 * 1024;
 
+/// The part size whose digests are recorded while content is hashed (S3's
+/// default part size): a multipart upload in parts of this size needs no
+/// second SHA-256 pass to learn them.
+pub const PART_SIZE: u64 = 8 << 20;
+
+/// Content larger than this (S3's default multipart threshold), or of a
+/// size not known in advance, has its part digests recorded while it is
+/// hashed; smaller content goes up in one request and needs none.
+pub const PARTS_ABOVE: u64 = 64 << 20;
+
+/// Content that would need more parts of [`PART_SIZE`] than S3 allows
+/// (10,000) goes up in larger parts: no digests are recorded for it.
+const MAX_RECORDED_PARTS: usize = 10_000;
+
 /// Most bytes a policy may peek at.
 pub const MAX_PEEK: usize = 4096;
 
@@ -113,6 +127,72 @@ struct ContentInner {
     sha256: Digest,
     size: u64,
     content_type: String,
+    /// Digests of every [`PART_SIZE`] part, recorded in the same pass
+    /// that computed `sha256` (large content read from a file only).
+    parts: Option<Vec<PartDigest>>,
+}
+
+/// One part of content: its SHA-256, which the part is signed with and the
+/// S3 server verifies (what keeps a file changed after it was hashed from
+/// being stored under the old key), and its CRC32C, which Coffer checks as
+/// the part goes out, at a fraction of a SHA-256 pass: an accidental change
+/// breaks the upload on the client too, even on a server that ignored the
+/// signed digest. CRC32C is no defence against a deliberate change; the
+/// server's SHA-256 check is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartDigest {
+    pub sha256: Digest,
+    pub crc32c: u32,
+    pub len: u64,
+}
+
+/// Hashes content as it streams in: the whole, and (when asked) every
+/// [`PART_SIZE`] part, in one pass over the bytes.
+struct Hasher {
+    whole: Sha256,
+    size: u64,
+    parts: Option<(Vec<PartDigest>, Sha256, u32, u64)>,
+}
+
+impl Hasher {
+    fn new(record_parts: bool) -> Hasher {
+        Hasher { whole: Sha256::new(), size: 0, parts: record_parts.then(|| (Vec::new(), Sha256::new(), 0, 0)) }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        self.whole.update(bytes);
+        self.size += bytes.len() as u64;
+        let Some((done, sha, crc, len)) = &mut self.parts else { return };
+        while !bytes.is_empty() {
+            let take = (PART_SIZE - *len).min(bytes.len() as u64) as usize;
+            let (head, rest) = bytes.split_at(take);
+            sha.update(head);
+            *crc = crc32c::crc32c_append(*crc, head);
+            *len += take as u64;
+            bytes = rest;
+            if *len == PART_SIZE {
+                let sha256 = Digest::from_hasher(std::mem::take(sha));
+                done.push(PartDigest { sha256, crc32c: std::mem::take(crc), len: std::mem::take(len) });
+                if done.len() >= MAX_RECORDED_PARTS {
+                    // Too large for S3 parts of this size: the upload will
+                    // use larger ones, so stop paying for these.
+                    self.parts = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// (digest, size, part digests).
+    fn finish(self) -> (Digest, u64, Option<Vec<PartDigest>>) {
+        let parts = self.parts.map(|(mut done, sha, crc, len)| {
+            if len > 0 {
+                done.push(PartDigest { sha256: Digest::from_hasher(sha), crc32c: crc, len });
+            }
+            done
+        });
+        (Digest::from_hasher(self.whole), self.size, parts)
+    }
 }
 
 /// Check a content type: `type/subtype` with optional parameters, ASCII
@@ -146,6 +226,7 @@ impl Content {
             size: bytes.len() as u64,
             content_type: normalize_content_type(content_type)?,
             source: Source::Memory(bytes),
+            parts: None,
         })))
     }
 
@@ -156,15 +237,20 @@ impl Content {
         let path = path.as_ref().to_path_buf();
         let content_type = normalize_content_type(content_type)?;
         let p = path.clone();
-        let (sha256, size) = tokio::task::spawn_blocking(move || {
+        let (sha256, size, parts) = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&p).map_err(|e| open_error(&p, e))?;
-            if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            let meta = file.metadata().map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+            if meta.is_dir() {
                 return Err(Error::InvalidInput(format!("{} is a directory, not a file", p.display())));
             }
-            hash_reader(file, std::io::sink()).map_err(|e| Error::io(format!("reading {}", p.display()), e))
+            // Not a regular file (a FIFO, a device): its size says nothing.
+            let record_parts =
+                !meta.is_file() || (meta.len() > PARTS_ABOVE && meta.len() <= MAX_RECORDED_PARTS as u64 * PART_SIZE);
+            hash_reader(file, std::io::sink(), record_parts)
+                .map_err(|e| Error::io(format!("reading {}", p.display()), e))
         })
         .await??;
-        Ok(Content(Arc::new(ContentInner { source: Source::File(path), sha256, size, content_type })))
+        Ok(Content(Arc::new(ContentInner { source: Source::File(path), sha256, size, content_type, parts })))
     }
 
     /// Content from a reader that can be read only once (standard input, a
@@ -177,17 +263,19 @@ impl Content {
         spool_dir: Option<PathBuf>,
     ) -> Result<Content> {
         let content_type = normalize_content_type(content_type)?;
-        let (path, sha256, size) = tokio::task::spawn_blocking(move || {
+        let (path, sha256, size, parts) = tokio::task::spawn_blocking(move || {
             let dir = spool_dir.unwrap_or_else(std::env::temp_dir);
             let spool = tempfile::NamedTempFile::new_in(&dir)
                 .map_err(|e| Error::io(format!("creating a spool file in {}", dir.display()), e))?;
             let mut writer = std::io::BufWriter::with_capacity(CHUNK, spool);
-            let (sha256, size) = hash_reader(reader, &mut writer).map_err(|e| Error::io("spooling input", e))?;
+            // The size is not known in advance: record the parts.
+            let (sha256, size, parts) =
+                hash_reader(reader, &mut writer, true).map_err(|e| Error::io("spooling input", e))?;
             let spool = writer.into_inner().map_err(|e| Error::io("spooling input", e.into_error()))?;
-            Ok::<_, Error>((spool.into_temp_path(), sha256, size))
+            Ok::<_, Error>((spool.into_temp_path(), sha256, size, parts))
         })
         .await??;
-        Ok(Content(Arc::new(ContentInner { source: Source::Spooled(path), sha256, size, content_type })))
+        Ok(Content(Arc::new(ContentInner { source: Source::Spooled(path), sha256, size, content_type, parts })))
     }
 
     /// Content from a stream (another store's object, for `coffer migrate`
@@ -204,8 +292,6 @@ impl Content {
         /// In memory up to this (and never more than this much is collected).
         const IN_MEMORY_MAX: u64 = 4 << 20;
         let content_type = normalize_content_type(content_type)?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
         if size_hint <= IN_MEMORY_MAX {
             let mut buf = Vec::with_capacity(size_hint as usize);
             while let Some(chunk) = stream.next().await {
@@ -225,19 +311,16 @@ impl Content {
             .map_err(|e| Error::io(format!("creating a spool file in {}", dir.display()), e))?;
         let (file, path) = spool.into_parts();
         let mut file = tokio::io::BufWriter::with_capacity(CHUNK, tokio::fs::File::from_std(file));
+        // Past 10,000 parts the hasher stops recording by itself.
+        let mut hasher = Hasher::new(size_hint > PARTS_ABOVE);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             hasher.update(&chunk);
-            size += chunk.len() as u64;
             tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await.map_err(|e| Error::io("spooling input", e))?;
         }
         tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| Error::io("spooling input", e))?;
-        Ok(Content(Arc::new(ContentInner {
-            source: Source::Spooled(path),
-            sha256: Digest::from_hasher(hasher),
-            size,
-            content_type,
-        })))
+        let (sha256, size, parts) = hasher.finish();
+        Ok(Content(Arc::new(ContentInner { source: Source::Spooled(path), sha256, size, content_type, parts })))
     }
 
     /// Whether the bytes are held in memory (and so cannot change).
@@ -299,12 +382,18 @@ impl Content {
         }
     }
 
-    /// Hash the `len` bytes from `offset` (fewer at the end), feeding them
-    /// to `whole` as well; return the part's hex SHA-256 and its length.
-    /// For multipart uploads: the part is hashed here and streamed by
-    /// [`Content::stream_range`], so no part is ever held in memory.
-    /// Blocking: call it off the async runtime.
-    pub fn hash_range(&self, offset: u64, len: u64, whole: &mut Sha256) -> Result<(String, u64)> {
+    /// The digests recorded for parts of `part_size` bytes while the
+    /// content was hashed, if it was hashed with that part size.
+    pub fn parts(&self, part_size: u64) -> Option<&[PartDigest]> {
+        self.0.parts.as_deref().filter(|_| part_size == PART_SIZE)
+    }
+
+    /// Digest the `len` bytes from `offset` (fewer at the end), feeding
+    /// them to `whole` as well: for multipart uploads in parts other than
+    /// the recorded ones ([`Content::parts`]). The caller compares `whole`
+    /// with the content's digest at the end, which proves these are the
+    /// bytes that were hashed. Blocking: call it off the async runtime.
+    pub fn part_digest(&self, offset: u64, len: u64, whole: &mut Sha256) -> Result<PartDigest> {
         let reader: Box<dyn Read + Send> = match (&self.0.source, self.path()) {
             (Source::Memory(b), _) => {
                 let mut cursor = std::io::Cursor::new(b.clone());
@@ -319,39 +408,44 @@ impl Content {
             }
             (_, None) => unreachable!("only memory content has no path"),
         };
-        let mut part = Sha256::new();
+        let (mut sha, mut crc, mut read) = (Sha256::new(), 0u32, 0u64);
         let mut buf = vec![0u8; CHUNK];
         let mut reader = reader.take(len);
-        let mut read = 0u64;
         loop {
             let n = read_full(&mut reader, &mut buf).map_err(|e| Error::io("reading content", e))?;
             if n == 0 {
                 break;
             }
-            part.update(&buf[..n]);
+            sha.update(&buf[..n]);
             whole.update(&buf[..n]);
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
             read += n as u64;
         }
-        Ok((hex::encode(part.finalize()), read))
+        Ok(PartDigest { sha256: Digest::from_hasher(sha), crc32c: crc, len: read })
     }
 
-    /// The `len` bytes from `offset` as a stream, for one part of an upload.
-    pub async fn stream_range(&self, offset: u64, len: u64) -> Result<ByteStream> {
-        match (&self.0.source, self.path()) {
+    /// The bytes of `part` (which starts at `offset`) as a stream, for one
+    /// part of an upload, checked against the part's CRC32C and length as
+    /// they go: the chunk that completes the part is held back until the
+    /// check passes, so a part whose bytes changed since they were digested
+    /// never reaches the server whole.
+    pub async fn stream_part(&self, offset: u64, part: PartDigest) -> Result<ByteStream> {
+        let raw: ByteStream = match (&self.0.source, self.path()) {
             (Source::Memory(b), _) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
-                let end = start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)).min(b.len());
-                Ok(Box::pin(futures_util::stream::iter([Ok(b.slice(start..end))])))
+                let end = start.saturating_add(usize::try_from(part.len).unwrap_or(usize::MAX)).min(b.len());
+                Box::pin(futures_util::stream::iter([Ok(b.slice(start..end))]))
             }
             (_, Some(p)) => {
                 use tokio::io::{AsyncReadExt, AsyncSeekExt};
                 let mut file = tokio::fs::File::open(p).await.map_err(|e| open_error(p, e))?;
                 file.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| Error::io("reading content", e))?;
-                let chunks = tokio_util::io::ReaderStream::with_capacity(file.take(len), CHUNK);
-                Ok(Box::pin(chunks.map(|r| r.map_err(|e| Error::io("reading content", e)))))
+                let chunks = tokio_util::io::ReaderStream::with_capacity(file.take(part.len), CHUNK);
+                Box::pin(chunks.map(|r| r.map_err(|e| Error::io("reading content", e))))
             }
             (_, None) => unreachable!("only memory content has no path"),
-        }
+        };
+        Ok(check_crc(raw, part))
     }
 
     /// Read the bytes in [`CHUNK`]s, handing each to `sink`, and fail with
@@ -405,10 +499,14 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// Hash everything `reader` yields, copying it to `copy`.
-fn hash_reader(mut reader: impl Read, mut copy: impl Write) -> std::io::Result<(Digest, u64)> {
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+/// Hash everything `reader` yields (and its [`PART_SIZE`] parts, if
+/// `record_parts`), copying it to `copy`.
+fn hash_reader(
+    mut reader: impl Read,
+    mut copy: impl Write,
+    record_parts: bool,
+) -> std::io::Result<(Digest, u64, Option<Vec<PartDigest>>)> {
+    let mut hasher = Hasher::new(record_parts);
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = read_full(&mut reader, &mut buf)?;
@@ -417,10 +515,44 @@ fn hash_reader(mut reader: impl Read, mut copy: impl Write) -> std::io::Result<(
         }
         hasher.update(&buf[..n]);
         copy.write_all(&buf[..n])?;
-        size += n as u64;
     }
     copy.flush()?;
-    Ok((Digest::from_hasher(hasher), size))
+    Ok(hasher.finish())
+}
+
+/// Pass `stream` through, checking it against `part`'s CRC32C and length;
+/// the chunk that completes the part is held back until the check passes
+/// (as [`verify_stream`] does with a digest).
+fn check_crc(stream: ByteStream, part: PartDigest) -> ByteStream {
+    let state = (stream, 0u32, 0u64, false);
+    Box::pin(futures_util::stream::unfold(state, move |(mut inner, mut crc, mut seen, done)| async move {
+        if done {
+            return None;
+        }
+        let changed = |detail: String| Error::Integrity(format!("the input changed after it was hashed: {detail}"));
+        match inner.next().await {
+            Some(Ok(chunk)) => {
+                crc = crc32c::crc32c_append(crc, &chunk);
+                seen += chunk.len() as u64;
+                if seen > part.len {
+                    return Some((
+                        Err(changed(format!("a part is longer than its {} bytes", part.len))),
+                        (inner, crc, seen, true),
+                    ));
+                }
+                if seen == part.len && crc != part.crc32c {
+                    let e = changed(format!("a part's CRC32C is {crc:08x}, recorded as {:08x}", part.crc32c));
+                    return Some((Err(e), (inner, crc, seen, true)));
+                }
+                Some((Ok(chunk), (inner, crc, seen, false)))
+            }
+            Some(Err(e)) => Some((Err(e), (inner, crc, seen, true))),
+            None if seen < part.len => {
+                Some((Err(changed(format!("a part has {seen} of its {} bytes", part.len))), (inner, crc, seen, true)))
+            }
+            None => None,
+        }
+    }))
 }
 
 /// Pass `stream` through, hashing it. The chunk that completes the
@@ -515,6 +647,56 @@ mod tests {
         std::fs::write(&path, b"after!").unwrap();
         let err = content.read_verified(|_| Ok(())).unwrap_err();
         assert!(matches!(err, Error::Integrity(_)), "{err}");
+    }
+
+    #[test]
+    fn parts_are_recorded_in_the_same_pass_across_chunk_boundaries() {
+        let data: Vec<u8> = (0..(2 * PART_SIZE + 12345)).map(|i| (i % 251) as u8).collect();
+        // Odd chunk sizes, so parts end inside chunks.
+        for chunk in [1000, CHUNK, 3 << 20] {
+            let mut h = Hasher::new(true);
+            for piece in data.chunks(chunk) {
+                h.update(piece);
+            }
+            let (sha, size, parts) = h.finish();
+            assert_eq!((sha, size), (Digest::of(&data), data.len() as u64));
+            let parts = parts.unwrap();
+            let want: Vec<PartDigest> = data
+                .chunks(PART_SIZE as usize)
+                .map(|p| PartDigest { sha256: Digest::of(p), crc32c: crc32c::crc32c(p), len: p.len() as u64 })
+                .collect();
+            assert_eq!(parts, want, "chunks of {chunk}");
+        }
+        // A whole number of parts leaves no empty part at the end.
+        let mut h = Hasher::new(true);
+        h.update(&data[..PART_SIZE as usize]);
+        assert_eq!(h.finish().2.unwrap().len(), 1);
+        let mut h = Hasher::new(false);
+        h.update(&data);
+        assert_eq!(h.finish().2, None);
+    }
+
+    #[tokio::test]
+    async fn check_crc_holds_back_the_last_chunk_of_a_changed_part() {
+        let data = vec![9u8; 5000];
+        let part = PartDigest { sha256: Digest::of(&data), crc32c: crc32c::crc32c(&data), len: 5000 };
+        let chunks = |d: &[u8]| -> ByteStream {
+            let v: Vec<Result<Bytes>> = d.chunks(1000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+            Box::pin(futures_util::stream::iter(v))
+        };
+        let good: Vec<_> = check_crc(chunks(&data), part).collect().await;
+        assert_eq!(good.len(), 5);
+        assert!(good.iter().all(|r| r.is_ok()));
+        let mut bad = data.clone();
+        bad[4500] = 0;
+        let got: Vec<_> = check_crc(chunks(&bad), part).collect().await;
+        assert_eq!(got.len(), 5, "four chunks, then the error in place of the fifth");
+        assert!(got[..4].iter().all(|r| r.is_ok()));
+        assert!(matches!(&got[4], Err(Error::Integrity(m)) if m.contains("CRC32C")));
+        let short: Vec<_> = check_crc(chunks(&data[..4000]), part).collect().await;
+        assert!(matches!(short.last(), Some(Err(Error::Integrity(m))) if m.contains("4000 of its 5000")));
+        let long: Vec<_> = check_crc(chunks(&[data.as_slice(), b"x"].concat()), part).collect().await;
+        assert!(matches!(long.last(), Some(Err(Error::Integrity(m))) if m.contains("longer")));
     }
 
     #[tokio::test]

@@ -265,6 +265,29 @@ async fn catalog_conformance(cat: &dyn Catalog) {
     assert_eq!(cat.claims("acme").await.unwrap(), vec![ns("b", "acme/")]);
     assert_eq!(cat.claims("evil").await.unwrap().len(), 2);
 
+    // A read's tenant-boundary check, folded into the lookup: a record is
+    // held only where its own organisation claims (a prefix by bytes, not
+    // a name that merely starts alike; never another organisation's claim).
+    for (backend, org, container, name, held) in [
+        (BackendKind::S3, "acme", "b", "acme/in", true),
+        // The same container and prefix on the other backend: not the claim.
+        (BackendKind::Database, "acme", "b", "acme/db", false),
+        (BackendKind::S3, "acme", "b", "acmex/out", false),
+        (BackendKind::S3, "acme", "c", "out", false),
+        (BackendKind::S3, "acme", "d", "nobody", false),
+        (BackendKind::S3, "evil", "c", "in", true),
+        (BackendKind::S3, "evil", "b", "acme/other", false),
+    ] {
+        let sha = Digest::of(format!("{org} {container} {name}").as_bytes());
+        let at = Location { backend, container: container.into(), name: name.into() };
+        let p = pending(org, sha, &at);
+        cat.reserve(&p).await.unwrap();
+        cat.commit(Some(&p.token), &record(org, sha, &at)).await.unwrap();
+        let found = cat.lookup_held(org, &sha).await.unwrap().map(|(r, h)| (r.location, h));
+        assert_eq!(found, Some((at, held)), "{org} {container}/{name}");
+    }
+    assert_eq!(cat.lookup_held("acme", &Digest::of(b"none")).await.unwrap(), None);
+
     // Adopted in place: refused where anyone holds a claim (its own
     // organisation's too); again for the same is fine; afterwards no claim
     // may overlap it, and its records' bytes are never tombstoned.
@@ -281,6 +304,14 @@ async fn catalog_conformance(cat: &dyn Catalog) {
     let p = pending("acme", sha, &at);
     assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
     cat.commit(Some(&p.token), &record("acme", sha, &at)).await.unwrap();
+    assert!(cat.lookup_held("acme", &sha).await.unwrap().unwrap().1, "adopted: held for reading");
+    // Another organisation's record inside acme's adopted namespace is not held.
+    let planted = Digest::of(b"planted");
+    let inside = Location { backend: BackendKind::S3, container: "rt".into(), name: planted.to_string() };
+    let p = pending("evil", planted, &inside);
+    assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+    cat.commit(Some(&p.token), &record("evil", planted, &inside)).await.unwrap();
+    assert!(!cat.lookup_held("evil", &planted).await.unwrap().unwrap().1, "another organisation's adoption");
     let lease = Lease { token: Token::new(), secs: 60 };
     let (_, tombstone) = cat.remove("acme", &sha, &lease).await.unwrap().expect("removed");
     assert_eq!(tombstone, None, "another system's bytes are never deleted");

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use coffer::backend::Disposition;
+use coffer::backend::{BlobStore, Disposition};
 use coffer::{Coffer, Content, Digest, Error};
 
 use crate::support::{data, objects_on_server, s3_coffer, s3_config, unique_bucket};
@@ -114,6 +114,86 @@ async fn a_file_changed_during_a_multipart_upload_is_aborted_and_not_recorded() 
     assert!(matches!(err, Error::Integrity(_)), "{err}");
     assert!(objects_on_server(&bucket).is_empty());
     assert!(coffer.list("acme", None, 10).await.unwrap().is_empty());
+}
+
+/// Coffer on `bucket` with multipart above 6 MiB in parts of the size
+/// whose digests `Content` records while hashing (8 MiB).
+async fn recorded_parts_coffer(dir: &std::path::Path, bucket: &str) -> Coffer {
+    let mut config = s3_config(dir, Some(bucket), None);
+    config.s3.multipart_threshold = Some(6 << 20);
+    config.s3.part_size = Some(coffer::content::PART_SIZE);
+    Coffer::open(config).await.unwrap()
+}
+
+/// A large file's part digests are recorded while it is hashed (one
+/// SHA-256 pass for the key and the parts), and the upload uses them.
+#[tokio::test]
+async fn a_large_file_goes_up_in_the_parts_recorded_while_hashing() {
+    let bucket = unique_bucket("recorded");
+    let dir = tempfile::tempdir().unwrap();
+    let coffer = recorded_parts_coffer(dir.path(), &bucket).await;
+    let path = dir.path().join("big.bin");
+    let bytes = data((coffer::content::PARTS_ABOVE + (3 << 20) + 7) as usize, 21);
+    std::fs::write(&path, &bytes).unwrap();
+    let content = Content::from_path(&path, None).await.unwrap();
+    let parts = content.parts(coffer::content::PART_SIZE).expect("parts recorded while hashing").to_vec();
+    assert_eq!(parts.len(), 9);
+    for (i, part) in parts.iter().enumerate() {
+        let at = i * coffer::content::PART_SIZE as usize;
+        let slice = &bytes[at..(at + part.len as usize)];
+        assert_eq!(part.sha256, coffer::Digest::of(slice), "part {i}");
+        assert_eq!(part.crc32c, crc32c::crc32c(slice), "part {i}");
+    }
+    assert!(content.parts(5 << 20).is_none(), "recorded for one part size only");
+    let info = coffer.put("acme", content).await.unwrap();
+    assert_eq!(objects_on_server(&bucket), vec![info.key.clone()]);
+    let out = dir.path().join("back.bin");
+    coffer.get_to_path("acme", &info.sha256.to_string(), &out).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == bytes);
+}
+
+/// A byte changed after hashing (same size, so only the bytes tell) is
+/// caught while its part goes out, whether in the middle or in the last
+/// part; a file cut short is caught too. Nothing is stored or recorded,
+/// and no upload is left open.
+#[tokio::test]
+async fn a_file_changed_after_hashing_is_caught_while_its_recorded_parts_go_out() {
+    let bucket = unique_bucket("recorded-changed");
+    let dir = tempfile::tempdir().unwrap();
+    let coffer = recorded_parts_coffer(dir.path(), &bucket).await;
+    let size = (coffer::content::PARTS_ABOVE + (1 << 20)) as usize;
+    let path = dir.path().join("big.bin");
+    for (what, at) in [("middle", size / 2), ("last part", size - 1), ("cut short", 0)] {
+        let bytes = data(size, 22);
+        std::fs::write(&path, &bytes).unwrap();
+        let content = Content::from_path(&path, None).await.unwrap();
+        assert!(content.parts(coffer::content::PART_SIZE).is_some());
+        if what == "cut short" {
+            std::fs::write(&path, &bytes[..size - 100]).unwrap();
+        } else {
+            let mut changed = bytes.clone();
+            changed[at] ^= 0x20;
+            std::fs::write(&path, &changed).unwrap();
+        }
+        let err = coffer.put("acme", content).await.unwrap_err();
+        assert!(matches!(&err, Error::Integrity(m) if m.contains("changed")), "{what}: {err}");
+        assert!(objects_on_server(&bucket).is_empty(), "{what}");
+        assert!(coffer.list("acme", None, 10).await.unwrap().is_empty(), "{what}");
+    }
+    let s3 = coffer::backend::s3::S3Store::new(&s3_config(dir.path(), Some(&bucket), None).s3).unwrap();
+    assert!(s3.incomplete_uploads(&bucket).await.unwrap().is_empty(), "every upload was aborted");
+
+    // A file that grew after hashing: the recorded parts are sent as they
+    // were hashed (every part is read to its recorded length), so the
+    // object is the hashed bytes. (Digesting parts again, as with other
+    // part sizes, would read the grown last part and refuse the put.)
+    let bytes = data(size, 23);
+    std::fs::write(&path, &bytes).unwrap();
+    let content = Content::from_path(&path, None).await.unwrap();
+    std::fs::write(&path, [bytes.as_slice(), b"appended later"].concat()).unwrap();
+    let info = coffer.put("acme", content).await.unwrap();
+    assert_eq!(info.sha256, Digest::of(&bytes));
+    assert!(coffer.get_bytes("acme", &info.sha256).await.unwrap() == bytes);
 }
 
 #[tokio::test]

@@ -208,6 +208,16 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// This organisation's record for `sha256`.
     async fn lookup(&self, org: &str, sha256: &Digest) -> Result<Option<Record>>;
 
+    /// [`Catalog::lookup`], and whether the record's location lies in a
+    /// namespace its organisation claims or adopted, in one statement: the
+    /// tenant-boundary check of a read costs no round trip of its own.
+    /// `false` means "not shown here", and the caller takes the slow path
+    /// ([`crate::catalog::namespace::Boundaries`]); the default says so for
+    /// every record.
+    async fn lookup_held(&self, org: &str, sha256: &Digest) -> Result<Option<(Record, bool)>> {
+        Ok(self.lookup(org, sha256).await?.map(|r| (r, false)))
+    }
+
     /// This organisation's records in digest order, after `after`.
     async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>>;
 

@@ -340,6 +340,11 @@ impl store::HostContent for CallState {
         self.spend_host_call()?;
         let content = self.table.get(&this)?.0.clone();
         let _host = self.clock.in_host();
+        // Bytes in memory are copied here; only a file is read off the
+        // runtime's threads.
+        if content.in_memory() {
+            return Ok(content.peek(max_len as usize)?);
+        }
         let peeked = tokio::task::spawn_blocking(move || content.peek(max_len as usize)).await??;
         Ok(peeked)
     }

@@ -215,6 +215,19 @@ impl Catalog for PgDb {
         all(self.query(&sql, &[&org, &sha256.to_string()]).await?, record_from).map(|mut v| v.pop())
     }
 
+    async fn lookup_held(&self, org: &str, sha256: &Digest) -> Result<Option<(Record, bool)>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS},
+                    EXISTS (SELECT 1 FROM claims c WHERE c.org = objects.org AND c.backend = objects.backend
+                            AND c.container = objects.container AND starts_with(objects.name, c.prefix))
+                 OR EXISTS (SELECT 1 FROM adopted a WHERE a.org = objects.org AND a.backend = objects.backend
+                            AND a.container = objects.container AND starts_with(objects.name, a.prefix))
+             FROM objects WHERE org = $1 AND sha256 = $2"
+        );
+        all(self.query(&sql, &[&org, &sha256.to_string()]).await?, |r| Ok((record_from(r)?, r.get::<_, bool>(9))))
+            .map(|mut v| v.pop())
+    }
+
     async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>> {
         let after = after.map(|d| d.to_string()).unwrap_or_default();
         let limit = limit.min(i64::MAX as usize) as i64;

@@ -31,7 +31,7 @@ use self::error::{Op, S3ErrorBody, parse_error, transport_error};
 use self::sign::{EMPTY_SHA256, Signer, encode, encode_key};
 use super::{BackendKind, BlobEntry, BlobMeta, BlobStore, Disposition, IncompleteUpload};
 use crate::config::S3Settings;
-use crate::content::{ByteStream, Content, Digest, verify_stream};
+use crate::content::{ByteStream, Content, Digest, PartDigest, verify_stream};
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 
@@ -87,12 +87,11 @@ enum Payload<'a> {
     Empty,
     Bytes(Bytes, String),
     Content(&'a Content),
-    /// `len` bytes from `offset` of the content, with their hex SHA-256.
-    Range {
+    /// One part of the content, starting at `offset`.
+    Part {
         content: &'a Content,
         offset: u64,
-        len: u64,
-        sha256: String,
+        part: PartDigest,
     },
 }
 
@@ -102,7 +101,7 @@ impl Payload<'_> {
             Payload::Empty => EMPTY_SHA256.to_string(),
             Payload::Bytes(_, sha) => sha.clone(),
             Payload::Content(c) => c.sha256().to_string(),
-            Payload::Range { sha256, .. } => sha256.clone(),
+            Payload::Part { part, .. } => part.sha256.to_string(),
         }
     }
 
@@ -121,10 +120,10 @@ impl Payload<'_> {
                 let stream = verify_stream(c.stream().await?, c.sha256(), c.size(), what);
                 (reqwest::Body::wrap_stream(stream), c.size())
             }
-            Payload::Range { content, offset, len, sha256 } => {
-                let what = "the input changed after it was hashed".to_string();
-                let stream = verify_stream(content.stream_range(*offset, *len).await?, sha256.parse()?, *len, what);
-                (reqwest::Body::wrap_stream(stream), *len)
+            // Checked against the part's CRC32C as it goes out; the server
+            // verifies its SHA-256 (the signed payload digest).
+            Payload::Part { content, offset, part } => {
+                (reqwest::Body::wrap_stream(content.stream_part(*offset, *part).await?), part.len)
             }
         })
     }

@@ -159,10 +159,16 @@ impl S3Store {
         }
     }
 
-    /// Upload the parts: each is hashed in order (the whole re-hashed on
-    /// the way, so content changed since it was hashed is caught before
-    /// completion), then streamed from the content, at most
-    /// [`PART_CONCURRENCY`] in flight. No part is held in memory.
+    /// Upload the parts, at most [`PART_CONCURRENCY`] in flight, each
+    /// streamed from the content (no part is held in memory) and signed
+    /// with its SHA-256, which the server verifies. The part digests are
+    /// the ones recorded when the content was hashed, when it was hashed in
+    /// parts of this size ([`Content::parts`]): the bytes are then read
+    /// once more, to send them, and checked against each part's CRC32C on
+    /// the way, so content changed since it was hashed is caught on the
+    /// client too. Otherwise each part is digested first, in order, with
+    /// the whole re-hashed on the way so a change is caught before
+    /// completion.
     async fn upload_parts(
         &self,
         bucket: &str,
@@ -172,26 +178,36 @@ impl S3Store {
         part_size: u64,
     ) -> Result<Vec<(u32, String)>> {
         let url = self.url(bucket, Some(key), "");
-        let mut whole = Some(Sha256::new());
+        let recorded = content.parts(part_size);
+        let mut whole = recorded.is_none().then(Sha256::new);
         let mut etags = Vec::new();
         let mut in_flight = FuturesUnordered::new();
         let mut offset = 0u64;
         let mut number = 0u32;
         loop {
             number += 1;
-            let c = content.clone();
-            let mut hasher = whole.take().expect("hasher present between parts");
-            let (sha256, read, hasher) = tokio::task::spawn_blocking(move || {
-                let (sha, read) = c.hash_range(offset, part_size, &mut hasher)?;
-                Ok::<_, Error>((sha, read, hasher))
-            })
-            .await??;
-            whole = Some(hasher);
-            let payload = Payload::Range { content, offset, len: read, sha256 };
-            // A file that shrank since it was hashed ends early; the digest
-            // check below reports it.
-            let last = read < part_size;
-            offset += read;
+            let part = match (recorded, whole.take()) {
+                (Some(parts), _) => match parts.get(number as usize - 1) {
+                    Some(part) => *part,
+                    None => break,
+                },
+                (None, Some(mut hasher)) => {
+                    let c = content.clone();
+                    let (part, hasher) = tokio::task::spawn_blocking(move || {
+                        let part = c.part_digest(offset, part_size, &mut hasher)?;
+                        Ok::<_, Error>((part, hasher))
+                    })
+                    .await??;
+                    whole = Some(hasher);
+                    part
+                }
+                (None, None) => unreachable!("the hasher is present between parts"),
+            };
+            let payload = Payload::Part { content, offset, part };
+            // A file that shrank since it was hashed ends early; the checks
+            // below report it.
+            let last = part.len < part_size;
+            offset += part.len;
             let part_url = format!("{url}?partNumber={number}&uploadId={upload_id}");
             in_flight.push(async move {
                 let op = Op { name: "UploadPart", bucket, key: Some(key) };
@@ -209,11 +225,19 @@ impl S3Store {
         while let Some(done) = in_flight.next().await {
             etags.push(done?);
         }
-        let got = hex::encode(whole.expect("hasher present").finalize());
-        if got != content.sha256().to_string() || offset != content.size() {
+        if let Some(whole) = whole {
+            let got = hex::encode(whole.finalize());
+            if got != content.sha256().to_string() {
+                return Err(Error::Integrity(format!(
+                    "the input changed while it was being uploaded: hashed as {}, read as {got}",
+                    content.sha256()
+                )));
+            }
+        }
+        if offset != content.size() {
             return Err(Error::Integrity(format!(
-                "the input changed while it was being uploaded: hashed as {}, read as {got}",
-                content.sha256()
+                "the input changed while it was being uploaded: hashed as {} bytes, read as {offset}",
+                content.size()
             )));
         }
         etags.sort_by_key(|(n, _)| *n);

@@ -208,6 +208,24 @@ impl Catalog for SqliteDb {
         self.with_conn(move |conn| lookup_on(conn, &o, &s)).await
     }
 
+    async fn lookup_held(&self, org: &str, sha256: &Digest) -> Result<Option<(Record, bool)>> {
+        let (o, s) = (org.to_string(), sha256.to_string());
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS},
+                        EXISTS (SELECT 1 FROM claims c WHERE c.org = objects.org AND c.backend = objects.backend
+                                AND c.container = objects.container
+                                AND substr(objects.name, 1, length(c.prefix)) = c.prefix)
+                     OR EXISTS (SELECT 1 FROM adopted a WHERE a.org = objects.org AND a.backend = objects.backend
+                                AND a.container = objects.container
+                                AND substr(objects.name, 1, length(a.prefix)) = a.prefix)
+                 FROM objects WHERE org = ?1 AND sha256 = ?2"
+            ))?;
+            Ok(collect(&mut stmt, params![o, s], |r| Ok((record_from(r)?, r.get::<_, bool>(9)?)))?.pop())
+        })
+        .await
+    }
+
     async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>> {
         let (o, a) = (org.to_string(), after.map(|d| d.to_string()).unwrap_or_default());
         self.with_conn(move |conn| {
