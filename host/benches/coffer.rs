@@ -409,6 +409,21 @@ async fn drain<E: std::fmt::Debug>(mut s: impl futures_util::Stream<Item = Resul
     n
 }
 
+/// object_store's S3 client for `bucket` on the benchmark's server (path
+/// style, plain HTTP, the same credentials as every other way).
+fn object_store_client(endpoint: &str, bucket: &str) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_bucket_name(bucket)
+        .with_access_key_id(KEY)
+        .with_secret_access_key(SECRET)
+        .with_region("us-east-1")
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .unwrap()
+}
+
 struct Clients {
     coffer: Coffer,
     direct: Arc<S3Store>,
@@ -520,18 +535,7 @@ async fn throughput(plan: &Plan, dir: &Path, endpoint: &str) {
     let mut one_put = config.s3.clone();
     one_put.multipart_threshold = Some(coffer::backend::s3::MAX_SINGLE_PUT);
     let single = Arc::new(S3Store::new(&one_put).unwrap());
-    let object_store = Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(endpoint)
-            .with_bucket_name(bucket)
-            .with_access_key_id(KEY)
-            .with_secret_access_key(SECRET)
-            .with_region("us-east-1")
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false)
-            .build()
-            .unwrap(),
-    );
+    let object_store = Arc::new(object_store_client(endpoint, bucket));
     let clients = Clients { coffer, direct, single, object_store, endpoint: endpoint.to_string() };
     println!("\n## Put and get against the same S3 server (medians over {} rounds; spread in brackets)\n", plan.rounds);
     println!("Placement: {}.\n", PLACEMENT.get().map_or("unknown", |p| p.as_str()));
@@ -832,15 +836,7 @@ fn count(way: &str, puts: u64, gets: u64, endpoint: &str, work: &Path) {
             }
             _ => {
                 S3Store::new(&config.s3).unwrap().ensure_container(bucket).await.unwrap();
-                let store = object_store::aws::AmazonS3Builder::new()
-                    .with_endpoint(endpoint)
-                    .with_bucket_name(bucket)
-                    .with_access_key_id(KEY)
-                    .with_secret_access_key(SECRET)
-                    .with_region("us-east-1")
-                    .with_allow_http(true)
-                    .build()
-                    .unwrap();
+                let store = object_store_client(endpoint, bucket);
                 for (i, b) in bodies.iter().enumerate() {
                     let path = object_store::path::Path::from(format!("o/{i}"));
                     store.put(&path, object_store::PutPayload::from(bytes::Bytes::from(b.clone()))).await.unwrap();
@@ -917,18 +913,7 @@ fn run_measured(cmd: &mut Command) -> (f64, u64, f64, f64) {
 
 fn large_file(plan: &Plan, dir: &Path, endpoint: &str) {
     let file = dir.join("large.bin");
-    {
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-        let block = payload(8 << 20, 77);
-        let mut written = 0;
-        while written < plan.large {
-            f.write_all(&block[..(block.len() as u64).min(plan.large - written) as usize]).unwrap();
-            // Vary each block so parts differ.
-            f.write_all(&written.to_le_bytes()).unwrap();
-            written += block.len() as u64 + 8;
-        }
-    }
+    write_file(&file, plan.large, 77);
     let size = std::fs::metadata(&file).unwrap().len();
     let t = Instant::now();
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
