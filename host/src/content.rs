@@ -146,6 +146,14 @@ pub struct PartDigest {
     pub len: u64,
 }
 
+/// Whether hashing content of `size` bytes (`None`: not known in advance)
+/// records its parts: only where an upload would use them. Content of
+/// unknown size that turns out to need more than [`MAX_RECORDED_PARTS`]
+/// parts stops being recorded as it passes that ([`Hasher::update`]).
+fn record_parts(size: Option<u64>) -> bool {
+    size.is_none_or(|n| n > PARTS_ABOVE && n <= MAX_RECORDED_PARTS as u64 * PART_SIZE)
+}
+
 /// Hashes content as it streams in: the whole, and (when asked) every
 /// [`PART_SIZE`] part, in one pass over the bytes.
 struct Hasher {
@@ -244,9 +252,7 @@ impl Content {
                 return Err(Error::InvalidInput(format!("{} is a directory, not a file", p.display())));
             }
             // Not a regular file (a FIFO, a device): its size says nothing.
-            let record_parts =
-                !meta.is_file() || (meta.len() > PARTS_ABOVE && meta.len() <= MAX_RECORDED_PARTS as u64 * PART_SIZE);
-            hash_reader(file, std::io::sink(), record_parts)
+            hash_reader(file, std::io::sink(), record_parts(meta.is_file().then_some(meta.len())))
                 .map_err(|e| Error::io(format!("reading {}", p.display()), e))
         })
         .await??;
@@ -268,9 +274,8 @@ impl Content {
             let spool = tempfile::NamedTempFile::new_in(&dir)
                 .map_err(|e| Error::io(format!("creating a spool file in {}", dir.display()), e))?;
             let mut writer = std::io::BufWriter::with_capacity(CHUNK, spool);
-            // The size is not known in advance: record the parts.
             let (sha256, size, parts) =
-                hash_reader(reader, &mut writer, true).map_err(|e| Error::io("spooling input", e))?;
+                hash_reader(reader, &mut writer, record_parts(None)).map_err(|e| Error::io("spooling input", e))?;
             let spool = writer.into_inner().map_err(|e| Error::io("spooling input", e.into_error()))?;
             Ok::<_, Error>((spool.into_temp_path(), sha256, size, parts))
         })
@@ -311,8 +316,7 @@ impl Content {
             .map_err(|e| Error::io(format!("creating a spool file in {}", dir.display()), e))?;
         let (file, path) = spool.into_parts();
         let mut file = tokio::io::BufWriter::with_capacity(CHUNK, tokio::fs::File::from_std(file));
-        // Past 10,000 parts the hasher stops recording by itself.
-        let mut hasher = Hasher::new(size_hint > PARTS_ABOVE);
+        let mut hasher = Hasher::new(record_parts((size_hint != u64::MAX).then_some(size_hint)));
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             hasher.update(&chunk);
@@ -674,6 +678,17 @@ mod tests {
         let mut h = Hasher::new(false);
         h.update(&data);
         assert_eq!(h.finish().2, None);
+    }
+
+    #[test]
+    fn parts_are_recorded_only_where_an_upload_would_use_them() {
+        let most = MAX_RECORDED_PARTS as u64 * PART_SIZE;
+        assert!(record_parts(None), "size unknown in advance");
+        assert!(!record_parts(Some(0)));
+        assert!(!record_parts(Some(PARTS_ABOVE)), "one PUT up to the threshold");
+        assert!(record_parts(Some(PARTS_ABOVE + 1)));
+        assert!(record_parts(Some(most)));
+        assert!(!record_parts(Some(most + 1)), "would need larger parts");
     }
 
     #[tokio::test]
