@@ -234,6 +234,33 @@ async fn a_completion_answered_200_with_an_error_document_is_retried() {
     multipart_with(Fault::OkWithError).await;
 }
 
+/// A large file in the parts recorded while it was hashed, through a
+/// network that breaks two of them: a part reset mid-body and a part
+/// answered 500 are sent again, each retry reading the part from the file
+/// once more and checking it against its recorded CRC32C, and the object
+/// comes back whole with nothing left over.
+#[tokio::test]
+async fn recorded_parts_broken_on_the_way_are_sent_again() {
+    let proxy = FaultProxy::start();
+    let bucket = unique_bucket("recorded-faults");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_via(&proxy, dir.path(), &bucket);
+    config.s3.part_size = Some(coffer::content::PART_SIZE);
+    let coffer = Coffer::open(config).await.unwrap();
+    let path = dir.path().join("big.bin");
+    let bytes = data((coffer::content::PARTS_ABOVE + (2 << 20) + 3) as usize, 33);
+    std::fs::write(&path, &bytes).unwrap();
+    let content = Content::from_path(&path, None).await.unwrap();
+    assert!(content.parts(coffer::content::PART_SIZE).is_some(), "the recorded parts are used");
+    proxy.once(Op::UploadPart, 1, Fault::ResetMidBody);
+    proxy.once(Op::UploadPart, 4, Fault::Refuse(500, "InternalError"));
+    let info = coffer.put("acme", content).await.unwrap();
+    assert_eq!(proxy.injected().len(), 2, "{:?}", proxy.injected());
+    assert_eq!(proxy.seen(Op::UploadPart), 9 + 2, "nine parts, two of them twice");
+    assert!(coffer.get_bytes("acme", &info.sha256).await.unwrap() == bytes);
+    assert_clean(&coffer, dir.path(), &bucket, &["acme"]).await;
+}
+
 /// S3 refuses every DELETE: `rm` removes the record (nothing can read it
 /// any more), says the bytes stay until gc, exits 6; once S3 is back and
 /// the lease has run out, gc deletes them.
