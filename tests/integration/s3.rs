@@ -78,11 +78,11 @@ async fn a_wrong_secret_is_refused_with_a_hint() {
     assert!(coffer.list("acme", None, 10).await.unwrap().is_empty(), "no record for a failed upload");
 }
 
-/// Coffer on `bucket` with multipart above 6 MiB, in 5 MiB parts.
-async fn multipart_coffer(dir: &std::path::Path, bucket: &str) -> Coffer {
+/// Coffer on `bucket` with multipart above 6 MiB, in parts of `part_size`.
+async fn multipart_coffer(dir: &std::path::Path, bucket: &str, part_size: u64) -> Coffer {
     let mut config = s3_config(dir, Some(bucket), None);
     config.s3.multipart_threshold = Some(6 << 20);
-    config.s3.part_size = Some(5 << 20);
+    config.s3.part_size = Some(part_size);
     Coffer::open(config).await.unwrap()
 }
 
@@ -90,13 +90,25 @@ async fn multipart_coffer(dir: &std::path::Path, bucket: &str) -> Coffer {
 async fn large_files_go_up_in_parts_and_come_back_whole() {
     let bucket = unique_bucket("multipart");
     let dir = tempfile::tempdir().unwrap();
-    let coffer = multipart_coffer(dir.path(), &bucket).await;
+    let coffer = multipart_coffer(dir.path(), &bucket, 5 << 20).await;
     let path = dir.path().join("big.bin");
     let bytes = data(13 * 1024 * 1024 + 5, 13);
     std::fs::write(&path, &bytes).unwrap();
     let info = coffer.put_path("acme", &path, None).await.unwrap();
-    assert_eq!(objects_on_server(&bucket), vec![info.key.clone()]);
-    let out = dir.path().join("back.bin");
+    stored_once_and_read_back(&coffer, &bucket, &info, &bytes, dir.path()).await;
+}
+
+/// `info` is the one object in `bucket`, and reading it back to a file
+/// gives `bytes`.
+async fn stored_once_and_read_back(
+    coffer: &Coffer,
+    bucket: &str,
+    info: &coffer::ObjectInfo,
+    bytes: &[u8],
+    dir: &std::path::Path,
+) {
+    assert_eq!(objects_on_server(bucket), vec![info.key.clone()]);
+    let out = dir.join("back.bin");
     coffer.get_to_path("acme", &info.sha256.to_string(), &out).await.unwrap();
     assert!(std::fs::read(&out).unwrap() == bytes);
 }
@@ -105,7 +117,7 @@ async fn large_files_go_up_in_parts_and_come_back_whole() {
 async fn a_file_changed_during_a_multipart_upload_is_aborted_and_not_recorded() {
     let bucket = unique_bucket("abort");
     let dir = tempfile::tempdir().unwrap();
-    let coffer = multipart_coffer(dir.path(), &bucket).await;
+    let coffer = multipart_coffer(dir.path(), &bucket, 5 << 20).await;
     let path = dir.path().join("big.bin");
     std::fs::write(&path, data(11 << 20, 14)).unwrap();
     let content = Content::from_path(&path, None).await.unwrap();
@@ -116,22 +128,13 @@ async fn a_file_changed_during_a_multipart_upload_is_aborted_and_not_recorded() 
     assert!(coffer.list("acme", None, 10).await.unwrap().is_empty());
 }
 
-/// Coffer on `bucket` with multipart above 6 MiB in parts of the size
-/// whose digests `Content` records while hashing (8 MiB).
-async fn recorded_parts_coffer(dir: &std::path::Path, bucket: &str) -> Coffer {
-    let mut config = s3_config(dir, Some(bucket), None);
-    config.s3.multipart_threshold = Some(6 << 20);
-    config.s3.part_size = Some(coffer::content::PART_SIZE);
-    Coffer::open(config).await.unwrap()
-}
-
 /// A large file's part digests are recorded while it is hashed (one
 /// SHA-256 pass for the key and the parts), and the upload uses them.
 #[tokio::test]
 async fn a_large_file_goes_up_in_the_parts_recorded_while_hashing() {
     let bucket = unique_bucket("recorded");
     let dir = tempfile::tempdir().unwrap();
-    let coffer = recorded_parts_coffer(dir.path(), &bucket).await;
+    let coffer = multipart_coffer(dir.path(), &bucket, coffer::content::PART_SIZE).await;
     let path = dir.path().join("big.bin");
     let bytes = data((coffer::content::PARTS_ABOVE + (3 << 20) + 7) as usize, 21);
     std::fs::write(&path, &bytes).unwrap();
@@ -146,10 +149,7 @@ async fn a_large_file_goes_up_in_the_parts_recorded_while_hashing() {
     }
     assert!(content.parts(5 << 20).is_none(), "recorded for one part size only");
     let info = coffer.put("acme", content).await.unwrap();
-    assert_eq!(objects_on_server(&bucket), vec![info.key.clone()]);
-    let out = dir.path().join("back.bin");
-    coffer.get_to_path("acme", &info.sha256.to_string(), &out).await.unwrap();
-    assert!(std::fs::read(&out).unwrap() == bytes);
+    stored_once_and_read_back(&coffer, &bucket, &info, &bytes, dir.path()).await;
 }
 
 /// A byte changed after hashing (same size, so only the bytes tell) is
@@ -160,7 +160,7 @@ async fn a_large_file_goes_up_in_the_parts_recorded_while_hashing() {
 async fn a_file_changed_after_hashing_is_caught_while_its_recorded_parts_go_out() {
     let bucket = unique_bucket("recorded-changed");
     let dir = tempfile::tempdir().unwrap();
-    let coffer = recorded_parts_coffer(dir.path(), &bucket).await;
+    let coffer = multipart_coffer(dir.path(), &bucket, coffer::content::PART_SIZE).await;
     let size = (coffer::content::PARTS_ABOVE + (1 << 20)) as usize;
     let path = dir.path().join("big.bin");
     for (what, at) in [("middle", size / 2), ("last part", size - 1), ("cut short", 0)] {
