@@ -85,6 +85,7 @@ impl Lifecycle {
                         lifecycle: self.clone(),
                         pending,
                         may_have_written: false,
+                        pinned: false,
                         settled: false,
                     });
                 }
@@ -116,6 +117,73 @@ impl Lifecycle {
                 }
             }
         }
+    }
+
+    /// `org`'s name `name` in container `container`, with a pin on its
+    /// bytes: a pending reference taken in the same transaction as the
+    /// name was read, marked alive while the pin lives, so the bytes stay
+    /// readable even if the name is deleted or replaced meanwhile. Dropping
+    /// the pin releases it, and deletes the bytes if nothing else refers
+    /// to them by then.
+    pub async fn pin_named(
+        self: &Arc<Self>,
+        org: &str,
+        container: &str,
+        name: &str,
+    ) -> Result<Option<(super::named::Named, Pin)>> {
+        let Some((named, pending)) = self.catalog.pin_named(org, container, name, &Token::new()).await? else {
+            return Ok(None);
+        };
+        let (catalog, token) = (self.catalog.clone(), pending.token.clone());
+        let heartbeat = tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+            loop {
+                tick.tick().await;
+                if let Err(e) = catalog.touch(&token, crate::now_secs()).await {
+                    tracing::warn!(error = %e, "could not mark an open value's pin alive");
+                }
+            }
+        });
+        let reservation =
+            Reservation { lifecycle: self.clone(), pending, may_have_written: false, pinned: true, settled: false };
+        Ok(Some((named, Pin { _reservation: reservation, heartbeat })))
+    }
+
+    /// Drop names (see [`Catalog::drop_names`]) and delete the bytes that
+    /// left unreferenced. `None` if the container does not exist.
+    pub async fn drop_names(
+        &self,
+        org: &str,
+        container: &str,
+        which: super::named::Names<'_>,
+    ) -> Result<Option<usize>> {
+        let (lease, asked) = (self.lease(), Instant::now());
+        let Some(tombstones) = self.catalog.drop_names(org, container, which, &lease).await? else {
+            return Ok(None);
+        };
+        self.finish_all(&tombstones, asked).await?;
+        Ok(Some(tombstones.len()))
+    }
+
+    /// Finish each of `tombstones` (all granted by one transaction sent at
+    /// `asked`); the first failure is returned once all were tried, saying
+    /// that `coffer gc` deletes what is left.
+    pub async fn finish_all(&self, tombstones: &[Tombstone], asked: Instant) -> Result<()> {
+        let mut first = None;
+        for t in tombstones {
+            if let Err(e) = self.finish(t, asked).await {
+                tracing::warn!(location = %t.location, error = %e, "could not delete unreferenced bytes; coffer gc will");
+                first.get_or_insert(Error::Backend {
+                    message: format!(
+                        "the names are changed, but the bytes at {} could not be deleted yet ({e}); `coffer gc` deletes them",
+                        t.location
+                    ),
+                    retryable: false,
+                    source: Some(Box::new(e)),
+                });
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Turn `reservation` into `record`; with no reservation (the policy
@@ -251,6 +319,17 @@ impl Lifecycle {
         self.release_if(pending, Some(cutoff), true).await
     }
 
+    /// Drop the pin `pending`: its location held committed bytes when it
+    /// was taken, so they are deleted without a look if nothing else
+    /// refers to them any more.
+    async fn unpin(&self, pending: &Pending) -> Result<()> {
+        let (lease, asked) = (self.lease(), Instant::now());
+        if let Released::Released(Some(t)) = self.catalog.release(&pending.token, None, Some(&lease)).await? {
+            self.finish(&t, asked).await?;
+        }
+        Ok(())
+    }
+
     async fn release_if(
         &self,
         pending: &Pending,
@@ -289,13 +368,34 @@ pub struct Reservation {
     lifecycle: Arc<Lifecycle>,
     pending: Pending,
     may_have_written: bool,
+    /// A pin on committed bytes ([`Lifecycle::pin_named`]), not a put's.
+    pinned: bool,
     settled: bool,
+}
+
+/// A pin on a name's bytes ([`Lifecycle::pin_named`]): they stay until it
+/// is dropped.
+#[derive(Debug)]
+pub struct Pin {
+    _reservation: Reservation,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
 }
 
 impl Reservation {
     /// The reserved location.
     pub fn location(&self) -> &Location {
         &self.pending.location
+    }
+
+    /// The reservation's token.
+    pub fn token(&self) -> &Token {
+        &self.pending.token
     }
 
     /// Note that the put may have written bytes at the location.
@@ -362,6 +462,14 @@ impl Drop for Reservation {
         let lifecycle = self.lifecycle.clone();
         let pending = self.pending.clone();
         let written = self.may_have_written;
+        if self.pinned {
+            crate::cleanup::cleanups().spawn("releasing the pin of a closed value", async move {
+                if let Err(e) = lifecycle.unpin(&pending).await {
+                    tracing::warn!(location = %pending.location, error = %e, "could not release a pin; coffer gc will");
+                }
+            });
+            return;
+        }
         crate::cleanup::cleanups().spawn("releasing a cancelled put's reservation", async move {
             if let Err(e) = lifecycle.release(&pending, written).await {
                 tracing::warn!(location = %pending.location, error = %e, "could not release a cancelled put's reservation; coffer gc will");

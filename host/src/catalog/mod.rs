@@ -8,8 +8,8 @@
 //!   tombstone → delete bytes → clear for a delete.
 //!
 //! The rules every implementation keeps, each inside one transaction:
-//! 1. A tombstone is created only for a location with no record and no
-//!    pending reference, outside every namespace adopted in place (another
+//! 1. A tombstone is created only for a location with no record, no name
+//!    (see `named.rs`) and no pending reference, outside every namespace adopted in place (another
 //!    system's bytes), and while it exists no reservation is granted.
 //! 2. A record is created only by committing a pending reference that still
 //!    exists (or is already there).
@@ -29,8 +29,10 @@ use crate::content::Digest;
 use crate::error::Result;
 
 pub mod lifecycle;
+pub mod named;
 pub mod namespace;
 
+use self::named::{Copied, Named, NamedCommitted, Names};
 use self::namespace::{Claimed, Namespace};
 
 /// One organisation's reference to stored content.
@@ -312,8 +314,96 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// pending reference or a tombstone.
     async fn referenced(&self, backend: BackendKind, container: &str, names: &[String]) -> Result<HashSet<String>>;
 
+    // Named objects (`named.rs`, the `wasi:blobstore` host). A catalog
+    // that does not keep them says so.
+
+    /// Create `org`'s container `container`; false if it already existed.
+    async fn create_container(&self, org: &str, container: &str) -> Result<bool> {
+        let _ = (org, container);
+        Err(no_names())
+    }
+
+    /// When `org`'s container `container` was created, if it exists.
+    async fn container(&self, org: &str, container: &str) -> Result<Option<u64>> {
+        let _ = (org, container);
+        Err(no_names())
+    }
+
+    /// The name `name` in `org`'s container `container`.
+    async fn named(&self, org: &str, container: &str, name: &str) -> Result<Option<Named>> {
+        let _ = (org, container, name);
+        Err(no_names())
+    }
+
+    /// The names in `org`'s container `container` in name order, after
+    /// `after`; `None` if the container does not exist.
+    async fn list_named(&self, org: &str, container: &str, after: &str, limit: usize) -> Result<Option<Vec<Named>>> {
+        let _ = (org, container, after, limit);
+        Err(no_names())
+    }
+
+    /// Point `named` (its organisation, container and name) at the content
+    /// the reservation `token` holds, or with no token at the location of
+    /// the organisation's own record of the content, in one transaction:
+    /// the reservation is gone, and a name it replaces is dropped, its
+    /// location tombstoned on `lease`'s terms if that left it unreferenced.
+    async fn commit_named(&self, token: Option<&Token>, named: &Named, lease: &Lease) -> Result<NamedCommitted> {
+        let _ = (token, named, lease);
+        Err(no_names())
+    }
+
+    /// Drop `which` names of `org`'s container `container` in one
+    /// transaction, tombstoning on `lease`'s terms every location that left
+    /// unreferenced; `None` if the container does not exist.
+    async fn drop_names(
+        &self,
+        org: &str,
+        container: &str,
+        which: Names<'_>,
+        lease: &Lease,
+    ) -> Result<Option<Vec<Tombstone>>> {
+        let _ = (org, container, which, lease);
+        Err(no_names())
+    }
+
+    /// Point `to` (container, name) at what `from` names, in one
+    /// transaction, and with `remove_source` drop `from` (a move): no byte
+    /// is copied. A destination it replaces is dropped, its location
+    /// tombstoned on `lease`'s terms if that left it unreferenced.
+    async fn copy_named(
+        &self,
+        org: &str,
+        from: (&str, &str),
+        to: (&str, &str),
+        remove_source: bool,
+        lease: &Lease,
+    ) -> Result<Copied> {
+        let _ = (org, from, to, remove_source, lease);
+        Err(no_names())
+    }
+
+    /// The name `name` in `org`'s container `container`, and, in the same
+    /// transaction, a pending reference `pending` (whose location and
+    /// content are taken from the name) that keeps its bytes until it is
+    /// released, whatever happens to the name meanwhile.
+    async fn pin_named(
+        &self,
+        org: &str,
+        container: &str,
+        name: &str,
+        token: &Token,
+    ) -> Result<Option<(Named, Pending)>> {
+        let _ = (org, container, name, token);
+        Err(no_names())
+    }
+
     /// Every container of `backend` a reservation has ever named (kept, so
     /// gc still scans a bucket whose only put crashed), and those records
     /// and tombstones name.
     async fn containers(&self, backend: BackendKind) -> Result<Vec<String>>;
+}
+
+/// What a catalog without named objects answers.
+fn no_names() -> crate::Error {
+    crate::Error::Unsupported("this catalog does not keep named objects (wasi:blobstore)".into())
 }

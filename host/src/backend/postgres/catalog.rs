@@ -8,8 +8,9 @@
 //! when its COMMIT went through and only the answer was lost: a repeat
 //! finds its own work (the reservation under its token, the tombstone
 //! under its lease's token) and answers as the first attempt would have.
-//! The one that cannot (a record's removal: the record is gone) reports
-//! the doubt instead of guessing.
+//! The ones that cannot (a record's removal: the record is gone; a name
+//! committed, copied, moved or dropped: what it replaced or dropped is
+//! gone) report the doubt instead of guessing.
 
 use std::collections::HashSet;
 
@@ -20,6 +21,7 @@ use tokio_postgres::{IsolationLevel, Row};
 
 use super::PgDb;
 use crate::backend::{BackendKind, Location};
+use crate::catalog::named::{Copied, Named, NamedCommitted, Names};
 use crate::catalog::namespace::{Claimed, Holding, Namespace};
 use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token, Tombstone};
 use crate::content::Digest;
@@ -28,6 +30,7 @@ use crate::error::{Error, PgTransient, Result, pg_transient};
 const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at, parked";
 const PENDING_COLUMNS: &str = "token, org, sha256, size, backend, container, name, created_at, touched_at";
 const TOMBSTONE_COLUMNS: &str = "backend, container, name, token, created_at, lease_until";
+const NAMED_COLUMNS: &str = "org, space, object, sha256, size, content_type, backend, container, name, created_at";
 
 /// The server's clock, in whole seconds since the Unix epoch (the start
 /// of the transaction).
@@ -74,6 +77,19 @@ fn tombstone_from(r: &Row) -> Result<Tombstone> {
     })
 }
 
+fn named_from(r: &Row) -> Result<Named> {
+    Ok(Named {
+        org: r.get(0),
+        container: r.get(1),
+        name: r.get(2),
+        sha256: digest(r.get(3))?,
+        size: r.get::<_, i64>(4) as u64,
+        content_type: r.get(5),
+        location: location(r, 6)?,
+        created_at: r.get::<_, i64>(9) as u64,
+    })
+}
+
 fn all<T>(rows: Vec<Row>, map: fn(&Row) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(map).collect()
 }
@@ -116,6 +132,83 @@ async fn pending_in(tx: &Transaction<'_>, token: &Token) -> Result<Option<Pendin
     all(tx.query(&stmt, &[&token.as_str()]).await?, pending_from).map(|mut v| v.pop())
 }
 
+/// Record the reservation `p`, made and touched now (the server's clock;
+/// `p`'s own times are not used): as stored.
+async fn insert_pending(tx: &Transaction<'_>, p: &Pending) -> Result<Pending> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO pending ({PENDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, {NOW}, {NOW})
+             RETURNING {PENDING_COLUMNS}"
+        ))
+        .await?;
+    let (sha, size, at) = (p.sha256.to_string(), p.size as i64, &p.location);
+    let params: [&(dyn ToSql + Sync); 7] =
+        [&p.token.as_str(), &p.org, &sha, &size, &at.backend.as_str(), &at.container, &at.name];
+    pending_from(&tx.query_one(&stmt, &params).await?)
+}
+
+/// The server's clock in `tx` (the start of the transaction).
+async fn now_in(tx: &Transaction<'_>) -> Result<u64> {
+    let stmt = tx.prepare_cached(&format!("SELECT {NOW}")).await?;
+    Ok(tx.query_one(&stmt, &[]).await?.get::<_, i64>(0) as u64)
+}
+
+async fn named_in(tx: &Transaction<'_>, org: &str, space: &str, object: &str) -> Result<Option<Named>> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {NAMED_COLUMNS} FROM named_objects WHERE org = $1 AND space = $2 AND object = $3"
+        ))
+        .await?;
+    all(tx.query(&stmt, &[&org, &space, &object]).await?, named_from).map(|mut v| v.pop())
+}
+
+async fn container_exists(tx: &Transaction<'_>, org: &str, space: &str) -> Result<bool> {
+    let stmt =
+        tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM named_containers WHERE org = $1 AND space = $2)").await?;
+    Ok(tx.query_one(&stmt, &[&org, &space]).await?.get(0))
+}
+
+/// Write the name `n`, replacing what it named before; the location that
+/// left unreferenced is tombstoned on `lease`'s terms.
+async fn put_name(tx: &Transaction<'_>, n: &Named, lease: &Lease) -> Result<Option<Tombstone>> {
+    let old = named_in(tx, &n.org, &n.container, &n.name).await?;
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO named_objects ({NAMED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (org, space, object) DO UPDATE SET
+                 sha256 = EXCLUDED.sha256, size = EXCLUDED.size, content_type = EXCLUDED.content_type,
+                 backend = EXCLUDED.backend, container = EXCLUDED.container, name = EXCLUDED.name,
+                 created_at = EXCLUDED.created_at"
+        ))
+        .await?;
+    let (sha, size, created, at) = (n.sha256.to_string(), n.size as i64, n.created_at as i64, &n.location);
+    let params: [&(dyn ToSql + Sync); 10] = [
+        &n.org,
+        &n.container,
+        &n.name,
+        &sha,
+        &size,
+        &n.content_type,
+        &at.backend.as_str(),
+        &at.container,
+        &at.name,
+        &created,
+    ];
+    tx.execute(&stmt, &params).await?;
+    match old {
+        Some(old) if old.location != n.location => tombstone_if_free(tx, &old.location, lease).await,
+        _ => Ok(None),
+    }
+}
+
+/// Delete the name `n`; its location is tombstoned on `lease`'s terms if
+/// that left it unreferenced.
+async fn drop_name(tx: &Transaction<'_>, n: &Named, lease: &Lease) -> Result<Option<Tombstone>> {
+    let stmt = tx.prepare_cached("DELETE FROM named_objects WHERE org = $1 AND space = $2 AND object = $3").await?;
+    tx.execute(&stmt, &[&n.org, &n.container, &n.name]).await?;
+    tombstone_if_free(tx, &n.location, lease).await
+}
+
 /// Rule 1: tombstone `at` on `lease`'s terms if nothing refers to it (and
 /// it is not adopted in place: another system's bytes, never deleted).
 async fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -> Result<Option<Tombstone>> {
@@ -124,6 +217,7 @@ async fn tombstone_if_free(tx: &Transaction<'_>, at: &Location, lease: &Lease) -
             "INSERT INTO tombstones ({TOMBSTONE_COLUMNS})
              SELECT $1, $2, $3, $4, {NOW}, {NOW} + $5
              WHERE NOT EXISTS (SELECT 1 FROM objects WHERE backend = $1 AND container = $2 AND name = $3)
+               AND NOT EXISTS (SELECT 1 FROM named_objects WHERE backend = $1 AND container = $2 AND name = $3)
                AND NOT EXISTS (SELECT 1 FROM pending WHERE backend = $1 AND container = $2 AND name = $3)
                AND NOT EXISTS (SELECT 1 FROM tombstones WHERE backend = $1 AND container = $2 AND name = $3)
                AND NOT EXISTS (SELECT 1 FROM adopted WHERE backend = $1 AND container = $2
@@ -331,7 +425,6 @@ impl Catalog for PgDb {
 
     async fn reserve(&self, pending: &Pending) -> Result<Reserved> {
         let p = pending;
-        let sha = &p.sha256.to_string();
         self.retry(move || async move {
             let mut client = self.client().await?;
             let tx = serializable(&mut client).await?;
@@ -349,10 +442,13 @@ impl Catalog for PgDb {
             if let Some(t) = found.into_iter().next() {
                 return Ok(Reserved::Tombstoned(t));
             }
+            // A record or a name of another organisation's.
             let stmt = tx
                 .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM objects
-                     WHERE backend = $1 AND container = $2 AND name = $3 AND org <> $4)",
+                                    WHERE backend = $1 AND container = $2 AND name = $3 AND org <> $4)
+                         OR EXISTS (SELECT 1 FROM named_objects
+                                    WHERE backend = $1 AND container = $2 AND name = $3 AND org <> $4)",
                 )
                 .await?;
             let others: bool =
@@ -367,14 +463,7 @@ impl Catalog for PgDb {
                 ))
                 .await?;
             tx.execute(&stmt, &[&at.backend.as_str(), &at.container]).await?;
-            let stmt = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO pending ({PENDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, {NOW}, {NOW})"
-                ))
-                .await?;
-            let size = p.size as i64;
-            tx.execute(&stmt, &[&p.token.as_str(), &p.org, sha, &size, &at.backend.as_str(), &at.container, &at.name])
-                .await?;
+            insert_pending(&tx, p).await?;
             tx.commit().await?;
             Ok(Reserved::Granted)
         })
@@ -528,6 +617,7 @@ impl Catalog for PgDb {
         // One statement, one snapshot, for the whole page.
         let sql = "SELECT n FROM unnest($3::text[]) AS page(n) WHERE
                 EXISTS (SELECT 1 FROM objects WHERE backend = $1 AND container = $2 AND name = n)
+             OR EXISTS (SELECT 1 FROM named_objects WHERE backend = $1 AND container = $2 AND name = n)
              OR EXISTS (SELECT 1 FROM pending WHERE backend = $1 AND container = $2 AND name = n)
              OR EXISTS (SELECT 1 FROM tombstones WHERE backend = $1 AND container = $2 AND name = n)";
         Ok(self.query(sql, &[&backend.as_str(), &container, &names]).await?.iter().map(|r| r.get(0)).collect())
@@ -540,5 +630,205 @@ impl Catalog for PgDb {
              UNION SELECT container FROM tombstones WHERE backend = $1
              ORDER BY container";
         Ok(self.query(sql, &[&backend.as_str()]).await?.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn create_container(&self, org: &str, container: &str) -> Result<bool> {
+        // One statement: a repeat after a lost answer finds the container
+        // there and says false, as for a container created by someone else.
+        let sql = format!(
+            "INSERT INTO named_containers (org, space, created_at) VALUES ($1, $2, {NOW}) ON CONFLICT DO NOTHING"
+        );
+        Ok(self.execute(&sql, &[&org, &container]).await? == 1)
+    }
+
+    async fn container(&self, org: &str, container: &str) -> Result<Option<u64>> {
+        let sql = "SELECT created_at FROM named_containers WHERE org = $1 AND space = $2";
+        Ok(self.query(sql, &[&org, &container]).await?.first().map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn named(&self, org: &str, container: &str, name: &str) -> Result<Option<Named>> {
+        let sql = format!("SELECT {NAMED_COLUMNS} FROM named_objects WHERE org = $1 AND space = $2 AND object = $3");
+        all(self.query(&sql, &[&org, &container, &name]).await?, named_from).map(|mut v| v.pop())
+    }
+
+    async fn list_named(&self, org: &str, container: &str, after: &str, limit: usize) -> Result<Option<Vec<Named>>> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            // One snapshot: the container and its names.
+            let tx = serializable(&mut client).await?;
+            if !container_exists(&tx, org, container).await? {
+                return Ok(None);
+            }
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {NAMED_COLUMNS} FROM named_objects WHERE org = $1 AND space = $2 AND object > $3
+                     ORDER BY object LIMIT $4"
+                ))
+                .await?;
+            let names = all(tx.query(&stmt, &[&org, &container, &after, &limit]).await?, named_from)?;
+            tx.commit().await?;
+            Ok(Some(names))
+        })
+        .await
+    }
+
+    async fn commit_named(&self, token: Option<&Token>, named: &Named, lease: &Lease) -> Result<NamedCommitted> {
+        let n = named;
+        let sha = &n.sha256.to_string();
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            if !container_exists(&tx, &n.org, &n.container).await? {
+                return Ok(NamedCommitted::NoContainer);
+            }
+            let location = match token {
+                Some(t) => {
+                    let Some(p) = pending_in(&tx, t).await? else { return Ok(NamedCommitted::Lost) };
+                    if p.org != n.org || p.sha256 != n.sha256 {
+                        return Err(Error::Internal(format!(
+                            "reservation {} is for {}/{}, not {}/{}",
+                            t.as_str(),
+                            p.org,
+                            p.sha256,
+                            n.org,
+                            n.sha256
+                        )));
+                    }
+                    tx.execute("DELETE FROM pending WHERE token = $1", &[&t.as_str()]).await?;
+                    p.location
+                }
+                None => match lookup_in(&tx, &n.org, sha).await? {
+                    Some(record) => record.location,
+                    None => return Ok(NamedCommitted::Lost),
+                },
+            };
+            let n = Named { location, ..n.clone() };
+            let tombstone = put_name(&tx, &n, lease).await?;
+            // A repeat would find the reservation gone (or the name already
+            // there) and could not tell what the name replaced.
+            commit_in_doubt(tx, "the name").await?;
+            Ok(NamedCommitted::Done(Box::new(n), tombstone))
+        })
+        .await
+    }
+
+    async fn drop_names(
+        &self,
+        org: &str,
+        container: &str,
+        which: Names<'_>,
+        lease: &Lease,
+    ) -> Result<Option<Vec<Tombstone>>> {
+        let these: Option<&[String]> = match which {
+            Names::These(names) => Some(names),
+            Names::All | Names::AllAndContainer => None,
+        };
+        let with_container = matches!(which, Names::AllAndContainer);
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            if !container_exists(&tx, org, container).await? {
+                return Ok(None);
+            }
+            // The names in one statement, then each location they named
+            // tombstoned if that left it unreferenced.
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "DELETE FROM named_objects
+                     WHERE org = $1 AND space = $2 AND ($3::text[] IS NULL OR object = ANY($3))
+                     RETURNING {NAMED_COLUMNS}"
+                ))
+                .await?;
+            let dropped = all(tx.query(&stmt, &[&org, &container, &these]).await?, named_from)?;
+            let (mut seen, mut tombstones): (HashSet<&Location>, Vec<Tombstone>) = (HashSet::new(), Vec::new());
+            for n in &dropped {
+                if seen.insert(&n.location) {
+                    tombstones.extend(tombstone_if_free(&tx, &n.location, lease).await?);
+                }
+            }
+            if with_container {
+                let stmt = tx.prepare_cached("DELETE FROM named_containers WHERE org = $1 AND space = $2").await?;
+                tx.execute(&stmt, &[&org, &container]).await?;
+            }
+            commit_in_doubt(tx, "the removal of the names").await?;
+            Ok(Some(tombstones))
+        })
+        .await
+    }
+
+    async fn copy_named(
+        &self,
+        org: &str,
+        from: (&str, &str),
+        to: (&str, &str),
+        remove_source: bool,
+        lease: &Lease,
+    ) -> Result<Copied> {
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            let Some(source) = named_in(&tx, org, from.0, from.1).await? else { return Ok(Copied::NoSource) };
+            if !container_exists(&tx, org, to.0).await? {
+                return Ok(Copied::NoContainer);
+            }
+            if from == to {
+                return Ok(Copied::Done(Box::new(source), Vec::new()));
+            }
+            let copy = Named {
+                container: to.0.to_string(),
+                name: to.1.to_string(),
+                created_at: now_in(&tx).await?,
+                ..source.clone()
+            };
+            let mut tombstones: Vec<Tombstone> = put_name(&tx, &copy, lease).await?.into_iter().collect();
+            if remove_source {
+                tombstones.extend(drop_name(&tx, &source, lease).await?);
+            }
+            commit_in_doubt(tx, if remove_source { "the move of the name" } else { "the copy of the name" }).await?;
+            Ok(Copied::Done(Box::new(copy), tombstones))
+        })
+        .await
+    }
+
+    async fn pin_named(
+        &self,
+        org: &str,
+        container: &str,
+        name: &str,
+        token: &Token,
+    ) -> Result<Option<(Named, Pending)>> {
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            let named = named_in(&tx, org, container, name).await?;
+            // A repeat of a pin that was made (the token is this call's
+            // own): the reservation stands while the name still names what
+            // it holds; if not, it is made again from the name as it is.
+            if let Some(p) = pending_in(&tx, token).await? {
+                if let Some(n) = named.as_ref().filter(|n| n.location == p.location && n.sha256 == p.sha256) {
+                    return Ok(Some((n.clone(), p)));
+                }
+                tx.execute("DELETE FROM pending WHERE token = $1", &[&token.as_str()]).await?;
+            }
+            let Some(named) = named else {
+                tx.commit().await?;
+                return Ok(None);
+            };
+            let pending = Pending {
+                token: token.clone(),
+                org: org.to_string(),
+                sha256: named.sha256,
+                size: named.size,
+                location: named.location.clone(),
+                // Made and touched now, in the server's clock, as stored.
+                created_at: 0,
+                touched_at: 0,
+            };
+            let pending = insert_pending(&tx, &pending).await?;
+            tx.commit().await?;
+            Ok(Some((named, pending)))
+        })
+        .await
     }
 }

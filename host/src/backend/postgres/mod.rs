@@ -58,8 +58,11 @@ pub use self::url::{PgUrl, TlsMode};
 use crate::error::{Error, PgTransient, Result, pg_transient};
 
 /// The schema, one numbered step at a time, recorded in `coffer_schema`.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("migrations/0001_schema.sql")), (2, include_str!("migrations/0002_moves.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_schema.sql")),
+    (2, include_str!("migrations/0002_moves.sql")),
+    (3, include_str!("migrations/0003_named.sql")),
+];
 
 /// The advisory lock that makes one host at a time migrate (any constant
 /// of Coffer's own: "coffer" in ASCII).

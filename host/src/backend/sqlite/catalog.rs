@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{SqliteDb, now};
 use crate::backend::{BackendKind, Location};
+use crate::catalog::named::{Copied, Named, NamedCommitted, Names};
 use crate::catalog::namespace::{Claimed, Holding, Namespace};
 use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token, Tombstone};
 use crate::content::Digest;
@@ -18,6 +19,7 @@ use crate::error::{Error, Result};
 const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at, parked";
 const PENDING_COLUMNS: &str = "token, org, sha256, size, backend, container, name, created_at, touched_at";
 const TOMBSTONE_COLUMNS: &str = "backend, container, name, token, created_at, lease_until";
+const NAMED_COLUMNS: &str = "org, space, object, sha256, size, content_type, backend, container, name, created_at";
 
 fn digest(s: String) -> Result<Digest> {
     s.parse().map_err(|_| Error::Internal(format!("malformed digest {s:?} in the catalog")))
@@ -87,16 +89,79 @@ fn tombstone_at(tx: &Transaction<'_>, at: &Location) -> Result<Option<Tombstone>
     Ok(collect(&mut stmt, params![at.backend.as_str(), at.container, at.name], tombstone_from)?.pop())
 }
 
-/// Whether anything (a record, a pending reference, a tombstone) refers to
-/// `at`.
+/// Whether anything (a record, a name, a pending reference, a tombstone)
+/// refers to `at`.
 fn referenced(conn: &Connection, backend: BackendKind, container: &str, name: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3)
+                 OR EXISTS (SELECT 1 FROM named_objects WHERE backend = ?1 AND container = ?2 AND name = ?3)
                  OR EXISTS (SELECT 1 FROM pending WHERE backend = ?1 AND container = ?2 AND name = ?3)
                  OR EXISTS (SELECT 1 FROM tombstones WHERE backend = ?1 AND container = ?2 AND name = ?3)",
         )?
         .query_row(params![backend.as_str(), container, name], |r| r.get(0))?)
+}
+
+fn named_from(r: &rusqlite::Row<'_>) -> Result<Named> {
+    Ok(Named {
+        org: r.get(0)?,
+        container: r.get(1)?,
+        name: r.get(2)?,
+        sha256: digest(r.get(3)?)?,
+        size: r.get::<_, i64>(4)? as u64,
+        content_type: r.get(5)?,
+        location: location(r.get(6)?, r.get(7)?, r.get(8)?)?,
+        created_at: r.get::<_, i64>(9)? as u64,
+    })
+}
+
+fn named_on(conn: &Connection, org: &str, space: &str, object: &str) -> Result<Option<Named>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {NAMED_COLUMNS} FROM named_objects WHERE org = ?1 AND space = ?2 AND object = ?3"
+    ))?;
+    Ok(collect(&mut stmt, params![org, space, object], named_from)?.pop())
+}
+
+fn container_exists(conn: &Connection, org: &str, space: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM named_containers WHERE org = ?1 AND space = ?2)")?
+        .query_row(params![org, space], |r| r.get(0))?)
+}
+
+/// Write the name `n`, replacing what it named before; the location that
+/// left unreferenced is tombstoned on `lease`'s terms.
+fn put_name(tx: &Transaction<'_>, n: &Named, lease: &Lease) -> Result<Option<Tombstone>> {
+    let old = named_on(tx, &n.org, &n.container, &n.name)?;
+    tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO named_objects ({NAMED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?
+    .execute(params![
+        n.org,
+        n.container,
+        n.name,
+        n.sha256.to_string(),
+        n.size as i64,
+        n.content_type,
+        n.location.backend.as_str(),
+        n.location.container,
+        n.location.name,
+        n.created_at as i64
+    ])?;
+    match old {
+        Some(old) if old.location != n.location => tombstone_if_free(tx, &old.location, lease),
+        _ => Ok(None),
+    }
+}
+
+/// Delete the name `n`; its location is tombstoned on `lease`'s terms if
+/// that left it unreferenced.
+fn drop_name(tx: &Transaction<'_>, n: &Named, lease: &Lease) -> Result<Option<Tombstone>> {
+    tx.prepare_cached("DELETE FROM named_objects WHERE org = ?1 AND space = ?2 AND object = ?3")?.execute(params![
+        n.org,
+        n.container,
+        n.name
+    ])?;
+    tombstone_if_free(tx, &n.location, lease)
 }
 
 /// Rule 1: tombstone `at` on `lease`'s terms if nothing refers to it (and
@@ -120,6 +185,22 @@ fn adopted_at(tx: &Transaction<'_>, at: &Location) -> Result<bool> {
              AND substr(?3, 1, length(prefix)) = prefix)",
         )?
         .query_row(params![at.backend.as_str(), at.container, at.name], |r| r.get(0))?)
+}
+
+fn insert_pending(tx: &Transaction<'_>, p: &Pending) -> Result<()> {
+    tx.prepare_cached(&format!("INSERT INTO pending ({PENDING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?
+        .execute(params![
+            p.token.as_str(),
+            p.org,
+            p.sha256.to_string(),
+            p.size as i64,
+            p.location.backend.as_str(),
+            p.location.container,
+            p.location.name,
+            p.created_at as i64,
+            p.touched_at as i64
+        ])?;
+    Ok(())
 }
 
 fn insert_tombstone(tx: &Transaction<'_>, t: &Tombstone) -> Result<()> {
@@ -343,9 +424,13 @@ impl Catalog for SqliteDb {
             if let Some(t) = tombstone_at(&tx, &p.location)? {
                 return Ok(Reserved::Tombstoned(t));
             }
+            // A record or a name of another organisation's.
             let others: i64 = tx
                 .prepare_cached(
-                    "SELECT count(*) FROM objects WHERE backend = ?1 AND container = ?2 AND name = ?3 AND org <> ?4",
+                    "SELECT (SELECT count(*) FROM objects
+                             WHERE backend = ?1 AND container = ?2 AND name = ?3 AND org <> ?4)
+                          + (SELECT count(*) FROM named_objects
+                             WHERE backend = ?1 AND container = ?2 AND name = ?3 AND org <> ?4)",
                 )?
                 .query_row(params![p.location.backend.as_str(), p.location.container, p.location.name, p.org], |r| {
                     r.get(0)
@@ -356,20 +441,7 @@ impl Catalog for SqliteDb {
             // Remembered for good: gc scans every container a put has named.
             tx.prepare_cached("INSERT OR IGNORE INTO containers (backend, container, first_seen) VALUES (?1, ?2, ?3)")?
                 .execute(params![p.location.backend.as_str(), p.location.container, p.created_at as i64])?;
-            tx.prepare_cached(&format!(
-                "INSERT INTO pending ({PENDING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-            ))?
-            .execute(params![
-                p.token.as_str(),
-                p.org,
-                p.sha256.to_string(),
-                p.size as i64,
-                p.location.backend.as_str(),
-                p.location.container,
-                p.location.name,
-                p.created_at as i64,
-                p.touched_at as i64
-            ])?;
+            insert_pending(&tx, &p)?;
             tx.commit()?;
             Ok(Reserved::Granted)
         })
@@ -568,6 +640,195 @@ impl Catalog for SqliteDb {
             )?;
             let rows = stmt.query_map(params![backend.as_str()], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn create_container(&self, org: &str, container: &str) -> Result<bool> {
+        let (o, c) = (org.to_string(), container.to_string());
+        self.with_durable_conn(move |conn| {
+            let n = conn
+                .prepare_cached("INSERT OR IGNORE INTO named_containers (org, space, created_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![o, c, now()])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn container(&self, org: &str, container: &str) -> Result<Option<u64>> {
+        let (o, c) = (org.to_string(), container.to_string());
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT created_at FROM named_containers WHERE org = ?1 AND space = ?2")?
+                .query_row(params![o, c], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map(|t| t as u64))
+        })
+        .await
+    }
+
+    async fn named(&self, org: &str, container: &str, name: &str) -> Result<Option<Named>> {
+        let (o, c, n) = (org.to_string(), container.to_string(), name.to_string());
+        self.with_conn(move |conn| named_on(conn, &o, &c, &n)).await
+    }
+
+    async fn list_named(&self, org: &str, container: &str, after: &str, limit: usize) -> Result<Option<Vec<Named>>> {
+        let (o, c, a) = (org.to_string(), container.to_string(), after.to_string());
+        self.with_conn(move |conn| {
+            // One snapshot: the container and its names.
+            let tx = conn.transaction()?;
+            if !container_exists(&tx, &o, &c)? {
+                return Ok(None);
+            }
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {NAMED_COLUMNS} FROM named_objects WHERE org = ?1 AND space = ?2 AND object > ?3
+                 ORDER BY object LIMIT ?4"
+            ))?;
+            Ok(Some(collect(&mut stmt, params![o, c, a, limit as i64], named_from)?))
+        })
+        .await
+    }
+
+    async fn commit_named(&self, token: Option<&Token>, named: &Named, lease: &Lease) -> Result<NamedCommitted> {
+        let (t, n, lease) = (token.cloned(), named.clone(), lease.clone());
+        self.with_durable_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            if !container_exists(&tx, &n.org, &n.container)? {
+                return Ok(NamedCommitted::NoContainer);
+            }
+            let location = match &t {
+                Some(t) => {
+                    let pending = {
+                        let mut stmt =
+                            tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
+                        collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
+                    };
+                    let Some(p) = pending else { return Ok(NamedCommitted::Lost) };
+                    if p.org != n.org || p.sha256 != n.sha256 {
+                        return Err(Error::Internal(format!(
+                            "reservation {} is for {}/{}, not {}/{}",
+                            t.as_str(),
+                            p.org,
+                            p.sha256,
+                            n.org,
+                            n.sha256
+                        )));
+                    }
+                    tx.execute("DELETE FROM pending WHERE token = ?1", params![t.as_str()])?;
+                    p.location
+                }
+                None => match lookup_on(&tx, &n.org, &n.sha256.to_string())? {
+                    Some(record) => record.location,
+                    None => return Ok(NamedCommitted::Lost),
+                },
+            };
+            let n = Named { location, ..n.clone() };
+            let tombstone = put_name(&tx, &n, &lease)?;
+            tx.commit()?;
+            Ok(NamedCommitted::Done(Box::new(n), tombstone))
+        })
+        .await
+    }
+
+    async fn drop_names(
+        &self,
+        org: &str,
+        container: &str,
+        which: Names<'_>,
+        lease: &Lease,
+    ) -> Result<Option<Vec<Tombstone>>> {
+        let (o, c, lease) = (org.to_string(), container.to_string(), lease.clone());
+        let (these, all, with_container) = match which {
+            Names::These(names) => (Some(names.to_vec()), false, false),
+            Names::All => (None, true, false),
+            Names::AllAndContainer => (None, true, true),
+        };
+        self.with_durable_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            if !container_exists(&tx, &o, &c)? {
+                return Ok(None);
+            }
+            let dropped = if all {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {NAMED_COLUMNS} FROM named_objects WHERE org = ?1 AND space = ?2"
+                ))?;
+                collect(&mut stmt, params![o, c], named_from)?
+            } else {
+                let mut found = Vec::new();
+                for name in these.iter().flatten() {
+                    found.extend(named_on(&tx, &o, &c, name)?);
+                }
+                found
+            };
+            let mut tombstones = Vec::new();
+            for n in &dropped {
+                tombstones.extend(drop_name(&tx, n, &lease)?);
+            }
+            if with_container {
+                tx.execute("DELETE FROM named_containers WHERE org = ?1 AND space = ?2", params![o, c])?;
+            }
+            tx.commit()?;
+            Ok(Some(tombstones))
+        })
+        .await
+    }
+
+    async fn copy_named(
+        &self,
+        org: &str,
+        from: (&str, &str),
+        to: (&str, &str),
+        remove_source: bool,
+        lease: &Lease,
+    ) -> Result<Copied> {
+        let o = org.to_string();
+        let (from, to) = ((from.0.to_string(), from.1.to_string()), (to.0.to_string(), to.1.to_string()));
+        let lease = lease.clone();
+        self.with_durable_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            let Some(source) = named_on(&tx, &o, &from.0, &from.1)? else { return Ok(Copied::NoSource) };
+            if !container_exists(&tx, &o, &to.0)? {
+                return Ok(Copied::NoContainer);
+            }
+            if from == to {
+                return Ok(Copied::Done(Box::new(source), Vec::new()));
+            }
+            let copy =
+                Named { container: to.0.clone(), name: to.1.clone(), created_at: now() as u64, ..source.clone() };
+            let mut tombstones: Vec<Tombstone> = put_name(&tx, &copy, &lease)?.into_iter().collect();
+            if remove_source {
+                tombstones.extend(drop_name(&tx, &source, &lease)?);
+            }
+            tx.commit()?;
+            Ok(Copied::Done(Box::new(copy), tombstones))
+        })
+        .await
+    }
+
+    async fn pin_named(
+        &self,
+        org: &str,
+        container: &str,
+        name: &str,
+        token: &Token,
+    ) -> Result<Option<(Named, Pending)>> {
+        let (o, c, n, t) = (org.to_string(), container.to_string(), name.to_string(), token.clone());
+        self.with_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            let Some(named) = named_on(&tx, &o, &c, &n)? else { return Ok(None) };
+            let at = now() as u64;
+            let pending = Pending {
+                token: t.clone(),
+                org: o.clone(),
+                sha256: named.sha256,
+                size: named.size,
+                location: named.location.clone(),
+                created_at: at,
+                touched_at: at,
+            };
+            insert_pending(&tx, &pending)?;
+            tx.commit()?;
+            Ok(Some((named, pending)))
         })
         .await
     }

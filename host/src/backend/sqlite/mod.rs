@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_lifecycle.sql")),
     (3, include_str!("migrations/0003_claims.sql")),
     (4, include_str!("migrations/0004_moves.sql")),
+    (5, include_str!("migrations/0005_named.sql")),
 ];
 
 /// How SQLite syncs commits to disk.

@@ -1,0 +1,91 @@
+//! Named objects on top of content addressing (the `wasi:blobstore`
+//! host, [`crate::blobstore`]): an organisation's *containers* hold
+//! *names*, and each name points at a location holding content by digest.
+//!
+//! A name is a reference to its location, like a record: the lifecycle's
+//! rules (see [`super`]) count it, so bytes are never deleted while a name
+//! points at them, and replacing or deleting the last name of a location
+//! tombstones it in the same transaction. Names are committed from a
+//! put's reservation (or from the organisation's own record of the
+//! content), never pointed at a location the organisation does not
+//! already hold; copies and moves only add and drop names.
+
+use serde::Serialize;
+
+use super::Tombstone;
+use crate::backend::Location;
+use crate::content::Digest;
+
+/// Longest container or object name, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// One name in an organisation's container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Named {
+    pub org: String,
+    pub container: String,
+    pub name: String,
+    pub sha256: Digest,
+    pub size: u64,
+    pub content_type: String,
+    /// Where the content's bytes are.
+    pub location: Location,
+    /// Seconds since the Unix epoch (when the name was last written).
+    pub created_at: u64,
+}
+
+/// Which names of a container [`super::Catalog::drop_names`] drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names<'a> {
+    /// These names (missing ones are not an error).
+    These(&'a [String]),
+    /// Every name: the container stays, empty.
+    All,
+    /// Every name, and the container itself.
+    AllAndContainer,
+}
+
+/// What [`super::Catalog::commit_named`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedCommitted {
+    /// The name points at the content; with a tombstone when the content
+    /// it pointed at before was left unreferenced (the caller deletes
+    /// those bytes and clears it).
+    Done(Box<Named>, Option<Tombstone>),
+    /// The container does not exist (any more): nothing changed.
+    NoContainer,
+    /// Neither the reservation nor the organisation's record of the
+    /// content exists any more: nothing changed, the put must start again.
+    Lost,
+}
+
+/// What [`super::Catalog::copy_named`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Copied {
+    /// The destination names the source's content; with the tombstones of
+    /// what that left unreferenced (a replaced destination's content).
+    Done(Box<Named>, Vec<Tombstone>),
+    /// The source name does not exist.
+    NoSource,
+    /// The destination container does not exist.
+    NoContainer,
+}
+
+/// Check a container or object name: 1 to 1024 bytes of UTF-8, no control
+/// characters (the blobstore contract allows any string; these would only
+/// make listings and logs ambiguous).
+pub fn validate_name(what: &str, name: &str) -> crate::Result<()> {
+    let problem = if name.is_empty() {
+        Some("is empty".to_string())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!("is {} bytes long, over the limit of {MAX_NAME_LEN}", name.len()))
+    } else if name.chars().any(char::is_control) {
+        Some("contains a control character".to_string())
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(crate::Error::InvalidName(format!("{what} name {name:?} {p}"))),
+        None => Ok(()),
+    }
+}
