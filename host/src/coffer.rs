@@ -30,7 +30,7 @@ pub const MAX_ORG_LEN: usize = 128;
 
 /// Times a put starts again when the reservation or record it relied on
 /// was taken away under it (reaped by `coffer gc`, deleted concurrently).
-const PUT_ATTEMPTS: u32 = 3;
+pub(crate) const PUT_ATTEMPTS: u32 = 3;
 
 /// A stored object, as callers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -220,23 +220,7 @@ impl Coffer {
         validate_org(org)?;
         let namespaces = self.namespaces(org).await?;
         for attempt in 1..=PUT_ATTEMPTS {
-            let (outcome, mut reservations) =
-                self.policy(org).put(&self.services, org, &content, namespaces.clone(), false).await?;
-            let record = Record {
-                org: org.to_string(),
-                sha256: content.sha256(),
-                size: content.size(),
-                content_type: content.content_type().to_string(),
-                location: outcome.location.clone(),
-                created_at: crate::now_secs(),
-                parked: outcome.parked,
-            };
-            let chosen = reservations
-                .iter()
-                .position(|r| r.location() == &outcome.location)
-                .map(|i| reservations.swap_remove(i));
-            // Whatever else the call reserved (places it looked) is not needed.
-            Reservation::release_all(reservations).await;
+            let (record, chosen, deduplicated) = self.place(org, &content, &namespaces).await?;
             let committed = match self.services.lifecycle.commit(&record, chosen.as_ref()).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -249,7 +233,7 @@ impl Coffer {
                     if let Some(r) = chosen {
                         r.settle();
                     }
-                    return Ok(ObjectInfo::from_record(stored, Some(outcome.deduplicated)));
+                    return Ok(ObjectInfo::from_record(stored, Some(deduplicated)));
                 }
                 // A concurrent put of the same content by the same
                 // organisation recorded it first: that record stands.
@@ -265,15 +249,35 @@ impl Coffer {
                 }
             }
         }
-        Err(Error::Backend {
-            message: format!(
-                "storing {} for {org:?}: the location kept being deleted or reclaimed while it was stored \
-                 ({PUT_ATTEMPTS} attempts); nothing was recorded, try again",
-                content.sha256()
-            ),
-            retryable: true,
-            source: None,
-        })
+        Err(kept_being_reclaimed(org, &content))
+    }
+
+    /// Let the policy place `content` for `org` (writing it, or finding it
+    /// stored): the record a put would commit, the reservation of its
+    /// location (none when the policy de-duplicated against the
+    /// organisation's own record), and whether nothing was uploaded.
+    pub(crate) async fn place(
+        &self,
+        org: &str,
+        content: &Content,
+        namespaces: &[Namespace],
+    ) -> Result<(Record, Option<Reservation>, bool)> {
+        let (outcome, mut reservations) =
+            self.policy(org).put(&self.services, org, content, namespaces.to_vec(), false).await?;
+        let record = Record {
+            org: org.to_string(),
+            sha256: content.sha256(),
+            size: content.size(),
+            content_type: content.content_type().to_string(),
+            location: outcome.location.clone(),
+            created_at: crate::now_secs(),
+            parked: outcome.parked,
+        };
+        let chosen =
+            reservations.iter().position(|r| r.location() == &outcome.location).map(|i| reservations.swap_remove(i));
+        // Whatever else the call reserved (places it looked) is not needed.
+        Reservation::release_all(reservations).await;
+        Ok((record, chosen, outcome.deduplicated))
     }
 
     /// Store the file at `path` for `org`.
@@ -527,6 +531,19 @@ impl Coffer {
     pub async fn container_name(&self, org: &str) -> Result<(BackendKind, String)> {
         let first = self.namespaces(org).await?.swap_remove(0);
         Ok((first.backend, first.container))
+    }
+}
+
+/// A put that gave up: what it relied on kept being taken away under it.
+pub(crate) fn kept_being_reclaimed(org: &str, content: &Content) -> Error {
+    Error::Backend {
+        message: format!(
+            "storing {} for {org:?}: the location kept being deleted or reclaimed while it was stored \
+             ({PUT_ATTEMPTS} attempts); nothing was recorded, try again",
+            content.sha256()
+        ),
+        retryable: true,
+        source: None,
     }
 }
 

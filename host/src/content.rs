@@ -559,6 +559,52 @@ fn check_crc(stream: ByteStream, part: PartDigest) -> ByteStream {
     }))
 }
 
+/// Bytes `start..=end` of a verified stream. The stream is read to its
+/// end (so its digest is checked), and the last piece of the range is
+/// held back until it has been: a corrupt object never completes a range
+/// either.
+pub fn range(stream: ByteStream, start: u64, end: u64) -> ByteStream {
+    struct State {
+        inner: ByteStream,
+        offset: u64,
+        held: Option<Bytes>,
+        done: bool,
+    }
+    let state = State { inner: stream, offset: 0, held: None, done: false };
+    Box::pin(futures_util::stream::unfold(state, move |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            match s.inner.next().await {
+                None => {
+                    s.done = true;
+                    if let Some(last) = s.held.take() {
+                        return Some((Ok(last), s));
+                    }
+                }
+                Some(Err(e)) => {
+                    s.done = true;
+                    s.held = None;
+                    return Some((Err(e), s));
+                }
+                Some(Ok(chunk)) => {
+                    let (from, to) = (s.offset, s.offset + chunk.len() as u64);
+                    s.offset = to;
+                    let lo = start.max(from);
+                    let hi = (end + 1).min(to);
+                    if lo < hi {
+                        let piece = chunk.slice((lo - from) as usize..(hi - from) as usize);
+                        if let Some(previous) = s.held.replace(piece) {
+                            return Some((Ok(previous), s));
+                        }
+                    }
+                }
+            }
+        }
+    }))
+}
+
 /// Pass `stream` through, hashing it. The chunk that completes the
 /// expected `size` is held back until the digest is checked: on a mismatch
 /// (or more or fewer bytes than `size`) an integrity error takes its place,

@@ -18,6 +18,8 @@
 //! - [`cleanup`]: clean-up that outlives a cancelled operation.
 //! - [`policy`]: the wasmtime host for policy components (`wit/storage.wit`).
 //! - [`coffer`]: [`Coffer`], the operations callers use: put, get, stat, list, delete.
+//! - [`named`]: named objects in an organisation's containers, on top of content addressing.
+//! - [`blobstore`]: the `wasi:blobstore` host an embedding platform adds to its wasmtime linker.
 //! - [`server`]: `coffer serve`, the HTTP service (feature `server`, on by default).
 //! - [`metrics`]: counters and histograms for the service's `/metrics`.
 //! - [`cli`]: the `coffer` command line (the binary only parses and calls [`cli::run`]).
@@ -36,6 +38,7 @@
 //! ```
 
 pub mod backend;
+pub mod blobstore;
 pub mod catalog;
 pub mod cleanup;
 pub mod cli;
@@ -47,6 +50,7 @@ pub mod gc;
 pub mod import;
 pub mod metrics;
 pub mod migrate;
+pub mod named;
 pub mod policy;
 pub mod retry;
 #[cfg(feature = "server")]
