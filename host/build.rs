@@ -15,6 +15,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("coffer-test-guest-hostile", "coffer_test_guest_hostile.wasm"),
     ("coffer-test-guest-extra-import", "coffer_test_guest_extra_import.wasm"),
     ("coffer-test-guest-other-version", "coffer_test_guest_other_version.wasm"),
+    // The example wasi:blobstore plugin (a wasi:cli command).
+    ("coffer-example-blobstore-plugin", "coffer_example_blobstore_plugin.wasm"),
 ];
 
 fn main() {
@@ -23,7 +25,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let target_dir = root.join("target").join("guest");
 
-    for watched in ["wit", "guest", "tests/guests", "Cargo.toml", "Cargo.lock"] {
+    for watched in ["wit", "guest", "tests/guests", "examples/blobstore-plugin", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

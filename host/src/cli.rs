@@ -28,6 +28,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a `wasi:cli` command component (a plugin) with Coffer's
+    /// `wasi:blobstore` wired in, acting for ORG; for trying plugins out.
+    /// The plugin gets its arguments, standard output and error, and no
+    /// files, network or environment. Exits 1 if the plugin fails.
+    RunPlugin {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        #[arg(long)]
+        org: String,
+        /// Arguments passed to the plugin.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Store a file (`-` for standard input); prints its record as JSON.
     Put {
         #[arg(long)]
@@ -640,6 +653,16 @@ async fn execute(command: Command) -> Result<()> {
             bar.finish();
             print_json(&report)?;
             some_failed(report.failed, "{n} objects could not be imported (listed in the summary); run it again")
+        }
+        Command::RunPlugin { component, org, args } => {
+            let wasm = std::fs::read(&component)
+                .map_err(|e| Error::io(format!("reading the plugin {}", component.display()), e))?;
+            let ctx = crate::blobstore::BlobstoreCtx::new(coffer, &org)?;
+            let run = crate::blobstore::run_plugin(ctx, &wasm, &args, false).await?;
+            match run.status {
+                0 => Ok(()),
+                status => Err(Error::Policy(format!("the plugin {} exited with status {status}", component.display()))),
+            }
         }
         Command::BucketName { org } => {
             let (backend, container) = coffer.container_name(&org).await?;

@@ -1,0 +1,403 @@
+//! The `wasi:blobstore` imports, each a thin call into [`Coffer`]'s named
+//! objects ([`crate::named`]) for the context's organisation, its error
+//! turned into the plugin's string in one place ([`super::error_string`]).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+
+use super::bindings::wasi::blobstore::{blobstore, container, types};
+use super::streams::{BodyWriter, End, Failure, IN_FLIGHT, ValueReader};
+use super::{Blobstore, error_string};
+use crate::content::{ByteStream, Content};
+use crate::error::{Error, Result};
+use crate::named::OpenNamed;
+
+/// Names fetched from the catalog at a time by `list-objects`.
+const LIST_PAGE: usize = 1000;
+
+/// Most names one `read-stream-object-names` returns, whatever it asks.
+const MAX_NAMES_PER_READ: u64 = 10_000;
+
+/// A container resource: the name of one of the organisation's
+/// containers (each call checks it still exists).
+#[derive(Debug)]
+pub struct ContainerHandle {
+    name: String,
+}
+
+/// A `stream-object-names`: pages of a container's names, in name order.
+#[derive(Debug)]
+pub struct NameStream {
+    container: String,
+    after: String,
+    buffered: VecDeque<String>,
+    exhausted: bool,
+}
+
+/// An outgoing value: its body is spooled and hashed by a task as the
+/// plugin writes it; `write-data` adds names to store it under.
+#[derive(Debug)]
+pub struct OutgoingValue {
+    body: Option<BodyWriter>,
+    spooled: tokio::task::JoinHandle<Result<Content>>,
+    names: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for BodyWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyWriter").finish_non_exhaustive()
+    }
+}
+
+/// An incoming value: an open object (its bytes pinned) and the range of
+/// it to read.
+#[derive(Debug)]
+pub struct IncomingValue {
+    open: OpenNamed,
+    start: u64,
+    /// Inclusive; unused when `len` is 0.
+    end: u64,
+    len: u64,
+}
+
+/// `Ok(Err(string))` for a failed operation: the plugin's error.
+type Answer<T> = wasmtime::Result<std::result::Result<T, String>>;
+
+fn answer<T>(r: Result<T>) -> Answer<T> {
+    Ok(r.map_err(error_string))
+}
+
+/// The stream the spooling task reads: the plugin's writes, stopped with
+/// an error at the first byte past `limit`.
+fn received(rx: mpsc::Receiver<Bytes>, limit: Option<u64>) -> ByteStream {
+    Box::pin(futures_util::stream::unfold((rx, 0u64, false), move |(mut rx, total, over)| async move {
+        if over {
+            return None;
+        }
+        let chunk = rx.recv().await?;
+        let total = total + chunk.len() as u64;
+        match limit {
+            Some(max) if total > max => Some((
+                Err(Error::InvalidInput(format!(
+                    "the value is over the limit of {max} bytes a plugin may write (max_value_size)"
+                ))),
+                (rx, total, true),
+            )),
+            _ => Some((Ok(chunk), (rx, total, false))),
+        }
+    }))
+}
+
+impl Blobstore<'_> {
+    fn container_name(&self, handle: &Resource<ContainerHandle>) -> wasmtime::Result<String> {
+        Ok(self.table.get(handle)?.name.clone())
+    }
+
+    async fn read_names(&mut self, this: &Resource<NameStream>, want: u64) -> Answer<(Vec<String>, bool)> {
+        let want = want.min(MAX_NAMES_PER_READ) as usize;
+        let (coffer, org) = (self.ctx.coffer.clone(), self.ctx.org.clone());
+        let s = self.table.get_mut(this)?;
+        while s.buffered.len() < want && !s.exhausted {
+            let page = match coffer.list_named(&org, &s.container, &s.after, LIST_PAGE).await {
+                Ok(page) => page,
+                Err(e) => return answer(Err(e)),
+            };
+            s.exhausted = page.len() < LIST_PAGE;
+            if let Some(last) = page.last() {
+                s.after = last.name.clone();
+            }
+            s.buffered.extend(page.into_iter().map(|n| n.name));
+        }
+        let n = want.min(s.buffered.len());
+        let names: Vec<String> = s.buffered.drain(..n).collect();
+        Ok(Ok((names, s.exhausted && s.buffered.is_empty())))
+    }
+}
+
+impl types::Host for Blobstore<'_> {}
+impl container::Host for Blobstore<'_> {}
+
+impl types::HostOutgoingValue for Blobstore<'_> {
+    async fn new_outgoing_value(&mut self) -> wasmtime::Result<Resource<OutgoingValue>> {
+        let (tx, rx) = mpsc::channel(IN_FLIGHT);
+        let failure: Failure = Arc::new(Mutex::new(None));
+        let limits = &self.ctx.limits;
+        let spool = limits.spool_dir.clone().or_else(|| self.ctx.coffer.config().server.spool_dir.clone());
+        let stream = received(rx, limits.max_value_size);
+        let why = failure.clone();
+        let spooled = tokio::spawn(async move {
+            let content = Content::from_stream(stream, None, 0, spool).await;
+            if let Err(e) = &content {
+                *why.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+            }
+            content
+        });
+        let value = OutgoingValue { body: Some(BodyWriter { tx, failure }), spooled, names: Vec::new() };
+        Ok(self.table.push(value)?)
+    }
+
+    async fn outgoing_value_write_body(
+        &mut self,
+        this: Resource<OutgoingValue>,
+    ) -> wasmtime::Result<std::result::Result<Resource<DynOutputStream>, ()>> {
+        let Some(body) = self.table.get_mut(&this)?.body.take() else { return Ok(Err(())) };
+        // A child of the value: finishing or dropping the value while its
+        // stream is open traps, as the contract says.
+        let stream: DynOutputStream = Box::new(body);
+        Ok(Ok(self.table.push_child(stream, &this)?))
+    }
+
+    async fn finish(&mut self, this: Resource<OutgoingValue>) -> Answer<()> {
+        let OutgoingValue { body, spooled, names } = self.table.delete(this)?;
+        // The end of the body, if its stream was never taken.
+        drop(body);
+        let content = match spooled.await {
+            Ok(Ok(content)) => content,
+            Ok(Err(e)) => return answer(Err(e)),
+            Err(e) => return answer(Err(Error::Internal(format!("spooling the value: {e}")))),
+        };
+        if names.is_empty() {
+            tracing::debug!("an outgoing value was finished without write-data: nothing is stored");
+        }
+        for (container, name) in names {
+            if let Err(e) = self.ctx.coffer.put_named(&self.ctx.org, &container, &name, content.clone()).await {
+                return answer(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    async fn drop(&mut self, this: Resource<OutgoingValue>) -> wasmtime::Result<()> {
+        // Dropped without `finish`: nothing is stored; the spooling task
+        // ends with the body's channel and its spool file is removed.
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl types::HostIncomingValue for Blobstore<'_> {
+    async fn incoming_value_consume_sync(&mut self, this: Resource<IncomingValue>) -> Answer<Vec<u8>> {
+        let value = self.table.delete(this)?;
+        let max = self.ctx.limits.max_sync_read;
+        if value.len > max {
+            return answer(Err(Error::InvalidInput(format!(
+                "the value is {} bytes, over the {max} bytes incoming-value-consume-sync returns in one list; \
+                 read it as a stream with incoming-value-consume-async",
+                value.len
+            ))));
+        }
+        let mut out = Vec::with_capacity(value.len as usize);
+        if value.len > 0 {
+            let mut stream = match value.open.stream(value.start, value.end).await {
+                Ok(s) => s,
+                Err(e) => return answer(Err(e)),
+            };
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(c) => out.extend_from_slice(&c),
+                    Err(e) => return answer(Err(e)),
+                }
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    async fn incoming_value_consume_async(
+        &mut self,
+        this: Resource<IncomingValue>,
+    ) -> Answer<Resource<DynInputStream>> {
+        let value = self.table.delete(this)?;
+        let stream: ByteStream = if value.len == 0 {
+            Box::pin(futures_util::stream::empty())
+        } else {
+            match value.open.stream(value.start, value.end).await {
+                Ok(s) => s,
+                Err(e) => return answer(Err(e)),
+            }
+        };
+        let reader: DynInputStream =
+            Box::new(ValueReader { stream, buffered: Bytes::new(), end: End::Open, _open: value.open });
+        Ok(Ok(self.table.push(reader)?))
+    }
+
+    async fn size(&mut self, this: Resource<IncomingValue>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&this)?.len)
+    }
+
+    async fn drop(&mut self, this: Resource<IncomingValue>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl container::HostContainer for Blobstore<'_> {
+    async fn name(&mut self, this: Resource<ContainerHandle>) -> Answer<String> {
+        Ok(Ok(self.container_name(&this)?))
+    }
+
+    async fn info(&mut self, this: Resource<ContainerHandle>) -> Answer<types::ContainerMetadata> {
+        let name = self.container_name(&this)?;
+        answer(
+            self.ctx
+                .coffer
+                .container_created(&self.ctx.org, &name)
+                .await
+                .map(|created_at| types::ContainerMetadata { name, created_at }),
+        )
+    }
+
+    async fn get_data(
+        &mut self,
+        this: Resource<ContainerHandle>,
+        name: String,
+        start: u64,
+        end: u64,
+    ) -> Answer<Resource<IncomingValue>> {
+        let container = self.container_name(&this)?;
+        if start > end {
+            return answer(Err(Error::InvalidInput(format!("range {start}..={end} of {name:?}: start is after end"))));
+        }
+        let open = match self.ctx.coffer.open_named(&self.ctx.org, &container, &name).await {
+            Ok(open) => open,
+            Err(e) => return answer(Err(e)),
+        };
+        let size = open.named().size;
+        if start >= size && !(start == 0 && size == 0) {
+            return answer(Err(Error::InvalidInput(format!(
+                "range {start}..={end} starts past the end of {container}/{name}, which is {size} bytes long"
+            ))));
+        }
+        let end = end.min(size.saturating_sub(1));
+        let len = if size == 0 { 0 } else { end - start + 1 };
+        Ok(Ok(self.table.push(IncomingValue { open, start, end, len })?))
+    }
+
+    async fn write_data(
+        &mut self,
+        this: Resource<ContainerHandle>,
+        name: String,
+        data: Resource<OutgoingValue>,
+    ) -> Answer<()> {
+        let container = self.container_name(&this)?;
+        if let Err(e) = crate::catalog::named::validate_name("object", &name) {
+            return answer(Err(e));
+        }
+        // Refused now if the container is gone; checked again when stored.
+        if let Err(e) = self.ctx.coffer.container_created(&self.ctx.org, &container).await {
+            return answer(Err(e));
+        }
+        self.table.get_mut(&data)?.names.push((container, name));
+        Ok(Ok(()))
+    }
+
+    async fn list_objects(&mut self, this: Resource<ContainerHandle>) -> Answer<Resource<NameStream>> {
+        let container = self.container_name(&this)?;
+        if let Err(e) = self.ctx.coffer.container_created(&self.ctx.org, &container).await {
+            return answer(Err(e));
+        }
+        let stream = NameStream { container, after: String::new(), buffered: VecDeque::new(), exhausted: false };
+        Ok(Ok(self.table.push(stream)?))
+    }
+
+    async fn delete_object(&mut self, this: Resource<ContainerHandle>, name: String) -> Answer<()> {
+        let container = self.container_name(&this)?;
+        answer(self.ctx.coffer.delete_named(&self.ctx.org, &container, &[name]).await)
+    }
+
+    async fn delete_objects(&mut self, this: Resource<ContainerHandle>, names: Vec<String>) -> Answer<()> {
+        let container = self.container_name(&this)?;
+        answer(self.ctx.coffer.delete_named(&self.ctx.org, &container, &names).await)
+    }
+
+    async fn has_object(&mut self, this: Resource<ContainerHandle>, name: String) -> Answer<bool> {
+        let container = self.container_name(&this)?;
+        answer(self.ctx.coffer.find_named(&self.ctx.org, &container, &name).await.map(|n| n.is_some()))
+    }
+
+    async fn object_info(&mut self, this: Resource<ContainerHandle>, name: String) -> Answer<types::ObjectMetadata> {
+        let container = self.container_name(&this)?;
+        answer(self.ctx.coffer.named(&self.ctx.org, &container, &name).await.map(|n| types::ObjectMetadata {
+            name: n.name,
+            container: n.container,
+            created_at: n.created_at,
+            size: n.size,
+        }))
+    }
+
+    async fn clear(&mut self, this: Resource<ContainerHandle>) -> Answer<()> {
+        let container = self.container_name(&this)?;
+        answer(self.ctx.coffer.clear_container(&self.ctx.org, &container).await)
+    }
+
+    async fn drop(&mut self, this: Resource<ContainerHandle>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl container::HostStreamObjectNames for Blobstore<'_> {
+    async fn read_stream_object_names(&mut self, this: Resource<NameStream>, len: u64) -> Answer<(Vec<String>, bool)> {
+        self.read_names(&this, len).await
+    }
+
+    async fn skip_stream_object_names(&mut self, this: Resource<NameStream>, num: u64) -> Answer<(u64, bool)> {
+        let mut skipped = 0;
+        loop {
+            let (names, end) = match self.read_names(&this, num - skipped).await? {
+                Ok(page) => page,
+                Err(e) => return Ok(Err(e)),
+            };
+            skipped += names.len() as u64;
+            if end || skipped >= num || names.is_empty() {
+                return Ok(Ok((skipped, end)));
+            }
+        }
+    }
+
+    async fn drop(&mut self, this: Resource<NameStream>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl blobstore::Host for Blobstore<'_> {
+    async fn create_container(&mut self, name: String) -> Answer<Resource<ContainerHandle>> {
+        if let Err(e) = self.ctx.coffer.create_container(&self.ctx.org, &name).await {
+            return answer(Err(e));
+        }
+        Ok(Ok(self.table.push(ContainerHandle { name })?))
+    }
+
+    async fn get_container(&mut self, name: String) -> Answer<Resource<ContainerHandle>> {
+        if let Err(e) = self.ctx.coffer.container_created(&self.ctx.org, &name).await {
+            return answer(Err(e));
+        }
+        Ok(Ok(self.table.push(ContainerHandle { name })?))
+    }
+
+    async fn delete_container(&mut self, name: String) -> Answer<()> {
+        answer(self.ctx.coffer.delete_container(&self.ctx.org, &name).await)
+    }
+
+    async fn container_exists(&mut self, name: String) -> Answer<bool> {
+        answer(self.ctx.coffer.container_exists(&self.ctx.org, &name).await)
+    }
+
+    async fn copy_object(&mut self, src: types::ObjectId, dest: types::ObjectId) -> Answer<()> {
+        let (from, to) =
+            ((src.container.as_str(), src.object.as_str()), (dest.container.as_str(), dest.object.as_str()));
+        answer(self.ctx.coffer.copy_named(&self.ctx.org, from, to, false).await.map(|_| ()))
+    }
+
+    async fn move_object(&mut self, src: types::ObjectId, dest: types::ObjectId) -> Answer<()> {
+        let (from, to) =
+            ((src.container.as_str(), src.object.as_str()), (dest.container.as_str(), dest.object.as_str()));
+        answer(self.ctx.coffer.copy_named(&self.ctx.org, from, to, true).await.map(|_| ()))
+    }
+}

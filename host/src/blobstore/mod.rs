@@ -1,0 +1,218 @@
+//! The `wasi:blobstore@0.2.0-draft` host: an embedding platform adds it
+//! to its own wasmtime [`Linker`] with [`add_to_linker`], and its plugins
+//! get Coffer's storage (S3 or a database, content de-duplication,
+//! streaming, the organisation's policy) through the standard interface.
+//!
+//! Shaped like wasmtime's own `wasi-keyvalue` crate: one `bindgen!` (the
+//! vendored WIT in `wit/wasi-blobstore/`), a context the platform builds
+//! per store ([`BlobstoreCtx`]: which Coffer, which organisation, which
+//! limits), and a borrowed view of that context and the store's
+//! [`ResourceTable`] ([`Blobstore`]), which the platform's accessor returns.
+//! The `wasi:io` streams are wasmtime-wasi's: add
+//! `wasmtime_wasi::p2::add_to_linker_async` (or its `wasi:io` part) to the
+//! same linker, and give both the same table.
+//!
+//! # Tenancy
+//! The organisation is fixed when the platform builds the
+//! [`BlobstoreCtx`]; no function of the interface names one, so a plugin
+//! can only ever reach its own organisation's containers. A container is a
+//! namespace of that organisation ([`crate::named`]); two organisations'
+//! containers of the same name are unrelated.
+//!
+//! # Semantics
+//! - `outgoing-value`: the body written to its `output-stream` is hashed
+//!   and spooled as it arrives (memory stays bounded whatever the size);
+//!   `write-data` binds the value to a name, and `finish` stores it there
+//!   through Coffer's put (the policy decides where; identical content is
+//!   not uploaded again) and points the name at it. Errors of storing are
+//!   `finish`'s. A value dropped without `finish` stores nothing.
+//! - `get-data(name, start, end)`: `start..=end`, inclusive; an `end` past
+//!   the object's last byte reads to the end. The value pins the bytes it
+//!   was opened on: deleting or replacing the name meanwhile does not take
+//!   them away. Reads are verified: the whole object is read and its
+//!   SHA-256 checked, and a range's last piece is held back until it has
+//!   been, so corrupt content ends the stream with an error instead of
+//!   completing it. A range therefore costs a read to the end of the
+//!   object.
+//! - `incoming-value-consume-sync` refuses values over
+//!   [`BlobstoreLimits::max_sync_read`] (use `consume-async`, a stream).
+//! - `list-objects` pages through the catalog in name order; `copy-object`
+//!   and `move-object` change names only, no byte is copied.
+//! - Errors are strings: Coffer's error message, prefixed by its class
+//!   (`not-found: container "x" has no object "y"`).
+
+use std::path::PathBuf;
+
+use wasmtime::component::{HasData, Linker, ResourceTable};
+
+use crate::coffer::{Coffer, validate_org};
+use crate::error::{Error, Result};
+
+mod host;
+mod run;
+mod streams;
+
+pub use self::host::{ContainerHandle, IncomingValue, NameStream, OutgoingValue};
+pub use self::run::{PluginRun, run_plugin};
+
+/// The one `bindgen!` of `wasi:blobstore`.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/wasi-blobstore",
+        world: "wasi:blobstore/imports",
+        imports: { default: async | trappable },
+        with: {
+            "wasi:io/poll": wasmtime_wasi::p2::bindings::io::poll,
+            "wasi:io/streams": wasmtime_wasi::p2::bindings::io::streams,
+            "wasi:io/error": wasmtime_wasi::p2::bindings::io::error,
+            "wasi:blobstore/container.container": crate::blobstore::ContainerHandle,
+            "wasi:blobstore/container.stream-object-names": crate::blobstore::NameStream,
+            "wasi:blobstore/types.outgoing-value": crate::blobstore::OutgoingValue,
+            "wasi:blobstore/types.incoming-value": crate::blobstore::IncomingValue,
+        },
+    });
+}
+
+/// Limits of one plugin's use of the blobstore.
+#[derive(Debug, Clone)]
+pub struct BlobstoreLimits {
+    /// Largest value `incoming-value-consume-sync` returns in one list
+    /// (bytes); a larger one is refused with an error that says to stream
+    /// it. Default 16 MiB.
+    pub max_sync_read: u64,
+    /// Largest value a plugin may write (bytes); `None`: only the
+    /// policy's limits apply. Writing stops with an error at the first
+    /// byte past it, so it also bounds the spool's disk use per value.
+    pub max_value_size: Option<u64>,
+    /// Where values over 4 MiB are spooled while they are written; the
+    /// configured `COFFER_SPOOL_DIR`, else the system's temporary
+    /// directory, when `None`.
+    pub spool_dir: Option<PathBuf>,
+}
+
+impl Default for BlobstoreLimits {
+    fn default() -> BlobstoreLimits {
+        BlobstoreLimits { max_sync_read: 16 << 20, max_value_size: None, spool_dir: None }
+    }
+}
+
+/// What the blobstore host acts for, in one wasmtime store: the platform
+/// builds it for the organisation the plugin runs for.
+#[derive(Debug, Clone)]
+pub struct BlobstoreCtx {
+    coffer: Coffer,
+    org: String,
+    limits: BlobstoreLimits,
+}
+
+impl BlobstoreCtx {
+    /// Act for `org` (checked now) with `coffer`, with default limits.
+    pub fn new(coffer: Coffer, org: &str) -> Result<BlobstoreCtx> {
+        validate_org(org)?;
+        Ok(BlobstoreCtx { coffer, org: org.to_string(), limits: BlobstoreLimits::default() })
+    }
+
+    /// The same, with `limits`.
+    pub fn with_limits(mut self, limits: BlobstoreLimits) -> BlobstoreCtx {
+        self.limits = limits;
+        self
+    }
+
+    /// The organisation the plugin acts for.
+    pub fn org(&self) -> &str {
+        &self.org
+    }
+}
+
+/// A borrowed view of a store's blobstore context and resource table (the
+/// table wasmtime-wasi's streams live in), which the platform's accessor
+/// returns.
+pub struct Blobstore<'a> {
+    pub ctx: &'a BlobstoreCtx,
+    pub table: &'a mut ResourceTable,
+}
+
+impl std::fmt::Debug for Blobstore<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blobstore").field("org", &self.ctx.org).finish_non_exhaustive()
+    }
+}
+
+struct HasBlobstore;
+
+impl HasData for HasBlobstore {
+    type Data<'a> = Blobstore<'a>;
+}
+
+/// Add `wasi:blobstore` to `linker`; `view` gives each call the store's
+/// [`Blobstore`] view. The `wasi:io` interfaces come from wasmtime-wasi
+/// (`wasmtime_wasi::p2::add_to_linker_async`), on the same table.
+///
+/// ```no_run
+/// # use wasmtime::component::{Linker, ResourceTable};
+/// # use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+/// # use coffer::blobstore::{self, Blobstore, BlobstoreCtx};
+/// struct Plugin { wasi: WasiCtx, blobs: BlobstoreCtx, table: ResourceTable }
+/// impl WasiView for Plugin {
+///     fn ctx(&mut self) -> WasiCtxView<'_> { WasiCtxView { ctx: &mut self.wasi, table: &mut self.table } }
+/// }
+/// # fn demo(engine: &wasmtime::Engine) -> wasmtime::Result<()> {
+/// let mut linker = Linker::<Plugin>::new(engine);
+/// wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+/// blobstore::add_to_linker(&mut linker, |p: &mut Plugin| Blobstore { ctx: &p.blobs, table: &mut p.table })?;
+/// # Ok(()) }
+/// ```
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Blobstore<'_>,
+) -> wasmtime::Result<()> {
+    bindings::wasi::blobstore::types::add_to_linker::<T, HasBlobstore>(linker, view)?;
+    bindings::wasi::blobstore::container::add_to_linker::<T, HasBlobstore>(linker, view)?;
+    bindings::wasi::blobstore::blobstore::add_to_linker::<T, HasBlobstore>(linker, view)?;
+    Ok(())
+}
+
+/// The string a plugin sees for `e`: its class, then Coffer's message.
+fn error_string(e: Error) -> String {
+    let kind = e.kind();
+    format!("{kind}: {}", strip_class(&e.to_string()))
+}
+
+/// Coffer's messages start with their own class ("not found: …"); the
+/// plugin's string starts with the kind instead.
+fn strip_class(message: &str) -> &str {
+    const CLASSES: &[&str] = &[
+        "invalid name: ",
+        "invalid input: ",
+        "configuration error: ",
+        "denied: ",
+        "not found: ",
+        "conflict: ",
+        "integrity error: ",
+        "backend error: ",
+        "not supported: ",
+        "policy component: ",
+        "internal error: ",
+    ];
+    for prefix in CLASSES {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            return rest;
+        }
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_their_class_then_the_message() {
+        let e = Error::NotFound("container \"a\" has no object \"b\"".into());
+        assert_eq!(error_string(e), "not-found: container \"a\" has no object \"b\"");
+        let e = Error::Integrity("x is corrupt".into());
+        assert_eq!(error_string(e), "integrity: x is corrupt");
+        let e = Error::io("spooling input", std::io::Error::other("disk full"));
+        assert_eq!(error_string(e), "unavailable: spooling input: disk full");
+    }
+}
