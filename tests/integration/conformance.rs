@@ -10,6 +10,7 @@ use coffer::backend::postgres::PgDb;
 use coffer::backend::s3::S3Store;
 use coffer::backend::sqlite::SqliteDb;
 use coffer::backend::{BackendKind, BlobStore, Location};
+use coffer::catalog::named::{Copied, Named, NamedCommitted, Names};
 use coffer::catalog::namespace::{Claimed, Namespace};
 use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token};
 use coffer::config::DatabaseUrl;
@@ -372,6 +373,158 @@ async fn catalog_races(a: Arc<dyn Catalog>, b: Arc<dyn Catalog>) {
         }
         assert!(a.pending_untouched_since(u64::MAX).await.unwrap().is_empty(), "round {round}: left pending");
     }
+}
+
+fn named(org: &str, container: &str, name: &str, sha: Digest) -> Named {
+    Named {
+        org: org.into(),
+        container: container.into(),
+        name: name.into(),
+        sha256: sha,
+        size: 1,
+        content_type: "x".into(),
+        // Taken from the reservation or record when committed.
+        location: location("nowhere", "nothing"),
+        created_at: 1,
+    }
+}
+
+/// The rules for named objects (host/src/catalog/named.rs), whatever the
+/// database: a name is a reference like a record.
+async fn named_conformance(cat: &dyn Catalog) {
+    let lease = || Lease { token: Token::new(), secs: 60 };
+    let (one, two) = (Digest::of(b"named one"), Digest::of(b"named two"));
+    let (at1, at2) = (location("acme", &one.to_string()), location("acme", &two.to_string()));
+
+    // Containers: created once, per organisation.
+    assert_eq!(cat.container("acme", "docs").await.unwrap(), None);
+    assert!(cat.create_container("acme", "docs").await.unwrap());
+    assert!(!cat.create_container("acme", "docs").await.unwrap());
+    assert!(cat.container("acme", "docs").await.unwrap().is_some());
+    assert_eq!(cat.container("umbrella", "docs").await.unwrap(), None, "containers are the organisation's own");
+    assert_eq!(cat.list_named("umbrella", "docs", "", 10).await.unwrap(), None);
+
+    // A name is committed from a reservation, which is then gone; no
+    // container, or a reservation gone, changes nothing.
+    let p1 = pending("acme", one, &at1);
+    assert_eq!(cat.reserve(&p1).await.unwrap(), Reserved::Granted);
+    let n = named("acme", "nope", "a", one);
+    assert_eq!(cat.commit_named(Some(&p1.token), &n, &lease()).await.unwrap(), NamedCommitted::NoContainer);
+    let n = named("acme", "docs", "a", one);
+    let NamedCommitted::Done(stored, None) = cat.commit_named(Some(&p1.token), &n, &lease()).await.unwrap() else {
+        panic!("not committed")
+    };
+    assert_eq!(stored.location, at1, "the name points where the reservation was");
+    assert!(cat.pending_at(&at1).await.unwrap().is_empty(), "the reservation became the name");
+    assert_eq!(cat.commit_named(Some(&p1.token), &n, &lease()).await.unwrap(), NamedCommitted::Lost);
+    assert_eq!(cat.named("acme", "docs", "a").await.unwrap().unwrap().location, at1);
+    assert_eq!(cat.named("umbrella", "docs", "a").await.unwrap(), None);
+
+    // A named location is referenced: never tombstoned, and another
+    // organisation cannot reserve it.
+    assert_eq!(cat.tombstone_if_unreferenced(&at1, &lease()).await.unwrap(), None);
+    assert_eq!(cat.referenced(BackendKind::Database, "acme", &[at1.name.clone()]).await.unwrap().len(), 1);
+    assert_eq!(cat.reserve(&pending("umbrella", one, &at1)).await.unwrap(), Reserved::OwnedByOthers);
+
+    // With no reservation, only the organisation's own record answers.
+    let n_b = named("acme", "docs", "b", two);
+    assert_eq!(cat.commit_named(None, &n_b, &lease()).await.unwrap(), NamedCommitted::Lost);
+    let p2 = pending("acme", two, &at2);
+    assert_eq!(cat.reserve(&p2).await.unwrap(), Reserved::Granted);
+    assert!(matches!(cat.commit(Some(&p2.token), &record("acme", two, &at2)).await.unwrap(), Committed::Inserted(_)));
+    let NamedCommitted::Done(b, None) = cat.commit_named(None, &n_b, &lease()).await.unwrap() else { panic!() };
+    assert_eq!(b.location, at2);
+
+    // Replacing a name: the old content stays while anything else refers
+    // to it (here the record), and is tombstoned when nothing does.
+    let p = pending("acme", one, &at1);
+    assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+    let NamedCommitted::Done(_, None) =
+        cat.commit_named(Some(&p.token), &named("acme", "docs", "b", one), &lease()).await.unwrap()
+    else {
+        panic!()
+    };
+    let p = pending("acme", two, &at2);
+    assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+    let NamedCommitted::Done(_, None) =
+        cat.commit_named(Some(&p.token), &named("acme", "docs", "c", two), &lease()).await.unwrap()
+    else {
+        panic!()
+    };
+    assert!(cat.remove("acme", &two, &lease()).await.unwrap().unwrap().1.is_none(), "the name c still refers to two");
+    let p = pending("acme", one, &at1);
+    assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+    let NamedCommitted::Done(_, Some(t)) =
+        cat.commit_named(Some(&p.token), &named("acme", "docs", "c", one), &lease()).await.unwrap()
+    else {
+        panic!("replacing the last reference to two tombstones it")
+    };
+    assert_eq!(t.location, at2);
+    assert!(cat.clear_tombstone(&at2, &t.token).await.unwrap());
+
+    // Listing pages in name order.
+    let page = |after: &'static str| async move {
+        cat.list_named("acme", "docs", after, 2).await.unwrap().unwrap().into_iter().map(|n| n.name).collect::<Vec<_>>()
+    };
+    assert_eq!(page("").await, ["a", "b"]);
+    assert_eq!(page("b").await, ["c"]);
+    assert!(page("c").await.is_empty());
+
+    // Copy and move change names only; the destination container must
+    // exist, the source must.
+    assert!(cat.create_container("acme", "archive").await.unwrap());
+    let copy = |from: (&'static str, &'static str), to: (&'static str, &'static str), mv: bool| async move {
+        cat.copy_named("acme", from, to, mv, &Lease { token: Token::new(), secs: 60 }).await.unwrap()
+    };
+    assert_eq!(copy(("docs", "zzz"), ("archive", "a"), false).await, Copied::NoSource);
+    assert_eq!(copy(("docs", "a"), ("missing", "a"), false).await, Copied::NoContainer);
+    let Copied::Done(c, t) = copy(("docs", "a"), ("archive", "a"), false).await else { panic!() };
+    assert_eq!((c.location.clone(), t.len()), (at1.clone(), 0));
+    let Copied::Done(_, t) = copy(("archive", "a"), ("archive", "moved"), true).await else { panic!() };
+    assert!(t.is_empty());
+    assert_eq!(cat.named("acme", "archive", "a").await.unwrap(), None, "a move drops its source");
+    assert_eq!(cat.named("acme", "archive", "moved").await.unwrap().unwrap().location, at1);
+    assert!(matches!(copy(("docs", "a"), ("docs", "a"), true).await, Copied::Done(..)), "onto itself: nothing");
+    assert!(cat.named("acme", "docs", "a").await.unwrap().is_some());
+
+    // A pin keeps the bytes whatever happens to the names.
+    let token = Token::new();
+    let (pinned, pin) = cat.pin_named("acme", "docs", "a", &token).await.unwrap().unwrap();
+    assert_eq!(
+        (pinned.location.clone(), pin.location.clone(), pin.token.clone()),
+        (at1.clone(), at1.clone(), token.clone())
+    );
+    assert_eq!(cat.pin_named("acme", "docs", "nope", &Token::new()).await.unwrap(), None);
+    let dropped = cat.drop_names("acme", "docs", Names::All, &lease()).await.unwrap().unwrap();
+    assert!(dropped.is_empty(), "archive/moved still names one");
+    assert_eq!(cat.drop_names("acme", "nope", Names::All, &lease()).await.unwrap(), None);
+    let dropped =
+        cat.drop_names("acme", "archive", Names::These(&["moved".into(), "none".into()]), &lease()).await.unwrap();
+    assert_eq!(dropped, Some(vec![]), "the pin still refers to one");
+    let Released::Released(Some(t)) = cat.release(&token, None, Some(&lease())).await.unwrap() else {
+        panic!("releasing the last reference tombstones it")
+    };
+    assert_eq!(t.location, at1);
+    assert!(cat.clear_tombstone(&at1, &t.token).await.unwrap());
+
+    // A container is deleted with its names; the other organisation's
+    // container of the same name is untouched.
+    assert!(cat.create_container("umbrella", "docs").await.unwrap());
+    assert_eq!(cat.drop_names("acme", "docs", Names::AllAndContainer, &lease()).await.unwrap(), Some(vec![]));
+    assert_eq!(cat.container("acme", "docs").await.unwrap(), None);
+    assert!(cat.container("umbrella", "docs").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn sqlite_named_objects_conform() {
+    let dir = tempfile::tempdir().unwrap();
+    named_conformance(&SqliteDb::open(dir.path().join("n.db")).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_named_objects_conform() {
+    let url = crate::pg_server::fresh_database("named").await;
+    named_conformance(&*open_pg(&url).await).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Coffer's integration tests: one binary, one module per area. They run
 //! the real host with the real, compiled policy component.
 
+mod blobstore;
 mod cli;
 mod config;
 mod conformance;

@@ -12,7 +12,7 @@ const PEAK_LIMIT_KIB: u64 = 64 * 1024;
 
 /// Run `cmd`, sampling its peak resident set (VmHWM, which only grows)
 /// until it exits; returns (success, peak KiB, stderr).
-fn run_watching_memory(cmd: &mut Command) -> (bool, u64, String) {
+pub fn run_watching_memory(cmd: &mut Command) -> (bool, u64, String) {
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let status_file = format!("/proc/{}/status", child.id());
     let mut peak = 0u64;

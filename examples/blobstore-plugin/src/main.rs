@@ -10,7 +10,8 @@
 //! few files), `put C N TEXT`, `cat C N [START END]`, `ls C [PAGE]`,
 //! `rm C N…`, `mkdir C`, `rmdir C`, `write C N MIB` / `check C N MIB` (a
 //! generated value of MIB MiB, streamed out and read back and compared),
-//! `cp C N C2 N2`, `mv C N C2 N2`, `info C N`, `clear C`.
+//! `cp C N C2 N2`, `mv C N C2 N2`, `info C N`, `clear C`, `hold C N` (open,
+//! delete, then read what was opened).
 
 use std::process::ExitCode;
 
@@ -77,6 +78,16 @@ fn run(args: &[String]) -> Result<()> {
         "check" => {
             let n = check_generated(&open(arg(1)?)?, arg(2)?, number(3)? << 20)?;
             println!("verified {n} bytes");
+            Ok(())
+        }
+        "hold" => {
+            // An open value keeps its bytes: open, delete, then read.
+            let c = open(arg(1)?)?;
+            let value = c.get_data(arg(2)?, 0, u64::MAX)?;
+            c.delete_object(arg(2)?)?;
+            println!("deleted; has {}: {}", arg(2)?, c.has_object(arg(2)?)?);
+            let bytes = IncomingValue::incoming_value_consume_sync(value)?;
+            println!("still read: {}", String::from_utf8_lossy(&bytes));
             Ok(())
         }
         other => Err(format!("unknown command {other:?}")),

@@ -1,0 +1,294 @@
+//! The `wasi:blobstore` host: the example plugin (a real `wasm32-wasip2`
+//! component, `examples/blobstore-plugin`) run against SQLite and the S3
+//! test server; organisations kept apart; open values keeping their
+//! bytes; a 64 MiB value streamed through in bounded memory; the error
+//! strings a plugin sees; names written and deleted concurrently.
+
+use std::process::Command;
+
+use coffer::blobstore::{BlobstoreCtx, BlobstoreLimits, PluginRun, run_plugin};
+use coffer::{Coffer, Content};
+
+use crate::support::{TestCoffer, data, objects_on_server, s3_coffer, sqlite_coffer, unique_bucket};
+
+fn plugin_path() -> std::path::PathBuf {
+    std::path::Path::new(coffer::policy::TEST_GUESTS_DIR).join("coffer_example_blobstore_plugin.wasm")
+}
+
+async fn run_limited(coffer: &Coffer, org: &str, limits: BlobstoreLimits, args: &[&str]) -> PluginRun {
+    let wasm = std::fs::read(plugin_path()).unwrap();
+    let ctx = BlobstoreCtx::new(coffer.clone(), org).unwrap().with_limits(limits);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    run_plugin(ctx, &wasm, &args, true).await.unwrap()
+}
+
+async fn run(coffer: &Coffer, org: &str, args: &[&str]) -> PluginRun {
+    run_limited(coffer, org, BlobstoreLimits::default(), args).await
+}
+
+/// Standard output of a run that must succeed.
+async fn ok(coffer: &Coffer, org: &str, args: &[&str]) -> String {
+    let r = run(coffer, org, args).await;
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status, 0, "{args:?} failed: {err}");
+    String::from_utf8(r.stdout).unwrap()
+}
+
+/// Standard error of a run that must fail.
+async fn fails(coffer: &Coffer, org: &str, args: &[&str]) -> String {
+    fails_limited(coffer, org, BlobstoreLimits::default(), args).await
+}
+
+async fn fails_limited(coffer: &Coffer, org: &str, limits: BlobstoreLimits, args: &[&str]) -> String {
+    let r = run_limited(coffer, org, limits, args).await;
+    assert_ne!(r.status, 0, "{args:?} succeeded: {}", String::from_utf8_lossy(&r.stdout));
+    String::from_utf8(r.stderr).unwrap()
+}
+
+const DEMO: &str = "\
+stored hello.txt and copy-of-hello.txt (the same content, kept once)
+listing: copy-of-hello.txt, hello.txt
+hello.txt: Hello from a plugin!
+bytes 0..=4: Hello
+moved copy-of-hello.txt to moved.txt
+deleted; has hello.txt: false
+reading it again: not-found: container \"notes\" has no object \"hello.txt\"
+container deleted
+";
+
+/// Rows left in the embedded database's tables.
+fn rows(t: &TestCoffer, table: &str) -> i64 {
+    t.raw_db().query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test]
+async fn the_example_plugin_stores_lists_reads_and_deletes_in_the_database() {
+    let t = sqlite_coffer(&[]).await;
+    assert_eq!(ok(&t.coffer, "acme", &["demo"]).await, DEMO);
+    // Everything it stored went when it deleted it.
+    t.coffer.quiesce(std::time::Duration::from_secs(10)).await;
+    for table in ["named_objects", "named_containers", "blobs", "pending", "tombstones", "objects"] {
+        assert_eq!(rows(&t, table), 0, "{table}");
+    }
+}
+
+#[tokio::test]
+async fn the_example_plugin_stores_lists_reads_and_deletes_on_s3() {
+    let bucket = unique_bucket("plugin");
+    let t = s3_coffer(&bucket).await;
+    assert_eq!(ok(&t.coffer, "acme", &["demo"]).await, DEMO);
+    t.coffer.quiesce(std::time::Duration::from_secs(10)).await;
+    assert_eq!(objects_on_server(&bucket), Vec::<String>::new(), "what the plugin deleted is gone from S3");
+
+    // The same content under two names is one object on S3; a copy adds
+    // none; the last name deleted takes it away.
+    ok(&t.coffer, "acme", &["mkdir", "docs"]).await;
+    ok(&t.coffer, "acme", &["put", "docs", "a.txt", "same bytes"]).await;
+    ok(&t.coffer, "acme", &["put", "docs", "b.txt", "same bytes"]).await;
+    ok(&t.coffer, "acme", &["cp", "docs", "a.txt", "docs", "c.txt"]).await;
+    assert_eq!(objects_on_server(&bucket).len(), 1);
+    assert_eq!(ok(&t.coffer, "acme", &["cat", "docs", "c.txt"]).await, "same bytes\n");
+    assert_eq!(ok(&t.coffer, "acme", &["cat", "docs", "c.txt", "5", "100"]).await, "bytes\n");
+    ok(&t.coffer, "acme", &["rm", "docs", "a.txt", "b.txt"]).await;
+    assert_eq!(objects_on_server(&bucket).len(), 1, "c.txt still names it");
+    ok(&t.coffer, "acme", &["clear", "docs"]).await;
+    assert_eq!(objects_on_server(&bucket), Vec::<String>::new());
+    assert_eq!(ok(&t.coffer, "acme", &["ls", "docs"]).await, "");
+}
+
+#[tokio::test]
+async fn listing_pages_through_every_name() {
+    let t = sqlite_coffer(&[]).await;
+    t.coffer.create_container("acme", "many").await.unwrap();
+    // More than one page of the host's (1000), read 7 at a time.
+    for i in 0..1203 {
+        let content = Content::from_bytes(format!("{}", i % 3), None).unwrap();
+        t.coffer.put_named("acme", "many", &format!("n{i:05}"), content).await.unwrap();
+    }
+    let listed = ok(&t.coffer, "acme", &["ls", "many", "7"]).await;
+    let expected: String = (0..1203).map(|i| format!("n{i:05}\n")).collect();
+    assert_eq!(listed, expected);
+    assert_eq!(rows(&t, "blobs"), 3, "three contents, stored once each");
+}
+
+#[tokio::test]
+async fn plugins_for_two_organisations_cannot_see_each_others_containers() {
+    let t = sqlite_coffer(&[]).await;
+    let c = &t.coffer;
+    ok(c, "acme", &["mkdir", "shared"]).await;
+    ok(c, "acme", &["put", "shared", "secret", "acme's secret"]).await;
+
+    // Umbrella's plugin cannot list, read, probe, copy, move, clear or
+    // delete acme's container: to it, there is none.
+    let none = "not-found: organisation \"umbrella\" has no container \"shared\"";
+    for args in [
+        &["ls", "shared"][..],
+        &["cat", "shared", "secret"],
+        &["info", "shared", "secret"],
+        &["rm", "shared", "secret"],
+        &["clear", "shared"],
+        &["rmdir", "shared"],
+    ] {
+        let err = fails(c, "umbrella", args).await;
+        assert!(err.contains(none), "{args:?}: {err}");
+    }
+    ok(c, "umbrella", &["mkdir", "mine"]).await;
+    for verb in ["cp", "mv"] {
+        let err = fails(c, "umbrella", &[verb, "shared", "secret", "mine", "stolen"]).await;
+        assert!(err.contains(none), "{verb}: {err}");
+    }
+    assert_eq!(ok(c, "umbrella", &["ls", "mine"]).await, "");
+
+    // Its own container of the same name is its own.
+    ok(c, "umbrella", &["mkdir", "shared"]).await;
+    assert_eq!(ok(c, "umbrella", &["ls", "shared"]).await, "");
+    ok(c, "umbrella", &["put", "shared", "secret", "umbrella's"]).await;
+    ok(c, "umbrella", &["rmdir", "shared"]).await;
+    assert_eq!(ok(c, "acme", &["cat", "shared", "secret"]).await, "acme's secret\n");
+    assert_eq!(ok(c, "acme", &["ls", "shared"]).await, "secret\n");
+}
+
+#[tokio::test]
+async fn an_open_value_keeps_its_bytes_when_its_object_is_deleted() {
+    let t = sqlite_coffer(&[]).await;
+    ok(&t.coffer, "acme", &["mkdir", "c"]).await;
+    ok(&t.coffer, "acme", &["put", "c", "n", "kept while open"]).await;
+    assert_eq!(
+        ok(&t.coffer, "acme", &["hold", "c", "n"]).await,
+        "deleted; has n: false\nstill read: kept while open\n"
+    );
+    // Closed: nothing refers to the bytes any more, and they are gone.
+    assert!(t.coffer.quiesce(std::time::Duration::from_secs(10)).await);
+    assert_eq!(rows(&t, "blobs"), 0);
+    assert_eq!(rows(&t, "pending"), 0);
+}
+
+#[tokio::test]
+async fn error_strings_tell_the_plugin_what_went_wrong() {
+    let t = sqlite_coffer(&[("max-size", "100")]).await;
+    let c = &t.coffer;
+    ok(c, "acme", &["mkdir", "docs"]).await;
+    ok(c, "acme", &["put", "docs", "a", "hello"]).await;
+    let cases: &[(&[&str], &str)] = &[
+        (&["cat", "nope", "x"], "error: not-found: organisation \"acme\" has no container \"nope\""),
+        (&["cat", "docs", "x"], "error: not-found: container \"docs\" has no object \"x\""),
+        (&["mkdir", "docs"], "error: conflict: container \"docs\" already exists"),
+        (&["put", "docs", "", "x"], "error: invalid-input: object name \"\" is empty"),
+        (&["mkdir", "tab\there"], "error: invalid-input: container name \"tab\\there\" contains a control character"),
+        (&["cat", "docs", "a", "10", "20"], "starts past the end of docs/a, which is 5 bytes long"),
+        (&["cat", "docs", "a", "3", "1"], "error: invalid-input: range 3..=1 of \"a\": start is after end"),
+        (
+            &["cp", "docs", "a", "elsewhere", "a"],
+            "error: not-found: organisation \"acme\" has no container \"elsewhere\"",
+        ),
+    ];
+    for (args, expected) in cases {
+        let err = fails(c, "acme", args).await;
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    // The policy's own limits, in its words.
+    let err = fails(c, "acme", &["put", "docs", "big", &"x".repeat(200)]).await;
+    assert!(err.contains("denied:") && err.contains("100"), "{err}");
+
+    // The host's limits say what to do instead.
+    let small = BlobstoreLimits { max_sync_read: 3, ..Default::default() };
+    let err = fails_limited(c, "acme", small, &["cat", "docs", "a"]).await;
+    assert!(
+        err.contains("invalid-input: the value is 5 bytes, over the 3 bytes incoming-value-consume-sync returns")
+            && err.contains("incoming-value-consume-async"),
+        "{err}"
+    );
+    let small = BlobstoreLimits { max_value_size: Some(3), ..Default::default() };
+    let err = fails_limited(c, "acme", small, &["put", "docs", "b", "hello"]).await;
+    assert!(err.contains("over the limit of 3 bytes a plugin may write"), "{err}");
+    assert!(fails(c, "acme", &["cat", "docs", "b"]).await.contains("has no object \"b\""), "nothing was stored");
+
+    // Corrupt bytes are an integrity error, never wrong bytes.
+    let db = t.raw_db();
+    let mut stored: Vec<u8> = db.query_row("SELECT data FROM blob_data", [], |r| r.get(0)).unwrap();
+    stored[1] ^= 0xff;
+    db.execute("UPDATE blob_data SET data = ?1", [stored]).unwrap();
+    let err = fails(c, "acme", &["cat", "docs", "a"]).await;
+    assert!(err.contains("error: integrity: ") && err.contains("docs/a"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_written_and_deleted_concurrently_stay_readable_and_leave_nothing_behind() {
+    let t = sqlite_coffer(&[]).await;
+    let c = t.coffer.clone();
+    c.create_container("acme", "race").await.unwrap();
+    // Writers put (often the same) contents under a few shared names while
+    // deleters drop them; bounded: 4 × 12 writes, 2 × 12 deletes.
+    let mut tasks = Vec::new();
+    for w in 0..4u8 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..12u8 {
+                let content = Content::from_bytes(data(2000 + usize::from(i % 3), i % 3), None).unwrap();
+                c.put_named("acme", "race", &format!("n{}", (w + i) % 3), content).await.unwrap();
+            }
+        }));
+    }
+    for d in 0..2u8 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..12u8 {
+                c.delete_named("acme", "race", &[format!("n{}", (d + i) % 3)]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // Every name left reads back whole and verified; every blob left is
+    // named; nothing is pending or half-deleted.
+    let names = c.list_named("acme", "race", "", 100).await.unwrap();
+    for n in &names {
+        let open = c.open_named("acme", "race", &n.name).await.unwrap();
+        let mut stream = open.stream(0, u64::MAX).await.unwrap();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(coffer::Digest::of(&bytes), n.sha256, "{}", n.name);
+    }
+    assert!(c.quiesce(std::time::Duration::from_secs(10)).await);
+    let distinct: std::collections::HashSet<_> = names.iter().map(|n| n.sha256).collect();
+    assert_eq!(rows(&t, "blobs"), distinct.len() as i64);
+    assert_eq!((rows(&t, "pending"), rows(&t, "tombstones")), (0, 0));
+}
+
+/// The mission's memory bound.
+const PEAK_LIMIT_KIB: u64 = 64 * 1024;
+
+#[test]
+fn a_64_mib_value_round_trips_through_a_plugin_in_bounded_memory() {
+    let server = crate::s3_server::server();
+    let bucket = unique_bucket("plugin-big");
+    let plugin = plugin_path();
+    for s3 in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let coffer = |args: &[&str]| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
+            cmd.current_dir(dir.path()).env_clear().env("COFFER_CACHE_DIR", dir.path().join("cache"));
+            if s3 {
+                cmd.env("AWS_ACCESS_KEY_ID", crate::s3_server::ACCESS_KEY)
+                    .env("AWS_SECRET_ACCESS_KEY", crate::s3_server::SECRET_KEY)
+                    .env("AWS_ENDPOINT_URL", server.endpoint())
+                    .env("S3_BUCKET", &bucket)
+                    // Up in parts, as a large value would go.
+                    .env("COFFER_MULTIPART_THRESHOLD", (16u64 << 20).to_string());
+            }
+            cmd.arg("run-plugin").arg(&plugin).args(["--org", "acme"]).args(args);
+            cmd
+        };
+        let (done, write_peak, err) = crate::memory::run_watching_memory(&mut coffer(&["write", "big", "v", "64"]));
+        assert!(done, "{err}");
+        let (done, read_peak, err) = crate::memory::run_watching_memory(&mut coffer(&["check", "big", "v", "64"]));
+        assert!(done, "{err}");
+        eprintln!("peak RSS (s3: {s3}): write {write_peak} KiB, read {read_peak} KiB for a 64 MiB value");
+        assert!(write_peak < PEAK_LIMIT_KIB, "writing peaked at {write_peak} KiB");
+        assert!(read_peak < PEAK_LIMIT_KIB, "reading peaked at {read_peak} KiB");
+    }
+}
