@@ -11,6 +11,11 @@ use coffer::{Coffer, Content};
 
 use crate::support::{TestCoffer, data, objects_on_server, s3_coffer, sqlite_coffer, unique_bucket};
 
+/// The example embedding program (`cargo run --example blobstore_host`),
+/// whose platform-side code these tests run.
+#[path = "../../examples/blobstore_host.rs"]
+mod example_host;
+
 fn plugin_path() -> std::path::PathBuf {
     std::path::Path::new(coffer::policy::TEST_GUESTS_DIR).join("coffer_example_blobstore_plugin.wasm")
 }
@@ -94,6 +99,21 @@ async fn the_example_plugin_stores_lists_reads_and_deletes_on_s3() {
     ok(&t.coffer, "acme", &["clear", "docs"]).await;
     assert_eq!(objects_on_server(&bucket), Vec::<String>::new());
     assert_eq!(ok(&t.coffer, "acme", &["ls", "docs"]).await, "");
+}
+
+/// The example embedding program's own code runs the plugin, against the
+/// embedded default and against S3.
+#[tokio::test]
+async fn the_example_embedding_runs_the_plugin_on_sqlite_and_s3() {
+    let bucket = unique_bucket("embedding");
+    for t in [sqlite_coffer(&[]).await, s3_coffer(&bucket).await] {
+        let stdout = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(1 << 16);
+        let mut wasi = wasmtime_wasi::WasiCtx::builder();
+        wasi.arg("plugin").arg("demo").stdout(stdout.clone());
+        let wasm = std::fs::read(plugin_path()).unwrap();
+        let status = example_host::run_plugin_for(&t.coffer, "acme", &wasm, wasi.build()).await.unwrap();
+        assert_eq!((status, String::from_utf8_lossy(&stdout.contents())), (0, DEMO.into()));
+    }
 }
 
 #[tokio::test]

@@ -423,7 +423,7 @@ async fn named_conformance(cat: &dyn Catalog) {
     // A named location is referenced: never tombstoned, and another
     // organisation cannot reserve it.
     assert_eq!(cat.tombstone_if_unreferenced(&at1, &lease()).await.unwrap(), None);
-    assert_eq!(cat.referenced(BackendKind::Database, "acme", &[at1.name.clone()]).await.unwrap().len(), 1);
+    assert_eq!(cat.referenced(BackendKind::Database, "acme", std::slice::from_ref(&at1.name)).await.unwrap().len(), 1);
     assert_eq!(cat.reserve(&pending("umbrella", one, &at1)).await.unwrap(), Reserved::OwnedByOthers);
 
     // With no reservation, only the organisation's own record answers.
