@@ -87,13 +87,20 @@ async fn attacks_are_refused(layout: Layout) {
 
     for (org, kind) in ATTACKS {
         // Same size as the victim's files, so a size check alone would be fooled.
-        let err = t.coffer.put(org, Content::from_bytes(vec![7u8; 10_000], None).unwrap()).await.unwrap_err();
-        let ok = match *kind {
-            "denied" => matches!(&err, Error::Denied(_)),
-            _ => matches!(&err, Error::Policy(m) if m.contains("neither wrote it there nor found it")),
+        let refused = |err: &Error| match *kind {
+            "denied" => matches!(err, Error::Denied(_)),
+            _ => matches!(err, Error::Policy(m) if m.contains("neither wrote it there nor found it")),
         };
-        assert!(ok, "{layout:?} {org}: {err}");
+        let err = t.coffer.put(org, Content::from_bytes(vec![7u8; 10_000], None).unwrap()).await.unwrap_err();
+        assert!(refused(&err), "{layout:?} {org}: {err}");
         assert!(t.coffer.list(org, None, 10).await.unwrap().is_empty(), "{layout:?} {org} got a record");
+        // The same attack through a name (a blobstore plugin's write) is
+        // refused alike, and leaves no name.
+        t.coffer.create_container(org, "c").await.unwrap();
+        let content = Content::from_bytes(vec![7u8; 10_000], None).unwrap();
+        let err = t.coffer.put_named(org, "c", "n", content).await.unwrap_err();
+        assert!(refused(&err), "{layout:?} {org} by name: {err}");
+        assert!(t.coffer.list_named(org, "c", "", 10).await.unwrap().is_empty(), "{layout:?} {org} got a name");
         assert_eq!(victims_bytes(&t, layout, &bucket), before, "{layout:?} {org} changed the victim's bytes");
         assert!(t.coffer.get_bytes("victim", &victim.sha256).await.unwrap() == first, "{layout:?} after {org}");
     }
