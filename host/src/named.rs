@@ -113,14 +113,40 @@ impl Coffer {
         Ok(self.services.catalog.container(org, container).await?.is_some())
     }
 
-    /// Delete `org`'s container `container` and every name in it.
+    /// Delete `org`'s container `container` and every name in it, where
+    /// the policy allows deleting what each names.
     pub async fn delete_container(&self, org: &str, container: &str) -> Result<()> {
+        self.authorize_all(org, container).await?;
         self.drop_names(org, container, Names::AllAndContainer).await
     }
 
-    /// Delete every name in `org`'s container `container`; it stays, empty.
+    /// Delete every name in `org`'s container `container`, where the
+    /// policy allows deleting what each names; the container stays.
     pub async fn clear_container(&self, org: &str, container: &str) -> Result<()> {
+        self.authorize_all(org, container).await?;
         self.drop_names(org, container, Names::All).await
+    }
+
+    /// Ask the policy whether each name of the container may be deleted
+    /// (one call per name: a policy may keep objects, e.g. for retention).
+    async fn authorize_all(&self, org: &str, container: &str) -> Result<()> {
+        let mut after = String::new();
+        loop {
+            let page = self.list_named(org, container, &after, 1000).await?;
+            for n in &page {
+                self.authorize_drop(n).await?;
+            }
+            match page.last() {
+                Some(last) if page.len() == 1000 => after = last.name.clone(),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Whether the policy lets `n`'s reference go (deleting or replacing
+    /// the name).
+    async fn authorize_drop(&self, n: &Named) -> Result<()> {
+        self.policy(&n.org).authorize(&self.services, &n.org, Operation::Delete, &as_record(n)).await
     }
 
     /// Delete the names `names` of `org`'s container `container` (a name
@@ -132,7 +158,7 @@ impl Coffer {
         for name in names {
             validate_name("object", name)?;
             if let Some(n) = self.services.catalog.named(org, container, name).await? {
-                self.policy(org).authorize(&self.services, org, Operation::Delete, &as_record(&n)).await?;
+                self.authorize_drop(&n).await?;
             }
         }
         self.drop_names(org, container, Names::These(names)).await
@@ -191,6 +217,10 @@ impl Coffer {
         // Refused before anything is stored, and checked again when the
         // name is written.
         self.container_created(org, container).await?;
+        // Replacing a name lets its content go: the policy may keep it.
+        if let Some(old) = self.services.catalog.named(org, container, name).await? {
+            self.authorize_drop(&old).await?;
+        }
         let namespaces = self.namespaces(org).await?;
         for attempt in 1..=PUT_ATTEMPTS {
             let (record, chosen, _) = self.place(org, &content, &namespaces).await?;
@@ -264,7 +294,10 @@ impl Coffer {
         let record = as_record(&source);
         self.policy(org).authorize(&self.services, org, Operation::Get, &record).await?;
         if remove_source {
-            self.policy(org).authorize(&self.services, org, Operation::Delete, &record).await?;
+            self.authorize_drop(&source).await?;
+        }
+        if let Some(replaced) = self.services.catalog.named(org, to.0, to.1).await? {
+            self.authorize_drop(&replaced).await?;
         }
         let lifecycle = &self.services.lifecycle;
         let (lease, asked) = (lifecycle.lease(), std::time::Instant::now());

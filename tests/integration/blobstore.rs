@@ -232,6 +232,31 @@ async fn error_strings_tell_the_plugin_what_went_wrong() {
     assert!(err.contains("error: integrity: ") && err.contains("docs/a"), "{err}");
 }
 
+#[tokio::test]
+async fn a_policy_that_keeps_objects_keeps_them_whatever_the_plugin_calls() {
+    let t = sqlite_coffer(&[("allow-delete", "false")]).await;
+    let c = &t.coffer;
+    ok(c, "acme", &["mkdir", "docs"]).await;
+    ok(c, "acme", &["mkdir", "other"]).await;
+    ok(c, "acme", &["put", "docs", "a", "kept"]).await;
+    // Every way of letting the content go is refused, in the policy's words.
+    for args in [
+        &["rm", "docs", "a"][..],
+        &["clear", "docs"],
+        &["rmdir", "docs"],
+        &["put", "docs", "a", "replaced"],
+        &["mv", "docs", "a", "other", "a"],
+    ] {
+        let err = fails(c, "acme", args).await;
+        assert!(err.contains("error: denied: "), "{args:?}: {err}");
+    }
+    ok(c, "acme", &["cp", "docs", "a", "other", "a"]).await;
+    let err = fails(c, "acme", &["cp", "docs", "a", "other", "a"]).await;
+    assert!(err.contains("error: denied: "), "replacing the copy: {err}");
+    assert_eq!(ok(c, "acme", &["cat", "docs", "a"]).await, "kept\n");
+    assert_eq!(ok(c, "acme", &["cat", "other", "a"]).await, "kept\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_written_and_deleted_concurrently_stay_readable_and_leave_nothing_behind() {
     let t = sqlite_coffer(&[]).await;
