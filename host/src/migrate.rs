@@ -28,7 +28,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::backend::Location;
-use crate::catalog::lifecycle::Reservation;
+use crate::catalog::lifecycle::{Refs, Reservation};
 use crate::catalog::{Record, Relocated};
 use crate::coffer::Coffer;
 use crate::content::{Content, Digest, verify_stream};
@@ -63,7 +63,7 @@ const PAGE: usize = 500;
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MigrateReport {
     pub dry_run: bool,
-    /// Records looked at.
+    /// Records looked at (and locations only names point at, as one each).
     pub records: u64,
     /// Records not in the namespace new objects go to (or parked): the
     /// ones a migration reads and places again.
@@ -129,73 +129,79 @@ impl Coffer {
         progress.stage(if options.dry_run { "would migrate" } else { "migrating" }, total);
 
         let report = Mutex::new(report);
-        let mut after: Option<(String, Digest)> = None;
         let mut left = options.limit.unwrap_or(u64::MAX);
-        while left > 0 && report.lock().unwrap_or_else(|e| e.into_inner()).stopped.is_none() {
-            let page = self.records_page(options, after.as_ref()).await?;
-            let Some(last) = page.last() else { break };
-            after = Some((last.org.clone(), last.sha256));
-            let mut batch = Vec::new();
-            for record in page {
-                report.lock().unwrap_or_else(|e| e.into_inner()).records += 1;
-                if left > 0 && self.needs_placing(&record).await? {
-                    left -= 1;
-                    batch.push(record);
+        // Records, then the content only names refer to.
+        for refs in [Refs::Record, Refs::Names] {
+            let mut after: Option<Record> = None;
+            while left > 0 && report.lock().unwrap_or_else(|e| e.into_inner()).stopped.is_none() {
+                let page = self.page(options, refs, after.as_ref()).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.clone());
+                let mut batch = Vec::new();
+                for record in page {
+                    report.lock().unwrap_or_else(|e| e.into_inner()).records += 1;
+                    if left > 0 && self.needs_placing(&record).await? {
+                        left -= 1;
+                        batch.push(record);
+                    }
                 }
-            }
-            let jobs = options.jobs.max(1);
-            futures_util::stream::iter(batch)
-                .for_each_concurrent(jobs, |record| {
-                    let report = &report;
-                    async move {
-                        if report.lock().unwrap_or_else(|e| e.into_inner()).stopped.is_some() {
-                            return;
-                        }
-                        let outcome = if options.dry_run {
-                            Ok(Outcome::Moved { left: None })
-                        } else {
-                            self.move_one(&record).await
-                        };
-                        let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
-                        r.candidates += 1;
-                        // A backend that stays down (a drain during an
-                        // outage): stop instead of reading every object to
-                        // find out again.
-                        match &outcome {
-                            Err(e) if e.kind() == ErrorKind::Unavailable => r.unavailable_in_a_row += 1,
-                            _ => r.unavailable_in_a_row = 0,
-                        }
-                        if r.unavailable_in_a_row >= UNAVAILABLE_IN_A_ROW && r.stopped.is_none() {
-                            r.stopped = Some(format!(
-                                "stopped after {UNAVAILABLE_IN_A_ROW} objects in a row failed as unavailable; \
+                let jobs = options.jobs.max(1);
+                futures_util::stream::iter(batch)
+                    .for_each_concurrent(jobs, |record| {
+                        let report = &report;
+                        async move {
+                            if report.lock().unwrap_or_else(|e| e.into_inner()).stopped.is_some() {
+                                return;
+                            }
+                            let outcome = if options.dry_run {
+                                Ok(Outcome::Moved { left: None })
+                            } else {
+                                self.move_one(&record, refs).await
+                            };
+                            let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+                            r.candidates += 1;
+                            // A backend that stays down (a drain during an
+                            // outage): stop instead of reading every object to
+                            // find out again.
+                            match &outcome {
+                                Err(e) if e.kind() == ErrorKind::Unavailable => r.unavailable_in_a_row += 1,
+                                _ => r.unavailable_in_a_row = 0,
+                            }
+                            if r.unavailable_in_a_row >= UNAVAILABLE_IN_A_ROW && r.stopped.is_none() {
+                                r.stopped = Some(format!(
+                                    "stopped after {UNAVAILABLE_IN_A_ROW} objects in a row failed as unavailable; \
                                  the rest stay where they are. Run it again once the backend is back"
-                            ));
-                        }
-                        match outcome {
-                            Ok(Outcome::Moved { left }) => {
-                                r.moved += 1;
-                                r.moved_bytes += record.size;
-                                progress.bytes(record.size);
-                                if let Some(e) = left {
-                                    r.old_bytes_left += 1;
-                                    r.error(format!(
-                                        "{} of {:?} moved, but its old bytes at {} were not deleted yet ({e}); \
+                                ));
+                            }
+                            match outcome {
+                                Ok(Outcome::Moved { left }) => {
+                                    r.moved += 1;
+                                    r.moved_bytes += record.size;
+                                    progress.bytes(record.size);
+                                    if let Some(e) = left {
+                                        r.old_bytes_left += 1;
+                                        r.error(format!(
+                                            "{} of {:?} moved, but its old bytes at {} were not deleted yet ({e}); \
                                          coffer gc deletes them",
+                                            record.sha256, record.org, record.location
+                                        ));
+                                    }
+                                }
+                                Ok(Outcome::InPlace) => r.in_place += 1,
+                                Ok(Outcome::Changed) => r.changed += 1,
+                                Err(e) => {
+                                    r.failed += 1;
+                                    r.error(format!(
+                                        "{} of {:?} at {}: {e}",
                                         record.sha256, record.org, record.location
                                     ));
                                 }
                             }
-                            Ok(Outcome::InPlace) => r.in_place += 1,
-                            Ok(Outcome::Changed) => r.changed += 1,
-                            Err(e) => {
-                                r.failed += 1;
-                                r.error(format!("{} of {:?} at {}: {e}", record.sha256, record.org, record.location));
-                            }
+                            progress.advance(1);
                         }
-                        progress.advance(1);
-                    }
-                })
-                .await;
+                    })
+                    .await;
+            }
         }
         let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
         report.elapsed_secs = started.elapsed().as_secs_f64();
@@ -227,18 +233,33 @@ impl Coffer {
         }
     }
 
-    /// How many records a migration with `options` would place again (at
-    /// most its limit).
+    /// The next page of what a migration with `options` looks at, after
+    /// `after`: records, or the locations only names point at.
+    async fn page(&self, options: &MigrateOptions, refs: Refs, after: Option<&Record>) -> Result<Vec<Record>> {
+        match refs {
+            Refs::Record => self.records_page(options, after.map(|r| (r.org.clone(), r.sha256)).as_ref()).await,
+            Refs::Names => {
+                let after = after.map(|r| (r.org.as_str(), &r.location));
+                self.services.catalog.scan_named(options.org.as_deref(), after, options.parked_only, PAGE).await
+            }
+        }
+    }
+
+    /// How many records (and locations of names) a migration with
+    /// `options` would place again (at most its limit).
     async fn count_candidates(&self, options: &MigrateOptions) -> Result<u64> {
         let limit = options.limit.unwrap_or(u64::MAX);
-        let (mut total, mut after) = (0u64, None::<(String, Digest)>);
-        while total < limit {
-            let page = self.records_page(options, after.as_ref()).await?;
-            let Some(last) = page.last() else { break };
-            after = Some((last.org.clone(), last.sha256));
-            for record in &page {
-                if total < limit && self.needs_placing(record).await? {
-                    total += 1;
+        let mut total = 0u64;
+        for refs in [Refs::Record, Refs::Names] {
+            let mut after = None::<Record>;
+            while total < limit {
+                let page = self.page(options, refs, after.as_ref()).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.clone());
+                for record in &page {
+                    if total < limit && self.needs_placing(record).await? {
+                        total += 1;
+                    }
                 }
             }
         }
@@ -281,17 +302,14 @@ impl Coffer {
     }
 
     /// Read `record`'s bytes (verified), let the policy place them as new,
-    /// confirm the copy by digest, and switch the record.
-    async fn move_one(&self, record: &Record) -> Result<Outcome> {
+    /// confirm the copy by digest, and switch the record (or, with
+    /// `Refs::Names`, the organisation's names at its location).
+    async fn move_one(&self, record: &Record, refs: Refs) -> Result<Outcome> {
         let org = record.org.as_str();
         self.check_boundary(record).await?;
         let content = match self.read_verified(record).await {
             Ok(c) => c,
-            Err(Error::NotFound(_))
-                if self.services.catalog.lookup(org, &record.sha256).await?.as_ref() != Some(record) =>
-            {
-                return Ok(Outcome::Changed);
-            }
+            Err(Error::NotFound(_)) if !self.still_refers(record, refs).await? => return Ok(Outcome::Changed),
             Err(e) => return Err(e),
         };
         let namespaces = self.namespaces(org).await?;
@@ -316,7 +334,7 @@ impl Coffer {
                 // the database): the record says so, in one transaction.
                 Some(chosen) if record.parked => {
                     if let (Relocated::Changed(_) | Relocated::Lost, _) =
-                        self.services.lifecycle.relocate(record, chosen).await?
+                        self.services.lifecycle.relocate(record, refs, chosen).await?
                     {
                         return Ok(Outcome::Changed);
                     }
@@ -335,13 +353,23 @@ impl Coffer {
             Reservation::release_all([chosen]).await;
             return Err(e);
         }
-        match self.services.lifecycle.relocate(record, chosen).await? {
+        match self.services.lifecycle.relocate(record, refs, chosen).await? {
             (Relocated::Moved(moved, _), left) => {
                 tracing::info!(org, sha256 = %moved.sha256, from = %record.location, to = %moved.location, "moved");
                 Ok(Outcome::Moved { left })
             }
             (Relocated::Changed(_) | Relocated::Lost, _) => Ok(Outcome::Changed),
         }
+    }
+
+    /// Whether `record` (or, with `Refs::Names`, a name of its
+    /// organisation at its location) still stands as it was read.
+    pub(crate) async fn still_refers(&self, record: &Record, refs: Refs) -> Result<bool> {
+        let catalog = &self.services.catalog;
+        Ok(match refs {
+            Refs::Record => catalog.lookup(&record.org, &record.sha256).await?.as_ref() == Some(record),
+            Refs::Names => catalog.named_at(&record.org, &record.location).await?,
+        })
     }
 
     /// `record`'s bytes, read from where it says and verified against its

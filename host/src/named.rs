@@ -83,7 +83,7 @@ fn as_record(n: &Named) -> Record {
         content_type: n.content_type.clone(),
         location: n.location.clone(),
         created_at: n.created_at,
-        parked: false,
+        parked: n.parked,
     }
 }
 
@@ -233,6 +233,7 @@ impl Coffer {
                 content_type: record.content_type,
                 location: record.location,
                 created_at: record.created_at,
+                parked: record.parked,
             };
             let lease = self.services.lifecycle.lease();
             let asked = std::time::Instant::now();

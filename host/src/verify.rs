@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::backend::Location;
 use crate::catalog::Record;
+use crate::catalog::lifecycle::Refs;
 use crate::coffer::Coffer;
 use crate::content::{Digest, verify_stream};
 use crate::error::{Error, Result};
@@ -133,52 +134,58 @@ impl Coffer {
         progress.stage("verifying", None);
         let adopted = catalog.adopted().await?;
         let how = &How { deep: options.deep, adopted: &adopted };
-        let mut after: Option<(String, Digest)> = None;
-        loop {
-            let page = match (&options.org, &after) {
-                (Some(org), a) => {
-                    let a = a.as_ref().map(|(_, d)| *d);
-                    catalog.list(org, a.as_ref(), 500).await?
-                }
-                (None, a) => catalog.scan(a.as_ref().map(|(o, d)| (o.as_str(), d)), false, 500).await?,
-            };
-            let Some(last) = page.last() else { break };
-            after = Some((last.org.clone(), last.sha256));
-            futures_util::stream::iter(page)
-                .for_each_concurrent(options.jobs.max(1), |record| {
-                    let report = &report;
-                    async move {
-                        let checked = self.check_record(&record, how).await;
-                        let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
-                        r.checked += 1;
-                        r.checked_bytes += record.size;
-                        match checked {
-                            Checked::Ok => r.ok += 1,
-                            Checked::Unconfirmed => r.unconfirmed += 1,
-                            Checked::Wrong(problem, detail) => {
-                                match problem {
-                                    Problem::Missing => r.missing += 1,
-                                    Problem::Corrupt => r.corrupt += 1,
-                                    Problem::Unreadable => r.unreadable += 1,
-                                    Problem::OutsideClaims => r.outside_claims += 1,
-                                    Problem::Unreferenced => r.unreferenced += 1,
-                                }
-                                drop(r);
-                                found(&Finding {
-                                    problem,
-                                    org: Some(record.org.clone()),
-                                    sha256: Some(record.sha256),
-                                    location: record.location.to_string(),
-                                    size: record.size,
-                                    detail,
-                                });
-                            }
-                        }
-                        progress.advance(1);
-                        progress.bytes(record.size);
+        // Records, then the content only names refer to.
+        for refs in [Refs::Record, Refs::Names] {
+            let mut after: Option<Record> = None;
+            loop {
+                let page = match (refs, &options.org, &after) {
+                    (Refs::Record, Some(org), a) => catalog.list(org, a.as_ref().map(|r| &r.sha256), 500).await?,
+                    (Refs::Record, None, a) => {
+                        catalog.scan(a.as_ref().map(|r| (r.org.as_str(), &r.sha256)), false, 500).await?
                     }
-                })
-                .await;
+                    (Refs::Names, org, a) => {
+                        let a = a.as_ref().map(|r| (r.org.as_str(), &r.location));
+                        catalog.scan_named(org.as_deref(), a, false, 500).await?
+                    }
+                };
+                let Some(last) = page.last() else { break };
+                after = Some(last.clone());
+                futures_util::stream::iter(page)
+                    .for_each_concurrent(options.jobs.max(1), |record| {
+                        let report = &report;
+                        async move {
+                            let checked = self.check_record(&record, refs, how).await;
+                            let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+                            r.checked += 1;
+                            r.checked_bytes += record.size;
+                            match checked {
+                                Checked::Ok => r.ok += 1,
+                                Checked::Unconfirmed => r.unconfirmed += 1,
+                                Checked::Wrong(problem, detail) => {
+                                    match problem {
+                                        Problem::Missing => r.missing += 1,
+                                        Problem::Corrupt => r.corrupt += 1,
+                                        Problem::Unreadable => r.unreadable += 1,
+                                        Problem::OutsideClaims => r.outside_claims += 1,
+                                        Problem::Unreferenced => r.unreferenced += 1,
+                                    }
+                                    drop(r);
+                                    found(&Finding {
+                                        problem,
+                                        org: Some(record.org.clone()),
+                                        sha256: Some(record.sha256),
+                                        location: record.location.to_string(),
+                                        size: record.size,
+                                        detail,
+                                    });
+                                }
+                            }
+                            progress.advance(1);
+                            progress.bytes(record.size);
+                        }
+                    })
+                    .await;
+            }
         }
         let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
         if options.org.is_none() {
@@ -205,8 +212,9 @@ impl Coffer {
         Ok(report)
     }
 
-    /// Check one record's bytes.
-    async fn check_record(&self, record: &Record, how: &How<'_>) -> Checked {
+    /// Check one record's bytes (with `Refs::Names`: the bytes of the
+    /// organisation's names at its location).
+    async fn check_record(&self, record: &Record, refs: Refs, how: &How<'_>) -> Checked {
         if let Err(e) = self.check_boundary(record).await {
             return match e {
                 Error::Denied(m) => Checked::Wrong(Problem::OutsideClaims, m),
@@ -220,17 +228,19 @@ impl Coffer {
         };
         let confirmed = match store.head(&at.container, &at.name).await {
             Ok(None) => {
-                return self.gone_or(record, how, Checked::Wrong(Problem::Missing, "no bytes there".into())).await;
+                return self
+                    .gone_or(record, refs, how, Checked::Wrong(Problem::Missing, "no bytes there".into()))
+                    .await;
             }
             Err(e) => return Checked::Wrong(Problem::Unreadable, e.to_string()),
             Ok(Some(meta)) if meta.size != record.size => {
                 let detail = format!("{} bytes there, the record says {}", meta.size, record.size);
-                return self.gone_or(record, how, Checked::Wrong(Problem::Corrupt, detail)).await;
+                return self.gone_or(record, refs, how, Checked::Wrong(Problem::Corrupt, detail)).await;
             }
             Ok(Some(meta)) => match meta.sha256 {
                 Some(d) if d != record.sha256 => {
                     let detail = format!("the store reports SHA-256 {d}");
-                    return self.gone_or(record, how, Checked::Wrong(Problem::Corrupt, detail)).await;
+                    return self.gone_or(record, refs, how, Checked::Wrong(Problem::Corrupt, detail)).await;
                 }
                 // Metadata any writer could set counts only where Coffer
                 // alone writes: not in another system's adopted bucket.
@@ -252,17 +262,23 @@ impl Coffer {
         };
         match read.await {
             Ok(()) => Checked::Ok,
-            Err(Error::NotFound(m)) => self.gone_or(record, how, Checked::Wrong(Problem::Missing, m)).await,
-            Err(Error::Integrity(m)) => self.gone_or(record, how, Checked::Wrong(Problem::Corrupt, m)).await,
+            Err(Error::NotFound(m)) => self.gone_or(record, refs, how, Checked::Wrong(Problem::Missing, m)).await,
+            Err(Error::Integrity(m)) => self.gone_or(record, refs, how, Checked::Wrong(Problem::Corrupt, m)).await,
             Err(e) => Checked::Wrong(Problem::Unreadable, e.to_string()),
         }
     }
 
     /// `finding`, unless the record changed meanwhile: deleted (no longer
     /// a problem), or moved by a migration (then its new place is checked).
-    async fn gone_or(&self, record: &Record, how: &How<'_>, finding: Checked) -> Checked {
+    async fn gone_or(&self, record: &Record, refs: Refs, how: &How<'_>, finding: Checked) -> Checked {
+        if refs == Refs::Names {
+            return match self.services.catalog.named_at(&record.org, &record.location).await {
+                Ok(false) => Checked::Ok,
+                _ => finding,
+            };
+        }
         match self.services.catalog.lookup(&record.org, &record.sha256).await {
-            Ok(Some(now)) if now.location != record.location => Box::pin(self.check_record(&now, how)).await,
+            Ok(Some(now)) if now.location != record.location => Box::pin(self.check_record(&now, refs, how)).await,
             Ok(None) => Checked::Ok,
             _ => finding,
         }

@@ -9,7 +9,9 @@ use std::process::Command;
 use coffer::blobstore::{BlobstoreCtx, BlobstoreLimits, PluginRun, run_plugin};
 use coffer::{Coffer, Content};
 
-use crate::support::{TestCoffer, data, objects_on_server, s3_coffer, sqlite_coffer, unique_bucket};
+use crate::support::{
+    TestCoffer, data, objects_on_server, s3_coffer, s3_config, sqlite_coffer, sqlite_config, unique_bucket,
+};
 
 /// The example embedding program (`cargo run --example blobstore_host`),
 /// whose platform-side code these tests run.
@@ -302,6 +304,88 @@ async fn names_written_and_deleted_concurrently_stay_readable_and_leave_nothing_
     let distinct: std::collections::HashSet<_> = names.iter().map(|n| n.sha256).collect();
     assert_eq!(rows(&t, "blobs"), distinct.len() as i64);
     assert_eq!((rows(&t, "pending"), rows(&t, "tombstones")), (0, 0));
+}
+
+/// What a name of acme's reads back, whole and verified.
+async fn read_named(c: &Coffer, container: &str, name: &str) -> Vec<u8> {
+    let open = c.open_named("acme", container, name).await.unwrap();
+    let mut stream = open.stream(0, u64::MAX).await.unwrap();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    bytes
+}
+
+/// Switching between the database and S3 keeps named objects readable:
+/// `coffer migrate` moves the content only names refer to, and the names
+/// of a moved record follow it; `coffer verify` checks names' bytes too.
+#[tokio::test]
+async fn named_objects_move_with_migrate_both_ways_and_are_verified() {
+    use coffer::gc::NoProgress;
+    use coffer::migrate::MigrateOptions;
+    use coffer::verify::VerifyOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let db = |t: &str| -> i64 {
+        let conn = rusqlite::Connection::open(dir.path().join("coffer.db")).unwrap();
+        conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap()
+    };
+    let verify_clean = |c: Coffer| async move {
+        let options = VerifyOptions { deep: true, ..VerifyOptions::default() };
+        let report = c.verify(&options, &NoProgress, &|f| panic!("verify found {f:?}")).await.unwrap();
+        assert!(report.all_well() && report.unreferenced == 0, "{report:?}");
+        assert_eq!(report.checked, 2, "the record, and the content only a name refers to");
+    };
+    let (only_named, shared) = (data(3000, 1), data(3000, 2));
+    let on_db = Coffer::open(sqlite_config(dir.path(), &[])).await.unwrap();
+    on_db.create_container("acme", "docs").await.unwrap();
+    on_db.put_named("acme", "docs", "a", Content::from_bytes(only_named.clone(), None).unwrap()).await.unwrap();
+    let record = on_db.put("acme", Content::from_bytes(shared.clone(), None).unwrap()).await.unwrap();
+    let b = on_db.put_named("acme", "docs", "b", Content::from_bytes(shared.clone(), None).unwrap()).await.unwrap();
+    assert_eq!(b.location.name, record.key, "the name shares the record's location");
+    verify_clean(on_db.clone()).await;
+    drop(on_db);
+
+    // Database → S3.
+    let bucket = unique_bucket("named-migrate");
+    let on_s3 = Coffer::open(s3_config(dir.path(), Some(&bucket), None)).await.unwrap();
+    let report = on_s3.migrate(&MigrateOptions::default(), &NoProgress).await.unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(report.moved, 2, "{report:?}");
+    assert_eq!((objects_on_server(&bucket).len(), db("blobs")), (2, 0));
+    for (name, bytes) in [("a", &only_named), ("b", &shared)] {
+        let n = on_s3.named("acme", "docs", name).await.unwrap();
+        assert_eq!(n.location.backend, coffer::backend::BackendKind::S3, "{name}");
+        assert!(read_named(&on_s3, "docs", name).await == *bytes, "{name}");
+    }
+    verify_clean(on_s3.clone()).await;
+    assert_eq!(on_s3.migrate(&MigrateOptions::default(), &NoProgress).await.unwrap().moved, 0, "nothing left");
+
+    // S3 → database (S3 still configured to read; new objects go to the
+    // database), then S3 is switched off: the names still read.
+    let mut off = s3_config(dir.path(), Some(&bucket), None);
+    off.settings.insert("store-in".into(), "database".into());
+    let leaving = Coffer::open(off).await.unwrap();
+    let report = leaving.migrate(&MigrateOptions::default(), &NoProgress).await.unwrap();
+    assert!(report.errors.is_empty() && report.moved == 2, "{report:?}");
+    assert_eq!(objects_on_server(&bucket), Vec::<String>::new());
+    drop(leaving);
+    let back = Coffer::open(sqlite_config(dir.path(), &[])).await.unwrap();
+    assert!(read_named(&back, "docs", "a").await == only_named);
+    assert!(read_named(&back, "docs", "b").await == shared);
+    verify_clean(back.clone()).await;
+
+    // A named object's bytes gone missing is found.
+    let conn = rusqlite::Connection::open(dir.path().join("coffer.db")).unwrap();
+    let a = back.named("acme", "docs", "a").await.unwrap();
+    conn.execute("DELETE FROM blobs WHERE name = ?1", [&a.location.name]).unwrap();
+    let found = std::sync::Mutex::new(Vec::new());
+    let report = back
+        .verify(&VerifyOptions::default(), &NoProgress, &|f| found.lock().unwrap().push(f.location.clone()))
+        .await
+        .unwrap();
+    assert_eq!(report.missing, 1, "{report:?}");
+    assert_eq!(*found.lock().unwrap(), [a.location.to_string()]);
 }
 
 /// The mission's memory bound.

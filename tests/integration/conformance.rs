@@ -12,7 +12,7 @@ use coffer::backend::sqlite::SqliteDb;
 use coffer::backend::{BackendKind, BlobStore, Location};
 use coffer::catalog::named::{Copied, Named, NamedCommitted, Names};
 use coffer::catalog::namespace::{Claimed, Namespace};
-use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Reserved, Token};
+use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token};
 use coffer::config::DatabaseUrl;
 use coffer::{Content, Digest, Error};
 use futures_util::StreamExt;
@@ -386,6 +386,7 @@ fn named(org: &str, container: &str, name: &str, sha: Digest) -> Named {
         // Taken from the reservation or record when committed.
         location: location("nowhere", "nothing"),
         created_at: 1,
+        parked: false,
     }
 }
 
@@ -513,6 +514,45 @@ async fn named_conformance(cat: &dyn Catalog) {
     assert_eq!(cat.drop_names("acme", "docs", Names::AllAndContainer, &lease()).await.unwrap(), Some(vec![]));
     assert_eq!(cat.container("acme", "docs").await.unwrap(), None);
     assert!(cat.container("umbrella", "docs").await.unwrap().is_some());
+
+    // Moving content only names refer to (`coffer migrate`): the scan
+    // finds its location once, the names move in one transaction, and the
+    // old location is tombstoned.
+    assert!(cat.create_container("acme", "m").await.unwrap());
+    for name in ["x", "y"] {
+        let p = pending("acme", one, &at1);
+        assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+        let committed = cat.commit_named(Some(&p.token), &named("acme", "m", name, one), &lease()).await.unwrap();
+        assert!(matches!(committed, NamedCommitted::Done(..)));
+    }
+    let found = cat.scan_named(None, None, false, 10).await.unwrap();
+    assert_eq!(found.iter().map(|r| (r.org.as_str(), &r.location)).collect::<Vec<_>>(), [("acme", &at1)]);
+    assert!(cat.scan_named(Some("umbrella"), None, false, 10).await.unwrap().is_empty());
+    assert!(cat.scan_named(None, Some(("acme", &at1)), false, 10).await.unwrap().is_empty(), "paged past");
+    assert!(cat.scan_named(None, None, true, 10).await.unwrap().is_empty(), "none parked");
+    assert!(cat.named_at("acme", &at1).await.unwrap() && !cat.named_at("umbrella", &at1).await.unwrap());
+    let at3 = location("elsewhere", &one.to_string());
+    let p = pending("acme", one, &at3);
+    assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+    let Relocated::Moved(moved, Some(t)) =
+        cat.relocate_named("acme", &one, &at1, &at3, &p.token, &lease()).await.unwrap()
+    else {
+        panic!("the names move and the old place is tombstoned")
+    };
+    assert_eq!((moved.location, t.location.clone()), (at3.clone(), at1.clone()));
+    assert!(cat.clear_tombstone(&at1, &t.token).await.unwrap());
+    assert_eq!(cat.named("acme", "m", "y").await.unwrap().unwrap().location, at3);
+    assert!(cat.pending_at(&at3).await.unwrap().is_empty());
+    let p = pending("acme", one, &at1);
+    assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+    let again = cat.relocate_named("acme", &one, &at3, &at1, &Token::new(), &lease()).await.unwrap();
+    assert_eq!(again, Relocated::Lost, "no such reservation");
+    let p2 = pending("acme", one, &at1);
+    assert_eq!(cat.reserve(&p2).await.unwrap(), Reserved::Granted);
+    let moved_off = cat.relocate_named("acme", &two, &at3, &at1, &p2.token, &lease()).await;
+    assert!(moved_off.is_err(), "a reservation for other content is a bug, not a move");
+    assert!(cat.release(&p.token, None, None).await.unwrap() != Released::NotHeld);
+    assert!(cat.release(&p2.token, None, None).await.unwrap() != Released::NotHeld);
 }
 
 #[tokio::test]

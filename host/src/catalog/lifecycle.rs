@@ -34,6 +34,14 @@ pub const HEARTBEAT: Duration = Duration::from_secs(60);
 /// whole seconds.
 const LEASE_SLACK_SECS: u64 = 3;
 
+/// What refers to a location that is moved: a record, or an
+/// organisation's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refs {
+    Record,
+    Names,
+}
+
 /// The lifecycle of locations: reservations, commits, removals,
 /// tombstones.
 #[derive(Debug)]
@@ -201,11 +209,28 @@ impl Lifecycle {
     /// switched and the reservation is released (its copy deleted if
     /// nothing refers to it). The second value is the error that kept the
     /// old bytes from being deleted (`coffer gc` deletes them later).
-    pub async fn relocate(&self, record: &Record, reservation: Reservation) -> Result<(Relocated, Option<Error>)> {
+    ///
+    /// With `Refs::Names`, `record` stands for the organisation's names at
+    /// its location (see [`Catalog::scan_named`]), and they are switched.
+    pub async fn relocate(
+        &self,
+        record: &Record,
+        refs: Refs,
+        reservation: Reservation,
+    ) -> Result<(Relocated, Option<Error>)> {
         let (lease, asked) = (self.lease(), Instant::now());
         let to = reservation.location().clone();
         let (org, sha, from, token) = (&record.org, &record.sha256, &record.location, &reservation.pending.token);
-        match self.catalog.relocate(org, sha, from, &to, token, &lease).await {
+        let relocated = match refs {
+            Refs::Record => self.catalog.relocate(org, sha, from, &to, token, &lease).await,
+            Refs::Names => self.catalog.relocate_named(org, sha, from, &to, token, &lease).await.map(|r| match r {
+                Relocated::Moved(_, t) => {
+                    Relocated::Moved(Record { location: to.clone(), parked: false, ..record.clone() }, t)
+                }
+                other => other,
+            }),
+        };
+        match relocated {
             Ok(Relocated::Moved(moved, tombstone)) => {
                 reservation.settle();
                 let left = match tombstone {

@@ -230,7 +230,8 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
     /// Move `org`'s record of `sha256` from `from` to `to`, which the
     /// reservation `token` holds for the same content, in one transaction:
-    /// the record names `to` (and is no longer parked), the reservation is
+    /// the record names `to` (and is no longer parked), so do the
+    /// organisation's names that pointed at `from`, the reservation is
     /// gone, and if that leaves `from` with no record and no pending
     /// reference, it is tombstoned on `lease`'s terms.
     async fn relocate(
@@ -394,6 +395,50 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         token: &Token,
     ) -> Result<Option<(Named, Pending)>> {
         let _ = (org, container, name, token);
+        Err(no_names())
+    }
+
+    /// The locations names point at, as records for `coffer migrate` and
+    /// `coffer verify`: one per organisation (`org`'s only, if given) and
+    /// location (its digest, size and content type, the earliest time,
+    /// parked if any name there is), leaving out locations a record of the
+    /// same organisation has (moving the record moves its names), in
+    /// (organisation, location) order after `after`. A catalog without
+    /// named objects has none.
+    async fn scan_named(
+        &self,
+        org: Option<&str>,
+        after: Option<(&str, &Location)>,
+        parked_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let _ = (org, after, parked_only, limit);
+        Ok(Vec::new())
+    }
+
+    /// Whether any of `org`'s names points at `at`.
+    async fn named_at(&self, org: &str, at: &Location) -> Result<bool> {
+        let _ = (org, at);
+        Ok(false)
+    }
+
+    /// [`Catalog::relocate`] for names: every name of `org` at `from`
+    /// (holding `sha256`) now names `to`, which the reservation `token`
+    /// holds (and is no longer parked), in one transaction; the
+    /// reservation is gone, and `from` is tombstoned on `lease`'s terms if
+    /// that left it unreferenced. `Changed(None)` when no name is at
+    /// `from` any more. (The record in `Moved` carries the organisation,
+    /// digest, size and new location only.)
+    async fn relocate_named(
+        &self,
+        org: &str,
+        sha256: &Digest,
+        from: &Location,
+        to: &Location,
+        token: &Token,
+        lease: &Lease,
+    ) -> Result<Relocated> {
+        let _ = (org, sha256, from, to, token, lease);
         Err(no_names())
     }
 

@@ -32,6 +32,9 @@ pub struct Named {
     pub location: Location,
     /// Seconds since the Unix epoch (when the name was last written).
     pub created_at: u64,
+    /// Stored in the database because S3 was unavailable (as a record
+    /// can be); `coffer drain` moves it.
+    pub parked: bool,
 }
 
 /// Which names of a container [`super::Catalog::drop_names`] drops.

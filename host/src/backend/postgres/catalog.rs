@@ -30,7 +30,8 @@ use crate::error::{Error, PgTransient, Result, pg_transient};
 const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at, parked";
 const PENDING_COLUMNS: &str = "token, org, sha256, size, backend, container, name, created_at, touched_at";
 const TOMBSTONE_COLUMNS: &str = "backend, container, name, token, created_at, lease_until";
-const NAMED_COLUMNS: &str = "org, space, object, sha256, size, content_type, backend, container, name, created_at";
+const NAMED_COLUMNS: &str =
+    "org, space, object, sha256, size, content_type, backend, container, name, created_at, parked";
 
 /// The server's clock, in whole seconds since the Unix epoch (the start
 /// of the transaction).
@@ -87,6 +88,7 @@ fn named_from(r: &Row) -> Result<Named> {
         content_type: r.get(5),
         location: location(r, 6)?,
         created_at: r.get::<_, i64>(9) as u64,
+        parked: r.get(10),
     })
 }
 
@@ -174,15 +176,15 @@ async fn put_name(tx: &Transaction<'_>, n: &Named, lease: &Lease) -> Result<Opti
     let old = named_in(tx, &n.org, &n.container, &n.name).await?;
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO named_objects ({NAMED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            "INSERT INTO named_objects ({NAMED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (org, space, object) DO UPDATE SET
                  sha256 = EXCLUDED.sha256, size = EXCLUDED.size, content_type = EXCLUDED.content_type,
                  backend = EXCLUDED.backend, container = EXCLUDED.container, name = EXCLUDED.name,
-                 created_at = EXCLUDED.created_at"
+                 created_at = EXCLUDED.created_at, parked = EXCLUDED.parked"
         ))
         .await?;
     let (sha, size, created, at) = (n.sha256.to_string(), n.size as i64, n.created_at as i64, &n.location);
-    let params: [&(dyn ToSql + Sync); 10] = [
+    let params: [&(dyn ToSql + Sync); 11] = [
         &n.org,
         &n.container,
         &n.name,
@@ -193,12 +195,35 @@ async fn put_name(tx: &Transaction<'_>, n: &Named, lease: &Lease) -> Result<Opti
         &at.container,
         &at.name,
         &created,
+        &n.parked,
     ];
     tx.execute(&stmt, &params).await?;
     match old {
         Some(old) if old.location != n.location => tombstone_if_free(tx, &old.location, lease).await,
         _ => Ok(None),
     }
+}
+
+/// Point `org`'s names of `sha` at `from` to `to` (no longer parked); how
+/// many there were.
+async fn move_names(tx: &Transaction<'_>, org: &str, sha: &str, from: &Location, to: &Location) -> Result<u64> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE named_objects SET backend = $6, container = $7, name = $8, parked = false
+             WHERE org = $1 AND sha256 = $2 AND backend = $3 AND container = $4 AND name = $5",
+        )
+        .await?;
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &org,
+        &sha,
+        &from.backend.as_str(),
+        &from.container,
+        &from.name,
+        &to.backend.as_str(),
+        &to.container,
+        &to.name,
+    ];
+    Ok(tx.execute(&stmt, &params).await?)
 }
 
 /// Delete the name `n`; its location is tombstoned on `lease`'s terms if
@@ -410,6 +435,7 @@ impl Catalog for PgDb {
                 )
                 .await?;
             tx.execute(&stmt, &[&org, sha, &to.backend.as_str(), &to.container, &to.name]).await?;
+            move_names(&tx, org, sha, from, to).await?;
             tx.execute("DELETE FROM pending WHERE token = $1", &[&token.as_str()]).await?;
             let tombstone = tombstone_if_free(&tx, from, lease).await?;
             tx.commit().await?;
@@ -828,6 +854,81 @@ impl Catalog for PgDb {
             let pending = insert_pending(&tx, &pending).await?;
             tx.commit().await?;
             Ok(Some((named, pending)))
+        })
+        .await
+    }
+
+    async fn scan_named(
+        &self,
+        org: Option<&str>,
+        after: Option<(&str, &Location)>,
+        parked_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let (ao, ab, ac, an) = match after {
+            Some((org, at)) => (org, at.backend.as_str(), at.container.as_str(), at.name.as_str()),
+            None => ("", "", "", ""),
+        };
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let sql = "SELECT org, min(sha256), min(size), min(content_type), backend, container, name,
+                          min(created_at), bool_or(parked)
+                   FROM named_objects n
+                   WHERE ($1::text IS NULL OR org = $1) AND (org, backend, container, name) > ($2, $3, $4, $5)
+                     AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.org = n.org AND o.backend = n.backend
+                                     AND o.container = n.container AND o.name = n.name)
+                   GROUP BY org, backend, container, name
+                   HAVING bool_or(parked) OR NOT $6
+                   ORDER BY org, backend, container, name LIMIT $7";
+        all(self.query(sql, &[&org, &ao, &ab, &ac, &an, &parked_only, &limit]).await?, record_from)
+    }
+
+    async fn named_at(&self, org: &str, at: &Location) -> Result<bool> {
+        let sql = "SELECT EXISTS (SELECT 1 FROM named_objects
+                   WHERE org = $1 AND backend = $2 AND container = $3 AND name = $4)";
+        Ok(self.query(sql, &[&org, &at.backend.as_str(), &at.container, &at.name]).await?[0].get(0))
+    }
+
+    async fn relocate_named(
+        &self,
+        org: &str,
+        sha256: &Digest,
+        from: &Location,
+        to: &Location,
+        token: &Token,
+        lease: &Lease,
+    ) -> Result<Relocated> {
+        let sha = &sha256.to_string();
+        self.retry(move || async move {
+            let mut client = self.client().await?;
+            let tx = serializable(&mut client).await?;
+            let Some(p) = pending_in(&tx, token).await? else { return Ok(Relocated::Lost) };
+            if p.org != org || p.sha256 != *sha256 || p.location != *to {
+                return Err(Error::Internal(format!(
+                    "reservation {} is for {}/{} at {}, not {org}/{sha} at {to}",
+                    token.as_str(),
+                    p.org,
+                    p.sha256,
+                    p.location
+                )));
+            }
+            if move_names(&tx, org, sha, from, to).await? == 0 {
+                return Ok(Relocated::Changed(None));
+            }
+            tx.execute("DELETE FROM pending WHERE token = $1", &[&token.as_str()]).await?;
+            let tombstone = if from == to { None } else { tombstone_if_free(&tx, from, lease).await? };
+            // A repeat finds the reservation gone and cannot tell the move
+            // was made.
+            commit_in_doubt(tx, "the move of the names").await?;
+            let moved = Record {
+                org: org.to_string(),
+                sha256: p.sha256,
+                size: p.size,
+                content_type: String::new(),
+                location: to.clone(),
+                created_at: p.created_at,
+                parked: false,
+            };
+            Ok(Relocated::Moved(moved, tombstone))
         })
         .await
     }

@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 const RECORD_COLUMNS: &str = "org, sha256, size, content_type, backend, container, name, created_at, parked";
 const PENDING_COLUMNS: &str = "token, org, sha256, size, backend, container, name, created_at, touched_at";
 const TOMBSTONE_COLUMNS: &str = "backend, container, name, token, created_at, lease_until";
-const NAMED_COLUMNS: &str = "org, space, object, sha256, size, content_type, backend, container, name, created_at";
+const NAMED_COLUMNS: &str =
+    "org, space, object, sha256, size, content_type, backend, container, name, created_at, parked";
 
 fn digest(s: String) -> Result<Digest> {
     s.parse().map_err(|_| Error::Internal(format!("malformed digest {s:?} in the catalog")))
@@ -112,6 +113,7 @@ fn named_from(r: &rusqlite::Row<'_>) -> Result<Named> {
         content_type: r.get(5)?,
         location: location(r.get(6)?, r.get(7)?, r.get(8)?)?,
         created_at: r.get::<_, i64>(9)? as u64,
+        parked: r.get(10)?,
     })
 }
 
@@ -133,7 +135,7 @@ fn container_exists(conn: &Connection, org: &str, space: &str) -> Result<bool> {
 fn put_name(tx: &Transaction<'_>, n: &Named, lease: &Lease) -> Result<Option<Tombstone>> {
     let old = named_on(tx, &n.org, &n.container, &n.name)?;
     tx.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO named_objects ({NAMED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        "INSERT OR REPLACE INTO named_objects ({NAMED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
     ))?
     .execute(params![
         n.org,
@@ -145,12 +147,33 @@ fn put_name(tx: &Transaction<'_>, n: &Named, lease: &Lease) -> Result<Option<Tom
         n.location.backend.as_str(),
         n.location.container,
         n.location.name,
-        n.created_at as i64
+        n.created_at as i64,
+        n.parked
     ])?;
     match old {
         Some(old) if old.location != n.location => tombstone_if_free(tx, &old.location, lease),
         _ => Ok(None),
     }
+}
+
+/// Point `org`'s names of `sha` at `from` to `to` (no longer parked); how
+/// many there were.
+fn move_names(tx: &Transaction<'_>, org: &str, sha: &str, from: &Location, to: &Location) -> Result<usize> {
+    Ok(tx
+        .prepare_cached(
+            "UPDATE named_objects SET backend = ?6, container = ?7, name = ?8, parked = 0
+             WHERE org = ?1 AND sha256 = ?2 AND backend = ?3 AND container = ?4 AND name = ?5",
+        )?
+        .execute(params![
+            org,
+            sha,
+            from.backend.as_str(),
+            from.container,
+            from.name,
+            to.backend.as_str(),
+            to.container,
+            to.name
+        ])?)
 }
 
 /// Delete the name `n`; its location is tombstoned on `lease`'s terms if
@@ -399,6 +422,7 @@ impl Catalog for SqliteDb {
                 "UPDATE objects SET backend = ?3, container = ?4, name = ?5, parked = 0 WHERE org = ?1 AND sha256 = ?2",
             )?
             .execute(params![o, s, to.backend.as_str(), to.container, to.name])?;
+            move_names(&tx, &o, &s, &from, &to)?;
             tx.execute("DELETE FROM pending WHERE token = ?1", params![t.as_str()])?;
             let tombstone = tombstone_if_free(&tx, &from, &lease)?;
             tx.commit()?;
@@ -829,6 +853,97 @@ impl Catalog for SqliteDb {
             insert_pending(&tx, &pending)?;
             tx.commit()?;
             Ok(Some((named, pending)))
+        })
+        .await
+    }
+
+    async fn scan_named(
+        &self,
+        org: Option<&str>,
+        after: Option<(&str, &Location)>,
+        parked_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let o = org.map(str::to_string);
+        let (ao, ab, ac, an) = match after {
+            Some((org, at)) => {
+                (org.to_string(), at.backend.as_str().to_string(), at.container.clone(), at.name.clone())
+            }
+            None => Default::default(),
+        };
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT org, min(sha256), min(size), min(content_type), backend, container, name,
+                        min(created_at), max(parked)
+                 FROM named_objects n
+                 WHERE (?1 IS NULL OR org = ?1) AND (org, backend, container, name) > (?2, ?3, ?4, ?5)
+                   AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.org = n.org AND o.backend = n.backend
+                                   AND o.container = n.container AND o.name = n.name)
+                 GROUP BY org, backend, container, name
+                 HAVING max(parked) = 1 OR NOT ?6
+                 ORDER BY org, backend, container, name LIMIT ?7",
+            )?;
+            collect(&mut stmt, params![o, ao, ab, ac, an, parked_only, limit as i64], record_from)
+        })
+        .await
+    }
+
+    async fn named_at(&self, org: &str, at: &Location) -> Result<bool> {
+        let (o, at) = (org.to_string(), at.clone());
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM named_objects
+                     WHERE org = ?1 AND backend = ?2 AND container = ?3 AND name = ?4)",
+                )?
+                .query_row(params![o, at.backend.as_str(), at.container, at.name], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn relocate_named(
+        &self,
+        org: &str,
+        sha256: &Digest,
+        from: &Location,
+        to: &Location,
+        token: &Token,
+        lease: &Lease,
+    ) -> Result<Relocated> {
+        let (o, s, from, to, t, lease) =
+            (org.to_string(), sha256.to_string(), from.clone(), to.clone(), token.clone(), lease.clone());
+        self.with_durable_conn(move |conn| {
+            let tx = write_tx(conn)?;
+            let pending = {
+                let mut stmt = tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
+                collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
+            };
+            let Some(p) = pending else { return Ok(Relocated::Lost) };
+            if p.org != o || p.sha256.to_string() != s || p.location != to {
+                return Err(Error::Internal(format!(
+                    "reservation {} is for {}/{} at {}, not {o}/{s} at {to}",
+                    t.as_str(),
+                    p.org,
+                    p.sha256,
+                    p.location
+                )));
+            }
+            if move_names(&tx, &o, &s, &from, &to)? == 0 {
+                return Ok(Relocated::Changed(None));
+            }
+            tx.execute("DELETE FROM pending WHERE token = ?1", params![t.as_str()])?;
+            let tombstone = if from == to { None } else { tombstone_if_free(&tx, &from, &lease)? };
+            tx.commit()?;
+            let moved = Record {
+                org: o.clone(),
+                sha256: p.sha256,
+                size: p.size,
+                content_type: String::new(),
+                location: to.clone(),
+                created_at: p.created_at,
+                parked: false,
+            };
+            Ok(Relocated::Moved(moved, tombstone))
         })
         .await
     }

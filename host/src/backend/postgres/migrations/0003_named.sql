@@ -21,6 +21,7 @@ CREATE TABLE named_objects (
     container    TEXT COLLATE "C" NOT NULL,
     name         TEXT COLLATE "C" NOT NULL,
     created_at   BIGINT NOT NULL,
+    parked       BOOLEAN NOT NULL DEFAULT false,
     PRIMARY KEY (org, space, object)
 );
 CREATE INDEX named_objects_by_location ON named_objects (backend, container, name);

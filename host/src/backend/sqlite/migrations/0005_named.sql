@@ -21,6 +21,7 @@ CREATE TABLE named_objects (
     container    TEXT    NOT NULL,
     name         TEXT    NOT NULL,
     created_at   INTEGER NOT NULL,
+    parked       INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (org, space, object)
 ) WITHOUT ROWID;
 
