@@ -81,7 +81,11 @@ fn main() -> ExitCode {
         let wasm = std::fs::read(path)?;
         let mut wasi = WasiCtx::builder();
         wasi.arg(path).args(plugin_args).inherit_stdout().inherit_stderr();
-        run_plugin_for(&coffer, org, &wasm, wasi.build()).await
+        let status = run_plugin_for(&coffer, org, &wasm, wasi.build()).await;
+        // Clean-up the plugin's closed values left (releasing their pins)
+        // finishes before the process exits.
+        coffer.quiesce(std::time::Duration::from_secs(30)).await;
+        status
     });
     match outcome {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),

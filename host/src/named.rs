@@ -45,13 +45,14 @@ impl OpenNamed {
             let store = self.coffer.services.backends.get(n.location.backend)?;
             let raw = store.get(&n.location.container, &n.location.name).await.map_err(|e| match e {
                 // Pinned, so never deleted: the backend lost them.
-                Error::NotFound(m) => Error::Integrity(format!(
-                    "{}/{} is recorded but its bytes are missing from {}: {m}",
-                    n.container, n.name, n.location
-                )),
+                Error::NotFound(m) => {
+                    tracing::error!(location = %n.location, error = %m, "a named object's bytes are missing");
+                    Error::Integrity(format!("{}/{} is recorded but its bytes are missing", n.container, n.name))
+                }
                 other => other,
             })?;
-            let what = format!("{}/{} ({})", n.container, n.name, n.location);
+            // Said to the plugin: its names, not where the bytes are.
+            let what = format!("{}/{}", n.container, n.name);
             let verified = verify_stream(raw, n.sha256, n.size, what);
             if start == 0 && end >= n.size.saturating_sub(1) {
                 return Ok(verified);
@@ -64,6 +65,12 @@ impl OpenNamed {
         )))
     }
 }
+
+/// Times a write asks again about a name others keep writing meanwhile.
+const NAME_RACES: u32 = 16;
+
+/// Most names deleted (or listed for a clear) in one call.
+pub const MAX_NAMES_PER_CALL: usize = 1000;
 
 fn no_container(org: &str, container: &str) -> Error {
     Error::NotFound(format!("organisation {org:?} has no container {container:?}"))
@@ -114,30 +121,31 @@ impl Coffer {
     }
 
     /// Delete `org`'s container `container` and every name in it, where
-    /// the policy allows deleting what each names.
+    /// the policy allows deleting what each names. A name written into it
+    /// meanwhile makes it a conflict (nothing the policy did not see is
+    /// dropped).
     pub async fn delete_container(&self, org: &str, container: &str) -> Result<()> {
-        self.authorize_all(org, container).await?;
-        self.drop_names(org, container, Names::AllAndContainer).await
+        self.clear_container(org, container).await?;
+        self.drop_names(org, container, Names::Container).await
     }
 
     /// Delete every name in `org`'s container `container`, where the
-    /// policy allows deleting what each names; the container stays.
+    /// policy allows deleting what each names (asked once per name: a
+    /// policy may keep objects, e.g. for retention); the container stays.
+    /// Page by page: each page's names are dropped in one transaction,
+    /// only while they still name what the policy was asked about.
     pub async fn clear_container(&self, org: &str, container: &str) -> Result<()> {
-        self.authorize_all(org, container).await?;
-        self.drop_names(org, container, Names::All).await
-    }
-
-    /// Ask the policy whether each name of the container may be deleted
-    /// (one call per name: a policy may keep objects, e.g. for retention).
-    async fn authorize_all(&self, org: &str, container: &str) -> Result<()> {
         let mut after = String::new();
         loop {
-            let page = self.list_named(org, container, &after, 1000).await?;
+            let page = self.list_named(org, container, &after, MAX_NAMES_PER_CALL).await?;
+            let mut checked = Vec::with_capacity(page.len());
             for n in &page {
                 self.authorize_drop(n).await?;
+                checked.push((n.name.clone(), n.sha256));
             }
+            self.drop_names(org, container, Names::These(&checked)).await?;
             match page.last() {
-                Some(last) if page.len() == 1000 => after = last.name.clone(),
+                Some(last) if page.len() == MAX_NAMES_PER_CALL => after = last.name.clone(),
                 _ => return Ok(()),
             }
         }
@@ -151,17 +159,25 @@ impl Coffer {
 
     /// Delete the names `names` of `org`'s container `container` (a name
     /// that does not exist is not an error), where the policy allows
-    /// deleting what each names.
+    /// deleting what each names; at most 1000 names at a time.
     pub async fn delete_named(&self, org: &str, container: &str, names: &[String]) -> Result<()> {
         validate_org(org)?;
         validate_name("container", container)?;
+        if names.len() > MAX_NAMES_PER_CALL {
+            return Err(Error::InvalidInput(format!(
+                "{} names to delete at once; at most {MAX_NAMES_PER_CALL} per call",
+                names.len()
+            )));
+        }
+        let mut checked = Vec::with_capacity(names.len());
         for name in names {
             validate_name("object", name)?;
             if let Some(n) = self.services.catalog.named(org, container, name).await? {
                 self.authorize_drop(&n).await?;
+                checked.push((n.name, n.sha256));
             }
         }
-        self.drop_names(org, container, Names::These(names)).await
+        self.drop_names(org, container, Names::These(&checked)).await
     }
 
     async fn drop_names(&self, org: &str, container: &str, which: Names<'_>) -> Result<()> {
@@ -217,10 +233,6 @@ impl Coffer {
         // Refused before anything is stored, and checked again when the
         // name is written.
         self.container_created(org, container).await?;
-        // Replacing a name lets its content go: the policy may keep it.
-        if let Some(old) = self.services.catalog.named(org, container, name).await? {
-            self.authorize_drop(&old).await?;
-        }
         let namespaces = self.namespaces(org).await?;
         for attempt in 1..=PUT_ATTEMPTS {
             let (record, chosen, _) = self.place(org, &content, &namespaces).await?;
@@ -235,45 +247,69 @@ impl Coffer {
                 created_at: record.created_at,
                 parked: record.parked,
             };
-            let lease = self.services.lifecycle.lease();
-            let asked = std::time::Instant::now();
-            let token = chosen.as_ref().map(Reservation::token);
-            let committed = match self.services.catalog.commit_named(token, &named, &lease).await {
-                Ok(c) => c,
+            match self.commit_name(&named, chosen.as_ref()).await {
+                Ok(NamedCommitted::Done(stored, _)) => {
+                    if let Some(r) = chosen {
+                        r.settle();
+                    }
+                    return Ok(*stored);
+                }
+                Ok(NamedCommitted::Lost) => {
+                    if let Some(r) = chosen {
+                        r.settle();
+                    }
+                    tracing::info!(org, container, name, attempt, "what the put relied on was deleted; starting again");
+                }
+                Ok(NamedCommitted::NoContainer) => {
+                    Reservation::release_all(chosen).await;
+                    return Err(no_container(org, container));
+                }
+                Ok(NamedCommitted::Changed) => {
+                    Reservation::release_all(chosen).await;
+                    return Err(Error::Conflict(format!(
+                        "{container}/{name} kept being written by others while this value was written under it; \
+                         try again"
+                    )));
+                }
                 Err(e) => {
                     Reservation::release_all(chosen).await;
                     return Err(e);
                 }
-            };
-            match committed {
-                NamedCommitted::Done(stored, replaced) => {
-                    if let Some(r) = chosen {
-                        r.settle();
-                    }
-                    if let Some(t) = replaced {
-                        self.services.lifecycle.finish_all(&[t], asked).await?;
-                    }
-                    return Ok(*stored);
-                }
-                NamedCommitted::NoContainer => {
-                    Reservation::release_all(chosen).await;
-                    return Err(no_container(org, container));
-                }
-                NamedCommitted::Lost => {
-                    if let Some(r) = chosen {
-                        r.settle();
-                    }
-                    tracing::info!(
-                        org,
-                        container,
-                        name,
-                        attempt,
-                        "what the put relied on was deleted meanwhile; starting again"
-                    );
-                }
             }
         }
         Err(kept_being_reclaimed(org, &content))
+    }
+
+    /// Point `named` at the content `reservation` holds (or, with none,
+    /// the organisation's record of it), replacing what the name names
+    /// only once the policy let that go; a name written by others
+    /// meanwhile is asked about again (a bounded number of times, then
+    /// `Changed`). Bytes the replaced name left unreferenced are deleted.
+    async fn commit_name(&self, named: &Named, reservation: Option<&Reservation>) -> Result<NamedCommitted> {
+        let (catalog, lifecycle) = (&self.services.catalog, &self.services.lifecycle);
+        for race in 0..NAME_RACES {
+            if race > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(1 + fastrand::u64(..10))).await;
+            }
+            let replaces = catalog.named(&named.org, &named.container, &named.name).await?;
+            if let Some(old) = replaces.as_ref().filter(|old| old.sha256 != named.sha256) {
+                self.authorize_drop(old).await?;
+            }
+            let replaces = replaces.map(|old| old.sha256);
+            let (lease, asked) = (lifecycle.lease(), std::time::Instant::now());
+            let token = reservation.map(Reservation::token);
+            match catalog.commit_named(token, named, replaces.as_ref(), &lease).await? {
+                NamedCommitted::Done(stored, replaced) => {
+                    if let Some(t) = &replaced {
+                        lifecycle.finish_all(std::slice::from_ref(t), asked).await;
+                    }
+                    return Ok(NamedCommitted::Done(stored, replaced));
+                }
+                NamedCommitted::Changed => {}
+                other => return Ok(other),
+            }
+        }
+        Ok(NamedCommitted::Changed)
     }
 
     /// Point `to` (container, name) at what `from` names, without copying
@@ -291,25 +327,37 @@ impl Coffer {
             validate_name("container", container)?;
             validate_name("object", name)?;
         }
-        let source = self.named(org, from.0, from.1).await?;
-        let record = as_record(&source);
-        self.policy(org).authorize(&self.services, org, Operation::Get, &record).await?;
-        if remove_source {
-            self.authorize_drop(&source).await?;
-        }
-        if let Some(replaced) = self.services.catalog.named(org, to.0, to.1).await? {
-            self.authorize_drop(&replaced).await?;
-        }
         let lifecycle = &self.services.lifecycle;
-        let (lease, asked) = (lifecycle.lease(), std::time::Instant::now());
-        match self.services.catalog.copy_named(org, from, to, remove_source, &lease).await? {
-            Copied::Done(copy, tombstones) => {
-                lifecycle.finish_all(&tombstones, asked).await?;
-                Ok(*copy)
+        for _ in 0..PUT_ATTEMPTS {
+            let source = self.named(org, from.0, from.1).await?;
+            self.policy(org).authorize(&self.services, org, Operation::Get, &as_record(&source)).await?;
+            let dest = if from == to { None } else { self.services.catalog.named(org, to.0, to.1).await? };
+            // What lets content go (the source of a move, a replaced
+            // destination) is the policy's to allow; a move onto itself,
+            // or a destination already naming the same content, drops
+            // nothing.
+            if remove_source && from != to {
+                self.authorize_drop(&source).await?;
             }
-            Copied::NoSource => Err(no_object(from.0, from.1)),
-            Copied::NoContainer => Err(no_container(org, to.0)),
+            if let Some(replaced) = dest.as_ref().filter(|d| d.sha256 != source.sha256) {
+                self.authorize_drop(replaced).await?;
+            }
+            let expect = (&source.sha256, dest.as_ref().map(|d| &d.sha256));
+            let (lease, asked) = (lifecycle.lease(), std::time::Instant::now());
+            match self.services.catalog.copy_named(org, from, to, remove_source, expect, &lease).await? {
+                Copied::Done(copy, tombstones) => {
+                    lifecycle.finish_all(&tombstones, asked).await;
+                    return Ok(*copy);
+                }
+                Copied::NoSource => return Err(no_object(from.0, from.1)),
+                Copied::NoContainer => return Err(no_container(org, to.0)),
+                Copied::Changed => tracing::info!(org, "a name changed while it was copied; asking again"),
+            }
         }
+        Err(Error::Conflict(format!(
+            "{}/{} or {}/{} kept changing while it was copied; try again",
+            from.0, from.1, to.0, to.1
+        )))
     }
 
     /// Open `org`'s object `name` in container `container` for reading,
@@ -319,15 +367,24 @@ impl Coffer {
         validate_org(org)?;
         validate_name("container", container)?;
         validate_name("object", name)?;
-        let Some((named, pin)) = self.services.lifecycle.pin_named(org, container, name).await? else {
-            return Err(match self.services.catalog.container(org, container).await? {
-                Some(_) => no_object(container, name),
-                None => no_container(org, container),
-            });
-        };
-        let record = as_record(&named);
-        self.policy(org).authorize(&self.services, org, Operation::Get, &record).await?;
-        self.check_boundary(&record).await?;
-        Ok(OpenNamed { coffer: self.clone(), named, _pin: pin })
+        // The policy is asked before anything is pinned, and again if the
+        // name changed before the pin was taken.
+        let mut asked = None;
+        for _ in 0..PUT_ATTEMPTS {
+            let checked = self.named(org, container, name).await?;
+            if asked.as_ref() != Some(&checked) {
+                let record = as_record(&checked);
+                self.policy(org).authorize(&self.services, org, Operation::Get, &record).await?;
+                self.check_boundary(&record).await?;
+            }
+            let Some((named, pin)) = self.services.lifecycle.pin_named(org, container, name).await? else {
+                return Err(no_object(container, name));
+            };
+            if named.sha256 == checked.sha256 && named.location == checked.location {
+                return Ok(OpenNamed { coffer: self.clone(), named, _pin: pin });
+            }
+            asked = Some(named);
+        }
+        Err(Error::Conflict(format!("{container}/{name} kept changing while it was opened; try again")))
     }
 }

@@ -410,14 +410,15 @@ async fn named_conformance(cat: &dyn Catalog) {
     let p1 = pending("acme", one, &at1);
     assert_eq!(cat.reserve(&p1).await.unwrap(), Reserved::Granted);
     let n = named("acme", "nope", "a", one);
-    assert_eq!(cat.commit_named(Some(&p1.token), &n, &lease()).await.unwrap(), NamedCommitted::NoContainer);
+    assert_eq!(cat.commit_named(Some(&p1.token), &n, None, &lease()).await.unwrap(), NamedCommitted::NoContainer);
     let n = named("acme", "docs", "a", one);
-    let NamedCommitted::Done(stored, None) = cat.commit_named(Some(&p1.token), &n, &lease()).await.unwrap() else {
+    let NamedCommitted::Done(stored, None) = cat.commit_named(Some(&p1.token), &n, None, &lease()).await.unwrap()
+    else {
         panic!("not committed")
     };
     assert_eq!(stored.location, at1, "the name points where the reservation was");
     assert!(cat.pending_at(&at1).await.unwrap().is_empty(), "the reservation became the name");
-    assert_eq!(cat.commit_named(Some(&p1.token), &n, &lease()).await.unwrap(), NamedCommitted::Lost);
+    assert_eq!(cat.commit_named(Some(&p1.token), &n, Some(&one), &lease()).await.unwrap(), NamedCommitted::Lost);
     assert_eq!(cat.named("acme", "docs", "a").await.unwrap().unwrap().location, at1);
     assert_eq!(cat.named("umbrella", "docs", "a").await.unwrap(), None);
 
@@ -429,11 +430,11 @@ async fn named_conformance(cat: &dyn Catalog) {
 
     // With no reservation, only the organisation's own record answers.
     let n_b = named("acme", "docs", "b", two);
-    assert_eq!(cat.commit_named(None, &n_b, &lease()).await.unwrap(), NamedCommitted::Lost);
+    assert_eq!(cat.commit_named(None, &n_b, None, &lease()).await.unwrap(), NamedCommitted::Lost);
     let p2 = pending("acme", two, &at2);
     assert_eq!(cat.reserve(&p2).await.unwrap(), Reserved::Granted);
     assert!(matches!(cat.commit(Some(&p2.token), &record("acme", two, &at2)).await.unwrap(), Committed::Inserted(_)));
-    let NamedCommitted::Done(b, None) = cat.commit_named(None, &n_b, &lease()).await.unwrap() else { panic!() };
+    let NamedCommitted::Done(b, None) = cat.commit_named(None, &n_b, None, &lease()).await.unwrap() else { panic!() };
     assert_eq!(b.location, at2);
 
     // Replacing a name: the old content stays while anything else refers
@@ -441,14 +442,14 @@ async fn named_conformance(cat: &dyn Catalog) {
     let p = pending("acme", one, &at1);
     assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
     let NamedCommitted::Done(_, None) =
-        cat.commit_named(Some(&p.token), &named("acme", "docs", "b", one), &lease()).await.unwrap()
+        cat.commit_named(Some(&p.token), &named("acme", "docs", "b", one), Some(&two), &lease()).await.unwrap()
     else {
         panic!()
     };
     let p = pending("acme", two, &at2);
     assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
     let NamedCommitted::Done(_, None) =
-        cat.commit_named(Some(&p.token), &named("acme", "docs", "c", two), &lease()).await.unwrap()
+        cat.commit_named(Some(&p.token), &named("acme", "docs", "c", two), None, &lease()).await.unwrap()
     else {
         panic!()
     };
@@ -456,7 +457,7 @@ async fn named_conformance(cat: &dyn Catalog) {
     let p = pending("acme", one, &at1);
     assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
     let NamedCommitted::Done(_, Some(t)) =
-        cat.commit_named(Some(&p.token), &named("acme", "docs", "c", one), &lease()).await.unwrap()
+        cat.commit_named(Some(&p.token), &named("acme", "docs", "c", one), Some(&two), &lease()).await.unwrap()
     else {
         panic!("replacing the last reference to two tombstones it")
     };
@@ -475,7 +476,10 @@ async fn named_conformance(cat: &dyn Catalog) {
     // exist, the source must.
     assert!(cat.create_container("acme", "archive").await.unwrap());
     let copy = |from: (&'static str, &'static str), to: (&'static str, &'static str), mv: bool| async move {
-        cat.copy_named("acme", from, to, mv, &Lease { token: Token::new(), secs: 60 }).await.unwrap()
+        let dest = cat.named("acme", to.0, to.1).await.unwrap().map(|n| n.sha256);
+        cat.copy_named("acme", from, to, mv, (&one, dest.as_ref()), &Lease { token: Token::new(), secs: 60 })
+            .await
+            .unwrap()
     };
     assert_eq!(copy(("docs", "zzz"), ("archive", "a"), false).await, Copied::NoSource);
     assert_eq!(copy(("docs", "a"), ("missing", "a"), false).await, Copied::NoContainer);
@@ -486,6 +490,19 @@ async fn named_conformance(cat: &dyn Catalog) {
     assert_eq!(cat.named("acme", "archive", "a").await.unwrap(), None, "a move drops its source");
     assert_eq!(cat.named("acme", "archive", "moved").await.unwrap().unwrap().location, at1);
     assert!(matches!(copy(("docs", "a"), ("docs", "a"), true).await, Copied::Done(..)), "onto itself: nothing");
+    // Only what the caller checked: a source or destination that changed
+    // since is left alone.
+    let changed = cat.copy_named("acme", ("docs", "a"), ("archive", "z"), false, (&two, None), &lease()).await.unwrap();
+    assert_eq!(changed, Copied::Changed, "the source names other content");
+    let changed =
+        cat.copy_named("acme", ("docs", "a"), ("archive", "moved"), false, (&one, None), &lease()).await.unwrap();
+    assert_eq!(changed, Copied::Changed, "the destination exists");
+    let p = pending("acme", one, &at1);
+    assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+    let n = named("acme", "docs", "a", one);
+    assert_eq!(cat.commit_named(Some(&p.token), &n, Some(&two), &lease()).await.unwrap(), NamedCommitted::Changed);
+    assert_eq!(cat.commit_named(Some(&p.token), &n, None, &lease()).await.unwrap(), NamedCommitted::Changed);
+    assert!(cat.release(&p.token, None, None).await.unwrap() != Released::NotHeld);
     assert!(cat.named("acme", "docs", "a").await.unwrap().is_some());
 
     // A pin keeps the bytes whatever happens to the names.
@@ -496,11 +513,25 @@ async fn named_conformance(cat: &dyn Catalog) {
         (at1.clone(), at1.clone(), token.clone())
     );
     assert_eq!(cat.pin_named("acme", "docs", "nope", &Token::new()).await.unwrap(), None);
-    let dropped = cat.drop_names("acme", "docs", Names::All, &lease()).await.unwrap().unwrap();
+    let all: Vec<(String, Digest)> = cat
+        .list_named("acme", "docs", "", 100)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.name, n.sha256))
+        .collect();
+    assert_eq!(all.len(), 3);
+    let not_as_checked = [("a".to_string(), two)];
+    let dropped = cat.drop_names("acme", "docs", Names::These(&not_as_checked), &lease()).await.unwrap().unwrap();
+    assert!(dropped.is_empty() && cat.named("acme", "docs", "a").await.unwrap().is_some(), "a names other content");
+    let dropped = cat.drop_names("acme", "docs", Names::These(&all), &lease()).await.unwrap().unwrap();
     assert!(dropped.is_empty(), "archive/moved still names one");
-    assert_eq!(cat.drop_names("acme", "nope", Names::All, &lease()).await.unwrap(), None);
-    let dropped =
-        cat.drop_names("acme", "archive", Names::These(&["moved".into(), "none".into()]), &lease()).await.unwrap();
+    assert_eq!(cat.drop_names("acme", "nope", Names::These(&all), &lease()).await.unwrap(), None);
+    let dropped = cat
+        .drop_names("acme", "archive", Names::These(&[("moved".into(), one), ("none".into(), one)]), &lease())
+        .await
+        .unwrap();
     assert_eq!(dropped, Some(vec![]), "the pin still refers to one");
     let Released::Released(Some(t)) = cat.release(&token, None, Some(&lease())).await.unwrap() else {
         panic!("releasing the last reference tombstones it")
@@ -511,7 +542,7 @@ async fn named_conformance(cat: &dyn Catalog) {
     // A container is deleted with its names; the other organisation's
     // container of the same name is untouched.
     assert!(cat.create_container("umbrella", "docs").await.unwrap());
-    assert_eq!(cat.drop_names("acme", "docs", Names::AllAndContainer, &lease()).await.unwrap(), Some(vec![]));
+    assert_eq!(cat.drop_names("acme", "docs", Names::Container, &lease()).await.unwrap(), Some(vec![]));
     assert_eq!(cat.container("acme", "docs").await.unwrap(), None);
     assert!(cat.container("umbrella", "docs").await.unwrap().is_some());
 
@@ -522,7 +553,7 @@ async fn named_conformance(cat: &dyn Catalog) {
     for name in ["x", "y"] {
         let p = pending("acme", one, &at1);
         assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
-        let committed = cat.commit_named(Some(&p.token), &named("acme", "m", name, one), &lease()).await.unwrap();
+        let committed = cat.commit_named(Some(&p.token), &named("acme", "m", name, one), None, &lease()).await.unwrap();
         assert!(matches!(committed, NamedCommitted::Done(..)));
     }
     let found = cat.scan_named(None, None, false, 10).await.unwrap();
@@ -553,6 +584,16 @@ async fn named_conformance(cat: &dyn Catalog) {
     assert!(moved_off.is_err(), "a reservation for other content is a bug, not a move");
     assert!(cat.release(&p.token, None, None).await.unwrap() != Released::NotHeld);
     assert!(cat.release(&p2.token, None, None).await.unwrap() != Released::NotHeld);
+
+    // A container still holding names is not deleted.
+    assert!(cat.create_container("acme", "full").await.unwrap());
+    let p = pending("acme", two, &at2);
+    assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
+    let n = named("acme", "full", "f", two);
+    assert!(matches!(cat.commit_named(Some(&p.token), &n, None, &lease()).await.unwrap(), NamedCommitted::Done(..)));
+    let full = cat.drop_names("acme", "full", Names::Container, &lease()).await;
+    assert!(matches!(full, Err(Error::Conflict(_))), "a container with names is not deleted: {full:?}");
+    assert!(cat.container("acme", "full").await.unwrap().is_some());
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 use super::bindings::wasi::blobstore::{blobstore, container, types};
 use super::streams::{BodyWriter, End, Failure, IN_FLIGHT, ValueReader};
-use super::{Blobstore, error_string};
+use super::{Blobstore, Slot, error_string};
 use crate::content::{ByteStream, Content};
 use crate::error::{Error, Result};
 use crate::named::OpenNamed;
@@ -21,8 +21,9 @@ use crate::named::OpenNamed;
 /// Names fetched from the catalog at a time by `list-objects`.
 const LIST_PAGE: usize = 1000;
 
-/// Most names one `read-stream-object-names` returns, whatever it asks.
-const MAX_NAMES_PER_READ: u64 = 10_000;
+/// Most names one `read-stream-object-names` (or `skip`) takes, whatever
+/// it asks.
+const MAX_NAMES_PER_READ: u64 = 1000;
 
 /// A container resource: the name of one of the organisation's
 /// containers (each call checks it still exists).
@@ -38,6 +39,7 @@ pub struct NameStream {
     after: String,
     buffered: VecDeque<String>,
     exhausted: bool,
+    _slot: Slot,
 }
 
 /// An outgoing value: its body is spooled and hashed by a task as the
@@ -47,7 +49,12 @@ pub struct OutgoingValue {
     body: Option<BodyWriter>,
     spooled: tokio::task::JoinHandle<Result<Content>>,
     names: Vec<(String, String)>,
+    /// `None` when the value was refused a slot (its body fails at once).
+    _slot: Option<Slot>,
 }
+
+/// Most names one outgoing value may be written under.
+const MAX_NAMES_PER_VALUE: usize = 16;
 
 impl std::fmt::Debug for BodyWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,6 +71,7 @@ pub struct IncomingValue {
     /// Inclusive; unused when `len` is 0.
     end: u64,
     len: u64,
+    slot: Slot,
 }
 
 /// `Ok(Err(string))` for a failed operation: the plugin's error.
@@ -74,23 +82,19 @@ fn answer<T>(r: Result<T>) -> Answer<T> {
 }
 
 /// The stream the spooling task reads: the plugin's writes, stopped with
-/// an error at the first byte past `limit`.
-fn received(rx: mpsc::Receiver<Bytes>, limit: Option<u64>) -> ByteStream {
+/// an error at the first byte past `limit` (which `why` names).
+fn received(rx: mpsc::Receiver<Bytes>, (limit, why): (u64, &'static str)) -> ByteStream {
     Box::pin(futures_util::stream::unfold((rx, 0u64, false), move |(mut rx, total, over)| async move {
         if over {
             return None;
         }
         let chunk = rx.recv().await?;
         let total = total + chunk.len() as u64;
-        match limit {
-            Some(max) if total > max => Some((
-                Err(Error::InvalidInput(format!(
-                    "the value is over the limit of {max} bytes a plugin may write (max_value_size)"
-                ))),
-                (rx, total, true),
-            )),
-            _ => Some((Ok(chunk), (rx, total, false))),
+        if total > limit {
+            let e = Error::InvalidInput(format!("the value is over {why}: {limit} bytes"));
+            return Some((Err(e), (rx, total, true)));
         }
+        Some((Ok(chunk), (rx, total, false)))
     }))
 }
 
@@ -125,20 +129,30 @@ impl container::Host for Blobstore<'_> {}
 
 impl types::HostOutgoingValue for Blobstore<'_> {
     async fn new_outgoing_value(&mut self) -> wasmtime::Result<Resource<OutgoingValue>> {
+        // The contract gives this no error to return: past the limit, the
+        // value's body stream fails at once, and `finish` says why.
+        let slot = self.ctx.slot(false);
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
         let failure: Failure = Arc::new(Mutex::new(None));
         let limits = &self.ctx.limits;
         let spool = limits.spool_dir.clone().or_else(|| self.ctx.coffer.config().server.spool_dir.clone());
-        let stream = received(rx, limits.max_value_size);
+        let stream = received(rx, self.ctx.value_limit());
+        let (slot, refused) = match slot {
+            Ok(slot) => (Some(slot), None),
+            Err(e) => (None, Some(e)),
+        };
         let why = failure.clone();
         let spooled = tokio::spawn(async move {
-            let content = Content::from_stream(stream, None, 0, spool).await;
+            let content = match refused {
+                Some(e) => Err(e),
+                None => Content::from_stream(stream, None, 0, spool).await,
+            };
             if let Err(e) = &content {
                 *why.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
             }
             content
         });
-        let value = OutgoingValue { body: Some(BodyWriter { tx, failure }), spooled, names: Vec::new() };
+        let value = OutgoingValue { body: Some(BodyWriter { tx, failure }), spooled, names: Vec::new(), _slot: slot };
         Ok(self.table.push(value)?)
     }
 
@@ -154,7 +168,7 @@ impl types::HostOutgoingValue for Blobstore<'_> {
     }
 
     async fn finish(&mut self, this: Resource<OutgoingValue>) -> Answer<()> {
-        let OutgoingValue { body, spooled, names } = self.table.delete(this)?;
+        let OutgoingValue { body, spooled, names, _slot } = self.table.delete(this)?;
         // The end of the body, if its stream was never taken.
         drop(body);
         let content = match spooled.await {
@@ -165,12 +179,14 @@ impl types::HostOutgoingValue for Blobstore<'_> {
         if names.is_empty() {
             tracing::debug!("an outgoing value was finished without write-data: nothing is stored");
         }
+        // Every name is tried; the first failure is the answer.
+        let mut first = None;
         for (container, name) in names {
             if let Err(e) = self.ctx.coffer.put_named(&self.ctx.org, &container, &name, content.clone()).await {
-                return answer(Err(e));
+                first.get_or_insert(e);
             }
         }
-        Ok(Ok(()))
+        answer(first.map_or(Ok(()), Err))
     }
 
     async fn drop(&mut self, this: Resource<OutgoingValue>) -> wasmtime::Result<()> {
@@ -221,8 +237,13 @@ impl types::HostIncomingValue for Blobstore<'_> {
                 Err(e) => return answer(Err(e)),
             }
         };
-        let reader: DynInputStream =
-            Box::new(ValueReader { stream, buffered: Bytes::new(), end: End::Open, _open: value.open });
+        let reader: DynInputStream = Box::new(ValueReader {
+            stream,
+            buffered: Bytes::new(),
+            end: End::Open,
+            _open: value.open,
+            _slot: value.slot,
+        });
         Ok(Ok(self.table.push(reader)?))
     }
 
@@ -260,6 +281,10 @@ impl container::HostContainer for Blobstore<'_> {
         end: u64,
     ) -> Answer<Resource<IncomingValue>> {
         let container = self.container_name(&this)?;
+        let slot = match self.ctx.slot(true) {
+            Ok(slot) => slot,
+            Err(e) => return answer(Err(e)),
+        };
         if start > end {
             return answer(Err(Error::InvalidInput(format!("range {start}..={end} of {name:?}: start is after end"))));
         }
@@ -275,7 +300,7 @@ impl container::HostContainer for Blobstore<'_> {
         }
         let end = end.min(size.saturating_sub(1));
         let len = if size == 0 { 0 } else { end - start + 1 };
-        Ok(Ok(self.table.push(IncomingValue { open, start, end, len })?))
+        Ok(Ok(self.table.push(IncomingValue { open, start, end, len, slot })?))
     }
 
     async fn write_data(
@@ -292,7 +317,14 @@ impl container::HostContainer for Blobstore<'_> {
         if let Err(e) = self.ctx.coffer.container_created(&self.ctx.org, &container).await {
             return answer(Err(e));
         }
-        self.table.get_mut(&data)?.names.push((container, name));
+        let names = &mut self.table.get_mut(&data)?.names;
+        if names.len() >= MAX_NAMES_PER_VALUE {
+            let e = Error::InvalidInput(format!("a value is written under at most {MAX_NAMES_PER_VALUE} names"));
+            return answer(Err(e));
+        }
+        if !names.contains(&(container.clone(), name.clone())) {
+            names.push((container, name));
+        }
         Ok(Ok(()))
     }
 
@@ -301,7 +333,11 @@ impl container::HostContainer for Blobstore<'_> {
         if let Err(e) = self.ctx.coffer.container_created(&self.ctx.org, &container).await {
             return answer(Err(e));
         }
-        let stream = NameStream { container, after: String::new(), buffered: VecDeque::new(), exhausted: false };
+        let _slot = match self.ctx.slot(true) {
+            Ok(slot) => slot,
+            Err(e) => return answer(Err(e)),
+        };
+        let stream = NameStream { container, after: String::new(), buffered: VecDeque::new(), exhausted: false, _slot };
         Ok(Ok(self.table.push(stream)?))
     }
 
@@ -347,6 +383,8 @@ impl container::HostStreamObjectNames for Blobstore<'_> {
     }
 
     async fn skip_stream_object_names(&mut self, this: Resource<NameStream>, num: u64) -> Answer<(u64, bool)> {
+        // Bounded per call, as reads are.
+        let num = num.min(MAX_NAMES_PER_READ);
         let mut skipped = 0;
         loop {
             let (names, end) = match self.read_names(&this, num - skipped).await? {

@@ -42,6 +42,8 @@
 //!   (`not-found: container "x" has no object "y"`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
@@ -73,17 +75,25 @@ mod bindings {
     });
 }
 
-/// Limits of one plugin's use of the blobstore.
+/// Limits of one plugin's use of the blobstore (per [`BlobstoreCtx`]).
 #[derive(Debug, Clone)]
 pub struct BlobstoreLimits {
     /// Largest value `incoming-value-consume-sync` returns in one list
     /// (bytes); a larger one is refused with an error that says to stream
     /// it. Default 16 MiB.
     pub max_sync_read: u64,
-    /// Largest value a plugin may write (bytes); `None`: only the
-    /// policy's limits apply. Writing stops with an error at the first
-    /// byte past it, so it also bounds the spool's disk use per value.
+    /// Largest value a plugin may write (bytes); writing stops with an
+    /// error at the first byte past it, or past the organisation's
+    /// `max-size` setting, so the spool never holds more. Default: the
+    /// service's largest body (`COFFER_MAX_BODY`, 5 TiB when unset).
     pub max_value_size: Option<u64>,
+    /// Outgoing values open at once (each holds up to 6 MiB in memory
+    /// while it is written: values up to 4 MiB are kept whole). Default 4.
+    pub max_open_writes: usize,
+    /// Incoming values, their streams and name listings open at once
+    /// (each pins its bytes in the catalog, or buffers a page of names).
+    /// Default 64.
+    pub max_open_reads: usize,
     /// Where values over 4 MiB are spooled while they are written; the
     /// configured `COFFER_SPOOL_DIR`, else the system's temporary
     /// directory, when `None`.
@@ -92,7 +102,13 @@ pub struct BlobstoreLimits {
 
 impl Default for BlobstoreLimits {
     fn default() -> BlobstoreLimits {
-        BlobstoreLimits { max_sync_read: 16 << 20, max_value_size: None, spool_dir: None }
+        BlobstoreLimits {
+            max_sync_read: 16 << 20,
+            max_value_size: None,
+            max_open_writes: 4,
+            max_open_reads: 64,
+            spool_dir: None,
+        }
     }
 }
 
@@ -103,13 +119,21 @@ pub struct BlobstoreCtx {
     coffer: Coffer,
     org: String,
     limits: BlobstoreLimits,
+    writes: Arc<AtomicUsize>,
+    reads: Arc<AtomicUsize>,
 }
 
 impl BlobstoreCtx {
     /// Act for `org` (checked now) with `coffer`, with default limits.
     pub fn new(coffer: Coffer, org: &str) -> Result<BlobstoreCtx> {
         validate_org(org)?;
-        Ok(BlobstoreCtx { coffer, org: org.to_string(), limits: BlobstoreLimits::default() })
+        Ok(BlobstoreCtx {
+            coffer,
+            org: org.to_string(),
+            limits: BlobstoreLimits::default(),
+            writes: Arc::default(),
+            reads: Arc::default(),
+        })
     }
 
     /// The same, with `limits`.
@@ -121,6 +145,43 @@ impl BlobstoreCtx {
     /// The organisation the plugin acts for.
     pub fn org(&self) -> &str {
         &self.org
+    }
+
+    /// The most a value may hold, and what says so.
+    fn value_limit(&self) -> (u64, &'static str) {
+        let config = self.coffer.config();
+        let host = self.limits.max_value_size.or(config.server.max_body).unwrap_or(5 << 40);
+        let org = config.setting(Some(&self.org), "max-size").and_then(|v| v.trim().parse::<u64>().ok());
+        match org {
+            Some(m) if m < host => (m, "the organisation's max-size"),
+            _ => (host, "the limit a plugin may write (max_value_size)"),
+        }
+    }
+
+    /// A slot among the open writes (`reads: false`) or reads; an error
+    /// when all are taken.
+    fn slot(&self, reads: bool) -> Result<Slot> {
+        let (count, max, what) = match reads {
+            false => (&self.writes, self.limits.max_open_writes, "outgoing values"),
+            true => (&self.reads, self.limits.max_open_reads, "incoming values, value streams and listings"),
+        };
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::InvalidInput(format!(
+                "too many {what} open at once (at most {max}); finish or drop one first"
+            )));
+        }
+        Ok(Slot(count.clone()))
+    }
+}
+
+/// One open resource counted against a limit; freed when dropped.
+#[derive(Debug)]
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -62,6 +62,7 @@ pub async fn run_plugin(blobs: BlobstoreCtx, wasm: &[u8], args: &[String], captu
     } else {
         wasi.inherit_stdout().inherit_stderr();
     }
+    let coffer = blobs.coffer.clone();
     let state = PluginState { wasi: wasi.build(), blobs, table: ResourceTable::new() };
     let mut store = wasmtime::Store::new(&engine, state);
     let command = Command::instantiate_async(&mut store, &component, &linker).await.map_err(|e| {
@@ -75,5 +76,9 @@ pub async fn run_plugin(blobs: BlobstoreCtx, wasm: &[u8], args: &[String], captu
             None => return Err(Error::Policy(format!("the plugin trapped: {e:#}"))),
         },
     };
+    // What the plugin left open is closed with its store; let the pins it
+    // held be released before returning (a process may exit next).
+    drop(store);
+    coffer.quiesce(std::time::Duration::from_secs(30)).await;
     Ok(PluginRun { status, stdout: out.contents().to_vec(), stderr: err.contents().to_vec() })
 }

@@ -79,6 +79,7 @@ pub struct ValueReader {
     pub buffered: Bytes,
     pub end: End,
     pub _open: OpenNamed,
+    pub _slot: super::Slot,
 }
 
 /// How a [`ValueReader`]'s stream ended, once it has.

@@ -147,8 +147,13 @@ impl Lifecycle {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
             loop {
                 tick.tick().await;
-                if let Err(e) = catalog.touch(&token, crate::now_secs()).await {
-                    tracing::warn!(error = %e, "could not mark an open value's pin alive");
+                match catalog.touch(&token, crate::now_secs()).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        "the pin of an open value was reaped (coffer gc --older-than shorter than the value was open); \
+                         its bytes may go if the name is deleted"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "could not mark an open value's pin alive"),
                 }
             }
         });
@@ -169,29 +174,20 @@ impl Lifecycle {
         let Some(tombstones) = self.catalog.drop_names(org, container, which, &lease).await? else {
             return Ok(None);
         };
-        self.finish_all(&tombstones, asked).await?;
+        self.finish_all(&tombstones, asked).await;
         Ok(Some(tombstones.len()))
     }
 
     /// Finish each of `tombstones` (all granted by one transaction sent at
-    /// `asked`); the first failure is returned once all were tried, saying
-    /// that `coffer gc` deletes what is left.
-    pub async fn finish_all(&self, tombstones: &[Tombstone], asked: Instant) -> Result<()> {
-        let mut first = None;
+    /// `asked`) after the change that made them is committed: a failure is
+    /// logged, not returned (the change stands; the tombstone stays for
+    /// `coffer gc`, or the next put of the location, to finish).
+    pub async fn finish_all(&self, tombstones: &[Tombstone], asked: Instant) {
         for t in tombstones {
             if let Err(e) = self.finish(t, asked).await {
-                tracing::warn!(location = %t.location, error = %e, "could not delete unreferenced bytes; coffer gc will");
-                first.get_or_insert(Error::Backend {
-                    message: format!(
-                        "the names are changed, but the bytes at {} could not be deleted yet ({e}); `coffer gc` deletes them",
-                        t.location
-                    ),
-                    retryable: false,
-                    source: Some(Box::new(e)),
-                });
+                tracing::warn!(location = %t.location, error = %e, "could not delete unreferenced bytes yet; coffer gc will");
             }
         }
-        first.map_or(Ok(()), Err)
     }
 
     /// Turn `reservation` into `record`; with no reservation (the policy

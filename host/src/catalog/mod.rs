@@ -348,14 +348,23 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// the organisation's own record of the content, in one transaction:
     /// the reservation is gone, and a name it replaces is dropped, its
     /// location tombstoned on `lease`'s terms if that left it unreferenced.
-    async fn commit_named(&self, token: Option<&Token>, named: &Named, lease: &Lease) -> Result<NamedCommitted> {
-        let _ = (token, named, lease);
+    /// Only if the name still names `replaces` (`None`: no name), what the
+    /// caller checked; otherwise `Changed`.
+    async fn commit_named(
+        &self,
+        token: Option<&Token>,
+        named: &Named,
+        replaces: Option<&Digest>,
+        lease: &Lease,
+    ) -> Result<NamedCommitted> {
+        let _ = (token, named, replaces, lease);
         Err(no_names())
     }
 
-    /// Drop `which` names of `org`'s container `container` in one
-    /// transaction, tombstoning on `lease`'s terms every location that left
-    /// unreferenced; `None` if the container does not exist.
+    /// Drop `which` names (or the empty container) of `org`'s container
+    /// `container` in one transaction, tombstoning on `lease`'s terms every
+    /// location that left unreferenced; `None` if the container does not
+    /// exist.
     async fn drop_names(
         &self,
         org: &str,
@@ -370,16 +379,19 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// Point `to` (container, name) at what `from` names, in one
     /// transaction, and with `remove_source` drop `from` (a move): no byte
     /// is copied. A destination it replaces is dropped, its location
-    /// tombstoned on `lease`'s terms if that left it unreferenced.
+    /// tombstoned on `lease`'s terms if that left it unreferenced. Only if
+    /// `from` still names `expect.0` and `to` names `expect.1` (`None`: no
+    /// name), what the caller checked; otherwise `Changed`.
     async fn copy_named(
         &self,
         org: &str,
         from: (&str, &str),
         to: (&str, &str),
         remove_source: bool,
+        expect: (&Digest, Option<&Digest>),
         lease: &Lease,
     ) -> Result<Copied> {
-        let _ = (org, from, to, remove_source, lease);
+        let _ = (org, from, to, remove_source, expect, lease);
         Err(no_names())
     }
 

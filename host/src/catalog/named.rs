@@ -37,15 +37,16 @@ pub struct Named {
     pub parked: bool,
 }
 
-/// Which names of a container [`super::Catalog::drop_names`] drops.
+/// What [`super::Catalog::drop_names`] drops: what the caller checked
+/// (the policy's consent is for the content it saw), nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Names<'a> {
-    /// These names (missing ones are not an error).
-    These(&'a [String]),
-    /// Every name: the container stays, empty.
-    All,
-    /// Every name, and the container itself.
-    AllAndContainer,
+    /// These names, each only while it still names this content: one
+    /// that does not exist, or names other content now, is left alone.
+    These(&'a [(String, Digest)]),
+    /// The container itself, if no name is left in it (otherwise a
+    /// conflict).
+    Container,
 }
 
 /// What [`super::Catalog::commit_named`] did.
@@ -57,6 +58,8 @@ pub enum NamedCommitted {
     Done(Box<Named>, Option<Tombstone>),
     /// The container does not exist (any more): nothing changed.
     NoContainer,
+    /// The name no longer names what the caller checked: nothing changed.
+    Changed,
     /// Neither the reservation nor the organisation's record of the
     /// content exists any more: nothing changed, the put must start again.
     Lost,
@@ -72,6 +75,9 @@ pub enum Copied {
     NoSource,
     /// The destination container does not exist.
     NoContainer,
+    /// The source or the destination no longer names what the caller
+    /// checked: nothing changed.
+    Changed,
 }
 
 /// Check a container or object name: 1 to 1024 bytes of UTF-8, no control

@@ -699,7 +699,13 @@ impl Catalog for PgDb {
         .await
     }
 
-    async fn commit_named(&self, token: Option<&Token>, named: &Named, lease: &Lease) -> Result<NamedCommitted> {
+    async fn commit_named(
+        &self,
+        token: Option<&Token>,
+        named: &Named,
+        replaces: Option<&Digest>,
+        lease: &Lease,
+    ) -> Result<NamedCommitted> {
         let n = named;
         let sha = &n.sha256.to_string();
         self.retry(move || async move {
@@ -707,6 +713,9 @@ impl Catalog for PgDb {
             let tx = serializable(&mut client).await?;
             if !container_exists(&tx, &n.org, &n.container).await? {
                 return Ok(NamedCommitted::NoContainer);
+            }
+            if named_in(&tx, &n.org, &n.container, &n.name).await?.map(|old| old.sha256).as_ref() != replaces {
+                return Ok(NamedCommitted::Changed);
             }
             let location = match token {
                 Some(t) => {
@@ -746,36 +755,51 @@ impl Catalog for PgDb {
         which: Names<'_>,
         lease: &Lease,
     ) -> Result<Option<Vec<Tombstone>>> {
-        let these: Option<&[String]> = match which {
-            Names::These(names) => Some(names),
-            Names::All | Names::AllAndContainer => None,
+        let these: Option<(Vec<&str>, Vec<String>)> = match which {
+            Names::These(names) => Some(names.iter().map(|(n, d)| (n.as_str(), d.to_string())).unzip()),
+            Names::Container => None,
         };
-        let with_container = matches!(which, Names::AllAndContainer);
+        let these = &these;
         self.retry(move || async move {
             let mut client = self.client().await?;
             let tx = serializable(&mut client).await?;
             if !container_exists(&tx, org, container).await? {
                 return Ok(None);
             }
-            // The names in one statement, then each location they named
-            // tombstoned if that left it unreferenced.
-            let stmt = tx
-                .prepare_cached(&format!(
-                    "DELETE FROM named_objects
-                     WHERE org = $1 AND space = $2 AND ($3::text[] IS NULL OR object = ANY($3))
-                     RETURNING {NAMED_COLUMNS}"
-                ))
-                .await?;
-            let dropped = all(tx.query(&stmt, &[&org, &container, &these]).await?, named_from)?;
-            let (mut seen, mut tombstones): (HashSet<&Location>, Vec<Tombstone>) = (HashSet::new(), Vec::new());
-            for n in &dropped {
-                if seen.insert(&n.location) {
-                    tombstones.extend(tombstone_if_free(&tx, &n.location, lease).await?);
+            let mut tombstones = Vec::new();
+            match these {
+                Some((names, digests)) => {
+                    // The names that still name what was checked, in one
+                    // statement; then each location they named tombstoned
+                    // if that left it unreferenced.
+                    let stmt = tx
+                        .prepare_cached(&format!(
+                            "DELETE FROM named_objects
+                             WHERE org = $1 AND space = $2
+                               AND (object, sha256) IN (SELECT * FROM unnest($3::text[], $4::text[]))
+                             RETURNING {NAMED_COLUMNS}"
+                        ))
+                        .await?;
+                    let dropped = all(tx.query(&stmt, &[&org, &container, names, digests]).await?, named_from)?;
+                    let mut seen = HashSet::new();
+                    for n in &dropped {
+                        if seen.insert(&n.location) {
+                            tombstones.extend(tombstone_if_free(&tx, &n.location, lease).await?);
+                        }
+                    }
                 }
-            }
-            if with_container {
-                let stmt = tx.prepare_cached("DELETE FROM named_containers WHERE org = $1 AND space = $2").await?;
-                tx.execute(&stmt, &[&org, &container]).await?;
+                None => {
+                    let stmt = tx
+                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM named_objects WHERE org = $1 AND space = $2)")
+                        .await?;
+                    if tx.query_one(&stmt, &[&org, &container]).await?.get::<_, bool>(0) {
+                        return Err(Error::Conflict(format!(
+                            "container {container:?} is not empty: names were written while it was being deleted"
+                        )));
+                    }
+                    let stmt = tx.prepare_cached("DELETE FROM named_containers WHERE org = $1 AND space = $2").await?;
+                    tx.execute(&stmt, &[&org, &container]).await?;
+                }
             }
             commit_in_doubt(tx, "the removal of the names").await?;
             Ok(Some(tombstones))
@@ -789,6 +813,7 @@ impl Catalog for PgDb {
         from: (&str, &str),
         to: (&str, &str),
         remove_source: bool,
+        expect: (&Digest, Option<&Digest>),
         lease: &Lease,
     ) -> Result<Copied> {
         self.retry(move || async move {
@@ -797,6 +822,10 @@ impl Catalog for PgDb {
             let Some(source) = named_in(&tx, org, from.0, from.1).await? else { return Ok(Copied::NoSource) };
             if !container_exists(&tx, org, to.0).await? {
                 return Ok(Copied::NoContainer);
+            }
+            let dest = named_in(&tx, org, to.0, to.1).await?.map(|n| n.sha256);
+            if source.sha256 != *expect.0 || (from != to && dest.as_ref() != expect.1) {
+                return Ok(Copied::Changed);
             }
             if from == to {
                 return Ok(Copied::Done(Box::new(source), Vec::new()));

@@ -713,12 +713,21 @@ impl Catalog for SqliteDb {
         .await
     }
 
-    async fn commit_named(&self, token: Option<&Token>, named: &Named, lease: &Lease) -> Result<NamedCommitted> {
-        let (t, n, lease) = (token.cloned(), named.clone(), lease.clone());
+    async fn commit_named(
+        &self,
+        token: Option<&Token>,
+        named: &Named,
+        replaces: Option<&Digest>,
+        lease: &Lease,
+    ) -> Result<NamedCommitted> {
+        let (t, n, replaces, lease) = (token.cloned(), named.clone(), replaces.copied(), lease.clone());
         self.with_durable_conn(move |conn| {
             let tx = write_tx(conn)?;
             if !container_exists(&tx, &n.org, &n.container)? {
                 return Ok(NamedCommitted::NoContainer);
+            }
+            if named_on(&tx, &n.org, &n.container, &n.name)?.map(|old| old.sha256) != replaces {
+                return Ok(NamedCommitted::Changed);
             }
             let location = match &t {
                 Some(t) => {
@@ -762,34 +771,35 @@ impl Catalog for SqliteDb {
         lease: &Lease,
     ) -> Result<Option<Vec<Tombstone>>> {
         let (o, c, lease) = (org.to_string(), container.to_string(), lease.clone());
-        let (these, all, with_container) = match which {
-            Names::These(names) => (Some(names.to_vec()), false, false),
-            Names::All => (None, true, false),
-            Names::AllAndContainer => (None, true, true),
+        let these = match which {
+            Names::These(names) => Some(names.to_vec()),
+            Names::Container => None,
         };
         self.with_durable_conn(move |conn| {
             let tx = write_tx(conn)?;
             if !container_exists(&tx, &o, &c)? {
                 return Ok(None);
             }
-            let dropped = if all {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "SELECT {NAMED_COLUMNS} FROM named_objects WHERE org = ?1 AND space = ?2"
-                ))?;
-                collect(&mut stmt, params![o, c], named_from)?
-            } else {
-                let mut found = Vec::new();
-                for name in these.iter().flatten() {
-                    found.extend(named_on(&tx, &o, &c, name)?);
-                }
-                found
-            };
             let mut tombstones = Vec::new();
-            for n in &dropped {
-                tombstones.extend(drop_name(&tx, n, &lease)?);
-            }
-            if with_container {
-                tx.execute("DELETE FROM named_containers WHERE org = ?1 AND space = ?2", params![o, c])?;
+            match &these {
+                Some(names) => {
+                    for (name, sha) in names {
+                        if let Some(n) = named_on(&tx, &o, &c, name)?.filter(|n| n.sha256 == *sha) {
+                            tombstones.extend(drop_name(&tx, &n, &lease)?);
+                        }
+                    }
+                }
+                None => {
+                    let left: bool = tx
+                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM named_objects WHERE org = ?1 AND space = ?2)")?
+                        .query_row(params![o, c], |r| r.get(0))?;
+                    if left {
+                        return Err(Error::Conflict(format!(
+                            "container {c:?} is not empty: names were written while it was being deleted"
+                        )));
+                    }
+                    tx.execute("DELETE FROM named_containers WHERE org = ?1 AND space = ?2", params![o, c])?;
+                }
             }
             tx.commit()?;
             Ok(Some(tombstones))
@@ -803,16 +813,22 @@ impl Catalog for SqliteDb {
         from: (&str, &str),
         to: (&str, &str),
         remove_source: bool,
+        expect: (&Digest, Option<&Digest>),
         lease: &Lease,
     ) -> Result<Copied> {
         let o = org.to_string();
         let (from, to) = ((from.0.to_string(), from.1.to_string()), (to.0.to_string(), to.1.to_string()));
+        let (source_sha, dest_sha) = (*expect.0, expect.1.copied());
         let lease = lease.clone();
         self.with_durable_conn(move |conn| {
             let tx = write_tx(conn)?;
             let Some(source) = named_on(&tx, &o, &from.0, &from.1)? else { return Ok(Copied::NoSource) };
             if !container_exists(&tx, &o, &to.0)? {
                 return Ok(Copied::NoContainer);
+            }
+            let dest = named_on(&tx, &o, &to.0, &to.1)?.map(|n| n.sha256);
+            if source.sha256 != source_sha || (from != to && dest != dest_sha) {
+                return Ok(Copied::Changed);
             }
             if from == to {
                 return Ok(Copied::Done(Box::new(source), Vec::new()));
