@@ -264,6 +264,31 @@ async fn a_policy_that_keeps_objects_keeps_them_whatever_the_plugin_calls() {
     assert_eq!(ok(c, "acme", &["cat", "other", "a"]).await, "kept\n");
 }
 
+#[tokio::test]
+async fn a_plugin_cannot_hold_more_values_open_than_its_limits() {
+    let t = sqlite_coffer(&[]).await;
+    let c = &t.coffer;
+    ok(c, "acme", &["mkdir", "docs"]).await;
+    ok(c, "acme", &["put", "docs", "a", "x"]).await;
+    let limits = BlobstoreLimits { max_open_reads: 2, max_open_writes: 1, ..Default::default() };
+    let err = fails_limited(c, "acme", limits.clone(), &["open-many", "docs", "a", "3"]).await;
+    assert!(err.contains("after 2 open: invalid-input: too many incoming values"), "{err}");
+    let err = fails_limited(c, "acme", limits.clone(), &["write-many", "docs", "2"]).await;
+    assert!(err.contains("value 1: invalid-input: too many outgoing values open at once (at most 1)"), "{err}");
+    // Closed values give their slots back: the demo reads, lists and
+    // writes one value after another with room for one of each.
+    let one = BlobstoreLimits { max_open_reads: 1, max_open_writes: 1, ..Default::default() };
+    let r = run_limited(c, "acme", one, &["demo"]).await;
+    assert_eq!(
+        (r.status, String::from_utf8_lossy(&r.stdout)),
+        (0, DEMO.into()),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    // Nothing was pinned past the run.
+    assert_eq!(rows(&t, "pending"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_written_and_deleted_concurrently_stay_readable_and_leave_nothing_behind() {
     let t = sqlite_coffer(&[]).await;

@@ -11,7 +11,8 @@
 //! `rm C N…`, `mkdir C`, `rmdir C`, `write C N MIB` / `check C N MIB` (a
 //! generated value of MIB MiB, streamed out and read back and compared),
 //! `cp C N C2 N2`, `mv C N C2 N2`, `info C N`, `clear C`, `hold C N` (open,
-//! delete, then read what was opened).
+//! delete, then read what was opened), `open-many C N K` and `write-many C K`
+//! (values held open at once).
 
 use std::process::ExitCode;
 
@@ -88,6 +89,32 @@ fn run(args: &[String]) -> Result<()> {
             println!("deleted; has {}: {}", arg(2)?, c.has_object(arg(2)?)?);
             let bytes = IncomingValue::incoming_value_consume_sync(value)?;
             println!("still read: {}", String::from_utf8_lossy(&bytes));
+            Ok(())
+        }
+        "open-many" => {
+            // Values held open at once, until the host says no.
+            let c = open(arg(1)?)?;
+            let mut held = Vec::new();
+            for i in 0..number(3)? {
+                match c.get_data(arg(2)?, 0, u64::MAX) {
+                    Ok(v) => held.push(v),
+                    Err(e) => return Err(format!("after {i} open: {e}")),
+                }
+            }
+            println!("{} open", held.len());
+            Ok(())
+        }
+        "write-many" => {
+            // Outgoing values open at once, each finished at the end.
+            let c = open(arg(1)?)?;
+            let values: Vec<OutgoingValue> = (0..number(2)?).map(|_| OutgoingValue::new_outgoing_value()).collect();
+            for (i, v) in values.iter().enumerate() {
+                c.write_data(&format!("v{i}"), v)?;
+            }
+            for (i, v) in values.into_iter().enumerate() {
+                OutgoingValue::finish(v).map_err(|e| format!("value {i}: {e}"))?;
+            }
+            println!("all written");
             Ok(())
         }
         other => Err(format!("unknown command {other:?}")),

@@ -21,11 +21,14 @@
 //!
 //! # Semantics
 //! - `outgoing-value`: the body written to its `output-stream` is hashed
-//!   and spooled as it arrives (memory stays bounded whatever the size);
+//!   and spooled as it arrives (memory stays bounded whatever the size),
+//!   and stopped past the organisation's `max-size` or the host's limit;
 //!   `write-data` binds the value to a name, and `finish` stores it there
 //!   through Coffer's put (the policy decides where; identical content is
 //!   not uploaded again) and points the name at it. Errors of storing are
 //!   `finish`'s. A value dropped without `finish` stores nothing.
+//! - Whatever lets content go (deleting, replacing or moving a name,
+//!   clearing or deleting a container) asks the policy, as a delete does.
 //! - `get-data(name, start, end)`: `start..=end`, inclusive; an `end` past
 //!   the object's last byte reads to the end. The value pins the bytes it
 //!   was opened on: deleting or replacing the name meanwhile does not take
