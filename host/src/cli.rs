@@ -657,9 +657,12 @@ async fn execute(command: Command) -> Result<()> {
         Command::RunPlugin { component, org, args } => {
             let wasm = std::fs::read(&component)
                 .map_err(|e| Error::io(format!("reading the plugin {}", component.display()), e))?;
-            let ctx = crate::blobstore::BlobstoreCtx::new(coffer, &org)?;
-            let run = crate::blobstore::run_plugin(ctx, &wasm, &args, false).await?;
-            match run.status {
+            let ctx = crate::blobstore::BlobstoreCtx::new(coffer.clone(), &org)?;
+            let run = crate::blobstore::run_plugin(ctx, &wasm, &args, false).await;
+            // The pins of the values it left open are released before the
+            // process exits, whatever became of the plugin.
+            coffer.quiesce(Duration::from_secs(30)).await;
+            match run?.status {
                 0 => Ok(()),
                 status => Err(Error::Policy(format!("the plugin {} exited with status {status}", component.display()))),
             }

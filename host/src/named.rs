@@ -44,10 +44,14 @@ impl OpenNamed {
         if n.size == 0 && start == 0 || start < n.size {
             let store = self.coffer.services.backends.get(n.location.backend)?;
             let raw = store.get(&n.location.container, &n.location.name).await.map_err(|e| match e {
-                // Pinned, so never deleted: the backend lost them.
+                // Pinned, so never deleted (unless gc reaped the pin): the backend lost them.
                 Error::NotFound(m) => {
                     tracing::error!(location = %n.location, error = %m, "a named object's bytes are missing");
-                    Error::Integrity(format!("{}/{} is recorded but its bytes are missing", n.container, n.name))
+                    Error::Integrity(format!(
+                        "{}/{} is recorded but its bytes are missing (lost by the backend, or deleted after coffer \
+                         gc reaped this open value's pin)",
+                        n.container, n.name
+                    ))
                 }
                 other => other,
             })?;
@@ -141,7 +145,7 @@ impl Coffer {
             let mut checked = Vec::with_capacity(page.len());
             for n in &page {
                 self.authorize_drop(n).await?;
-                checked.push((n.name.clone(), n.sha256));
+                checked.push((n.name.clone(), n.version()));
             }
             self.drop_names(org, container, Names::These(&checked)).await?;
             match page.last() {
@@ -174,7 +178,7 @@ impl Coffer {
             validate_name("object", name)?;
             if let Some(n) = self.services.catalog.named(org, container, name).await? {
                 self.authorize_drop(&n).await?;
-                checked.push((n.name, n.sha256));
+                checked.push((n.name.clone(), n.version()));
             }
         }
         self.drop_names(org, container, Names::These(&checked)).await
@@ -295,7 +299,7 @@ impl Coffer {
             if let Some(old) = replaces.as_ref().filter(|old| old.sha256 != named.sha256) {
                 self.authorize_drop(old).await?;
             }
-            let replaces = replaces.map(|old| old.sha256);
+            let replaces = replaces.map(|old| old.version());
             let (lease, asked) = (lifecycle.lease(), std::time::Instant::now());
             let token = reservation.map(Reservation::token);
             match catalog.commit_named(token, named, replaces.as_ref(), &lease).await? {
@@ -342,7 +346,8 @@ impl Coffer {
             if let Some(replaced) = dest.as_ref().filter(|d| d.sha256 != source.sha256) {
                 self.authorize_drop(replaced).await?;
             }
-            let expect = (&source.sha256, dest.as_ref().map(|d| &d.sha256));
+            let (source_version, dest_version) = (source.version(), dest.as_ref().map(Named::version));
+            let expect = (&source_version, dest_version.as_ref());
             let (lease, asked) = (lifecycle.lease(), std::time::Instant::now());
             match self.services.catalog.copy_named(org, from, to, remove_source, expect, &lease).await? {
                 Copied::Done(copy, tombstones) => {
@@ -367,23 +372,19 @@ impl Coffer {
         validate_org(org)?;
         validate_name("container", container)?;
         validate_name("object", name)?;
-        // The policy is asked before anything is pinned, and again if the
-        // name changed before the pin was taken.
-        let mut asked = None;
+        // The policy is asked before anything is pinned; what is pinned is
+        // exactly what it was asked about, or it is asked again.
         for _ in 0..PUT_ATTEMPTS {
             let checked = self.named(org, container, name).await?;
-            if asked.as_ref() != Some(&checked) {
-                let record = as_record(&checked);
-                self.policy(org).authorize(&self.services, org, Operation::Get, &record).await?;
-                self.check_boundary(&record).await?;
-            }
+            let record = as_record(&checked);
+            self.policy(org).authorize(&self.services, org, Operation::Get, &record).await?;
+            self.check_boundary(&record).await?;
             let Some((named, pin)) = self.services.lifecycle.pin_named(org, container, name).await? else {
                 return Err(no_object(container, name));
             };
-            if named.sha256 == checked.sha256 && named.location == checked.location {
+            if named == checked {
                 return Ok(OpenNamed { coffer: self.clone(), named, _pin: pin });
             }
-            asked = Some(named);
         }
         Err(Error::Conflict(format!("{container}/{name} kept changing while it was opened; try again")))
     }

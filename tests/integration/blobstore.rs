@@ -273,6 +273,9 @@ async fn a_plugin_cannot_hold_more_values_open_than_its_limits() {
     let limits = BlobstoreLimits { max_open_reads: 2, max_open_writes: 1, ..Default::default() };
     let err = fails_limited(c, "acme", limits.clone(), &["open-many", "docs", "a", "3"]).await;
     assert!(err.contains("after 2 open: invalid-input: too many incoming values"), "{err}");
+    let streams = BlobstoreLimits { max_open_streams: 2, ..Default::default() };
+    let err = fails_limited(c, "acme", streams, &["stream-many", "docs", "a", "3"]).await;
+    assert!(err.contains("after 2 streams: invalid-input: too many value streams open at once (at most 2)"), "{err}");
     let err = fails_limited(c, "acme", limits.clone(), &["write-many", "docs", "2"]).await;
     assert!(err.contains("value 1: invalid-input: too many outgoing values open at once (at most 1)"), "{err}");
     // Closed values give their slots back: the demo reads, lists and
@@ -286,6 +289,7 @@ async fn a_plugin_cannot_hold_more_values_open_than_its_limits() {
         String::from_utf8_lossy(&r.stderr)
     );
     // Nothing was pinned past the run.
+    assert!(c.quiesce(std::time::Duration::from_secs(10)).await);
     assert_eq!(rows(&t, "pending"), 0);
 }
 

@@ -10,7 +10,7 @@ use coffer::backend::postgres::PgDb;
 use coffer::backend::s3::S3Store;
 use coffer::backend::sqlite::SqliteDb;
 use coffer::backend::{BackendKind, BlobStore, Location};
-use coffer::catalog::named::{Copied, Named, NamedCommitted, Names};
+use coffer::catalog::named::{Copied, Named, NamedCommitted, Names, Version};
 use coffer::catalog::namespace::{Claimed, Namespace};
 use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token};
 use coffer::config::DatabaseUrl;
@@ -375,6 +375,11 @@ async fn catalog_races(a: Arc<dyn Catalog>, b: Arc<dyn Catalog>) {
     }
 }
 
+/// The version of acme's name `name` in `container`, which must exist.
+async fn version(cat: &dyn Catalog, container: &str, name: &str) -> Version {
+    cat.named("acme", container, name).await.unwrap().expect("the name exists").version()
+}
+
 fn named(org: &str, container: &str, name: &str, sha: Digest) -> Named {
     Named {
         org: org.into(),
@@ -418,7 +423,10 @@ async fn named_conformance(cat: &dyn Catalog) {
     };
     assert_eq!(stored.location, at1, "the name points where the reservation was");
     assert!(cat.pending_at(&at1).await.unwrap().is_empty(), "the reservation became the name");
-    assert_eq!(cat.commit_named(Some(&p1.token), &n, Some(&one), &lease()).await.unwrap(), NamedCommitted::Lost);
+    assert_eq!(
+        cat.commit_named(Some(&p1.token), &n, Some(&version(cat, "docs", "a").await), &lease()).await.unwrap(),
+        NamedCommitted::Lost
+    );
     assert_eq!(cat.named("acme", "docs", "a").await.unwrap().unwrap().location, at1);
     assert_eq!(cat.named("umbrella", "docs", "a").await.unwrap(), None);
 
@@ -441,8 +449,15 @@ async fn named_conformance(cat: &dyn Catalog) {
     // to it (here the record), and is tombstoned when nothing does.
     let p = pending("acme", one, &at1);
     assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
-    let NamedCommitted::Done(_, None) =
-        cat.commit_named(Some(&p.token), &named("acme", "docs", "b", one), Some(&two), &lease()).await.unwrap()
+    let NamedCommitted::Done(_, None) = cat
+        .commit_named(
+            Some(&p.token),
+            &named("acme", "docs", "b", one),
+            Some(&version(cat, "docs", "b").await),
+            &lease(),
+        )
+        .await
+        .unwrap()
     else {
         panic!()
     };
@@ -456,8 +471,15 @@ async fn named_conformance(cat: &dyn Catalog) {
     assert!(cat.remove("acme", &two, &lease()).await.unwrap().unwrap().1.is_none(), "the name c still refers to two");
     let p = pending("acme", one, &at1);
     assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
-    let NamedCommitted::Done(_, Some(t)) =
-        cat.commit_named(Some(&p.token), &named("acme", "docs", "c", one), Some(&two), &lease()).await.unwrap()
+    let NamedCommitted::Done(_, Some(t)) = cat
+        .commit_named(
+            Some(&p.token),
+            &named("acme", "docs", "c", one),
+            Some(&version(cat, "docs", "c").await),
+            &lease(),
+        )
+        .await
+        .unwrap()
     else {
         panic!("replacing the last reference to two tombstones it")
     };
@@ -476,8 +498,9 @@ async fn named_conformance(cat: &dyn Catalog) {
     // exist, the source must.
     assert!(cat.create_container("acme", "archive").await.unwrap());
     let copy = |from: (&'static str, &'static str), to: (&'static str, &'static str), mv: bool| async move {
-        let dest = cat.named("acme", to.0, to.1).await.unwrap().map(|n| n.sha256);
-        cat.copy_named("acme", from, to, mv, (&one, dest.as_ref()), &Lease { token: Token::new(), secs: 60 })
+        let dest = cat.named("acme", to.0, to.1).await.unwrap().map(|n| n.version());
+        let source = cat.named("acme", from.0, from.1).await.unwrap().map_or((one, 0), |n| n.version());
+        cat.copy_named("acme", from, to, mv, (&source, dest.as_ref()), &Lease { token: Token::new(), secs: 60 })
             .await
             .unwrap()
     };
@@ -492,15 +515,25 @@ async fn named_conformance(cat: &dyn Catalog) {
     assert!(matches!(copy(("docs", "a"), ("docs", "a"), true).await, Copied::Done(..)), "onto itself: nothing");
     // Only what the caller checked: a source or destination that changed
     // since is left alone.
-    let changed = cat.copy_named("acme", ("docs", "a"), ("archive", "z"), false, (&two, None), &lease()).await.unwrap();
-    assert_eq!(changed, Copied::Changed, "the source names other content");
     let changed =
-        cat.copy_named("acme", ("docs", "a"), ("archive", "moved"), false, (&one, None), &lease()).await.unwrap();
+        cat.copy_named("acme", ("docs", "a"), ("archive", "z"), false, (&(two, 0), None), &lease()).await.unwrap();
+    assert_eq!(changed, Copied::Changed, "the source names other content");
+    let changed = cat
+        .copy_named(
+            "acme",
+            ("docs", "a"),
+            ("archive", "moved"),
+            false,
+            (&version(cat, "docs", "a").await, None),
+            &lease(),
+        )
+        .await
+        .unwrap();
     assert_eq!(changed, Copied::Changed, "the destination exists");
     let p = pending("acme", one, &at1);
     assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
     let n = named("acme", "docs", "a", one);
-    assert_eq!(cat.commit_named(Some(&p.token), &n, Some(&two), &lease()).await.unwrap(), NamedCommitted::Changed);
+    assert_eq!(cat.commit_named(Some(&p.token), &n, Some(&(two, 0)), &lease()).await.unwrap(), NamedCommitted::Changed);
     assert_eq!(cat.commit_named(Some(&p.token), &n, None, &lease()).await.unwrap(), NamedCommitted::Changed);
     assert!(cat.release(&p.token, None, None).await.unwrap() != Released::NotHeld);
     assert!(cat.named("acme", "docs", "a").await.unwrap().is_some());
@@ -513,23 +546,32 @@ async fn named_conformance(cat: &dyn Catalog) {
         (at1.clone(), at1.clone(), token.clone())
     );
     assert_eq!(cat.pin_named("acme", "docs", "nope", &Token::new()).await.unwrap(), None);
-    let all: Vec<(String, Digest)> = cat
+    let all: Vec<(String, Version)> = cat
         .list_named("acme", "docs", "", 100)
         .await
         .unwrap()
         .unwrap()
         .into_iter()
-        .map(|n| (n.name, n.sha256))
+        .map(|n| (n.name.clone(), n.version()))
         .collect();
     assert_eq!(all.len(), 3);
-    let not_as_checked = [("a".to_string(), two)];
+    let not_as_checked = [("a".to_string(), (two, 0)), ("b".to_string(), (one, 12345))];
     let dropped = cat.drop_names("acme", "docs", Names::These(&not_as_checked), &lease()).await.unwrap().unwrap();
-    assert!(dropped.is_empty() && cat.named("acme", "docs", "a").await.unwrap().is_some(), "a names other content");
+    assert!(dropped.is_empty(), "a names other content, b was written at another time");
+    assert!(
+        cat.named("acme", "docs", "a").await.unwrap().is_some()
+            && cat.named("acme", "docs", "b").await.unwrap().is_some()
+    );
     let dropped = cat.drop_names("acme", "docs", Names::These(&all), &lease()).await.unwrap().unwrap();
     assert!(dropped.is_empty(), "archive/moved still names one");
     assert_eq!(cat.drop_names("acme", "nope", Names::These(&all), &lease()).await.unwrap(), None);
     let dropped = cat
-        .drop_names("acme", "archive", Names::These(&[("moved".into(), one), ("none".into(), one)]), &lease())
+        .drop_names(
+            "acme",
+            "archive",
+            Names::These(&[("moved".into(), version(cat, "archive", "moved").await), ("none".into(), (one, 0))]),
+            &lease(),
+        )
         .await
         .unwrap();
     assert_eq!(dropped, Some(vec![]), "the pin still refers to one");

@@ -11,7 +11,8 @@
 //! `rm C N…`, `mkdir C`, `rmdir C`, `write C N MIB` / `check C N MIB` (a
 //! generated value of MIB MiB, streamed out and read back and compared),
 //! `cp C N C2 N2`, `mv C N C2 N2`, `info C N`, `clear C`, `hold C N` (open,
-//! delete, then read what was opened), `open-many C N K` and `write-many C K`
+//! delete, then read what was opened), `open-many C N K`, `stream-many C N K`
+//! and `write-many C K`
 //! (values held open at once).
 
 use std::process::ExitCode;
@@ -102,6 +103,20 @@ fn run(args: &[String]) -> Result<()> {
                 }
             }
             println!("{} open", held.len());
+            Ok(())
+        }
+        "stream-many" => {
+            // Value streams held open at once, until the host says no.
+            let c = open(arg(1)?)?;
+            let mut held = Vec::new();
+            for i in 0..number(3)? {
+                let value = c.get_data(arg(2)?, 0, u64::MAX)?;
+                match IncomingValue::incoming_value_consume_async(value) {
+                    Ok(s) => held.push(s),
+                    Err(e) => return Err(format!("after {i} streams: {e}")),
+                }
+            }
+            println!("{} streams", held.len());
             Ok(())
         }
         "write-many" => {

@@ -13,7 +13,7 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 use super::bindings::wasi::blobstore::{blobstore, container, types};
 use super::streams::{BodyWriter, End, Failure, IN_FLIGHT, ValueReader};
-use super::{Blobstore, Slot, error_string};
+use super::{Blobstore, Open, Slot, error_string};
 use crate::content::{ByteStream, Content};
 use crate::error::{Error, Result};
 use crate::named::OpenNamed;
@@ -46,11 +46,17 @@ pub struct NameStream {
 /// plugin writes it; `write-data` adds names to store it under.
 #[derive(Debug)]
 pub struct OutgoingValue {
-    body: Option<BodyWriter>,
-    spooled: tokio::task::JoinHandle<Result<Content>>,
+    state: Writing,
     names: Vec<(String, String)>,
-    /// `None` when the value was refused a slot (its body fails at once).
-    _slot: Option<Slot>,
+}
+
+/// An outgoing value's body, as it is being written.
+#[derive(Debug)]
+enum Writing {
+    /// Its stream (until taken) and the task spooling what is written.
+    Open { body: Option<BodyWriter>, spooled: tokio::task::JoinHandle<Result<Content>>, _slot: Slot },
+    /// Refused a slot (too many open): no stream, and `finish` says why.
+    Refused(String),
 }
 
 /// Most names one outgoing value may be written under.
@@ -108,11 +114,14 @@ impl Blobstore<'_> {
         let (coffer, org) = (self.ctx.coffer.clone(), self.ctx.org.clone());
         let s = self.table.get_mut(this)?;
         while s.buffered.len() < want && !s.exhausted {
-            let page = match coffer.list_named(&org, &s.container, &s.after, LIST_PAGE).await {
+            // What is asked for and one more (to tell the end): never more
+            // than a read's worth of names is held.
+            let limit = (want - s.buffered.len() + 1).min(LIST_PAGE);
+            let page = match coffer.list_named(&org, &s.container, &s.after, limit).await {
                 Ok(page) => page,
                 Err(e) => return answer(Err(e)),
             };
-            s.exhausted = page.len() < LIST_PAGE;
+            s.exhausted = page.len() < limit;
             if let Some(last) = page.last() {
                 s.after = last.name.clone();
             }
@@ -130,37 +139,37 @@ impl container::Host for Blobstore<'_> {}
 impl types::HostOutgoingValue for Blobstore<'_> {
     async fn new_outgoing_value(&mut self) -> wasmtime::Result<Resource<OutgoingValue>> {
         // The contract gives this no error to return: past the limit, the
-        // value's body stream fails at once, and `finish` says why.
-        let slot = self.ctx.slot(false);
+        // value gets no body stream and no task, and `finish` says why.
+        let slot = match self.ctx.slot(Open::Write) {
+            Ok(slot) => slot,
+            Err(e) => {
+                let value = OutgoingValue { state: Writing::Refused(e.to_string()), names: Vec::new() };
+                return Ok(self.table.push(value)?);
+            }
+        };
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
         let failure: Failure = Arc::new(Mutex::new(None));
         let limits = &self.ctx.limits;
         let spool = limits.spool_dir.clone().or_else(|| self.ctx.coffer.config().server.spool_dir.clone());
         let stream = received(rx, self.ctx.value_limit());
-        let (slot, refused) = match slot {
-            Ok(slot) => (Some(slot), None),
-            Err(e) => (None, Some(e)),
-        };
         let why = failure.clone();
         let spooled = tokio::spawn(async move {
-            let content = match refused {
-                Some(e) => Err(e),
-                None => Content::from_stream(stream, None, 0, spool).await,
-            };
+            let content = Content::from_stream(stream, None, 0, spool).await;
             if let Err(e) = &content {
                 *why.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
             }
             content
         });
-        let value = OutgoingValue { body: Some(BodyWriter { tx, failure }), spooled, names: Vec::new(), _slot: slot };
-        Ok(self.table.push(value)?)
+        let writing = Writing::Open { body: Some(BodyWriter { tx, failure }), spooled, _slot: slot };
+        Ok(self.table.push(OutgoingValue { state: writing, names: Vec::new() })?)
     }
 
     async fn outgoing_value_write_body(
         &mut self,
         this: Resource<OutgoingValue>,
     ) -> wasmtime::Result<std::result::Result<Resource<DynOutputStream>, ()>> {
-        let Some(body) = self.table.get_mut(&this)?.body.take() else { return Ok(Err(())) };
+        let Writing::Open { body, .. } = &mut self.table.get_mut(&this)?.state else { return Ok(Err(())) };
+        let Some(body) = body.take() else { return Ok(Err(())) };
         // A child of the value: finishing or dropping the value while its
         // stream is open traps, as the contract says.
         let stream: DynOutputStream = Box::new(body);
@@ -168,7 +177,11 @@ impl types::HostOutgoingValue for Blobstore<'_> {
     }
 
     async fn finish(&mut self, this: Resource<OutgoingValue>) -> Answer<()> {
-        let OutgoingValue { body, spooled, names, _slot } = self.table.delete(this)?;
+        let OutgoingValue { state, names } = self.table.delete(this)?;
+        let (body, spooled, slot) = match state {
+            Writing::Open { body, spooled, _slot } => (body, spooled, _slot),
+            Writing::Refused(why) => return Ok(Err(format!("invalid-input: {}", super::strip_class(&why)))),
+        };
         // The end of the body, if its stream was never taken.
         drop(body);
         let content = match spooled.await {
@@ -186,6 +199,7 @@ impl types::HostOutgoingValue for Blobstore<'_> {
                 first.get_or_insert(e);
             }
         }
+        drop(slot);
         answer(first.map_or(Ok(()), Err))
     }
 
@@ -228,6 +242,12 @@ impl types::HostIncomingValue for Blobstore<'_> {
         &mut self,
         this: Resource<IncomingValue>,
     ) -> Answer<Resource<DynInputStream>> {
+        // Refused before the value is taken: the plugin may close a stream
+        // and try again.
+        let stream_slot = match self.ctx.slot(Open::Stream) {
+            Ok(slot) => slot,
+            Err(e) => return answer(Err(e)),
+        };
         let value = self.table.delete(this)?;
         let stream: ByteStream = if value.len == 0 {
             Box::pin(futures_util::stream::empty())
@@ -242,7 +262,7 @@ impl types::HostIncomingValue for Blobstore<'_> {
             buffered: Bytes::new(),
             end: End::Open,
             _open: value.open,
-            _slot: value.slot,
+            _slots: (value.slot, stream_slot),
         });
         Ok(Ok(self.table.push(reader)?))
     }
@@ -281,7 +301,7 @@ impl container::HostContainer for Blobstore<'_> {
         end: u64,
     ) -> Answer<Resource<IncomingValue>> {
         let container = self.container_name(&this)?;
-        let slot = match self.ctx.slot(true) {
+        let slot = match self.ctx.slot(Open::Read) {
             Ok(slot) => slot,
             Err(e) => return answer(Err(e)),
         };
@@ -333,7 +353,7 @@ impl container::HostContainer for Blobstore<'_> {
         if let Err(e) = self.ctx.coffer.container_created(&self.ctx.org, &container).await {
             return answer(Err(e));
         }
-        let _slot = match self.ctx.slot(true) {
+        let _slot = match self.ctx.slot(Open::Read) {
             Ok(slot) => slot,
             Err(e) => return answer(Err(e)),
         };

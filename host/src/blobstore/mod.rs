@@ -94,9 +94,13 @@ pub struct BlobstoreLimits {
     /// while it is written: values up to 4 MiB are kept whole). Default 4.
     pub max_open_writes: usize,
     /// Incoming values, their streams and name listings open at once
-    /// (each pins its bytes in the catalog, or buffers a page of names).
+    /// (each pins its bytes in the catalog, or buffers up to 1000 names).
     /// Default 64.
     pub max_open_reads: usize,
+    /// Value streams (`incoming-value-consume-async`) open at once: each
+    /// holds a read on its backend (on the databases, a connection and a
+    /// snapshot) until it is read to the end or dropped. Default 4.
+    pub max_open_streams: usize,
     /// Where values over 4 MiB are spooled while they are written; the
     /// configured `COFFER_SPOOL_DIR`, else the system's temporary
     /// directory, when `None`.
@@ -110,20 +114,45 @@ impl Default for BlobstoreLimits {
             max_value_size: None,
             max_open_writes: 4,
             max_open_reads: 64,
+            max_open_streams: 4,
             spool_dir: None,
         }
     }
 }
 
 /// What the blobstore host acts for, in one wasmtime store: the platform
-/// builds it for the organisation the plugin runs for.
-#[derive(Debug, Clone)]
+/// builds it for the organisation the plugin runs for. A clone counts its
+/// own open values (a template cloned per store gives each store its own
+/// limits).
+#[derive(Debug)]
 pub struct BlobstoreCtx {
     coffer: Coffer,
     org: String,
     limits: BlobstoreLimits,
     writes: Arc<AtomicUsize>,
     reads: Arc<AtomicUsize>,
+    streams: Arc<AtomicUsize>,
+}
+
+impl Clone for BlobstoreCtx {
+    fn clone(&self) -> BlobstoreCtx {
+        BlobstoreCtx {
+            coffer: self.coffer.clone(),
+            org: self.org.clone(),
+            limits: self.limits.clone(),
+            writes: Arc::default(),
+            reads: Arc::default(),
+            streams: Arc::default(),
+        }
+    }
+}
+
+/// What a [`Slot`] is counted against.
+#[derive(Debug, Clone, Copy)]
+enum Open {
+    Write,
+    Read,
+    Stream,
 }
 
 impl BlobstoreCtx {
@@ -136,6 +165,7 @@ impl BlobstoreCtx {
             limits: BlobstoreLimits::default(),
             writes: Arc::default(),
             reads: Arc::default(),
+            streams: Arc::default(),
         })
     }
 
@@ -161,12 +191,13 @@ impl BlobstoreCtx {
         }
     }
 
-    /// A slot among the open writes (`reads: false`) or reads; an error
-    /// when all are taken.
-    fn slot(&self, reads: bool) -> Result<Slot> {
-        let (count, max, what) = match reads {
-            false => (&self.writes, self.limits.max_open_writes, "outgoing values"),
-            true => (&self.reads, self.limits.max_open_reads, "incoming values, value streams and listings"),
+    /// A slot among the open writes, reads or streams; an error when all
+    /// are taken.
+    fn slot(&self, kind: Open) -> Result<Slot> {
+        let (count, max, what) = match kind {
+            Open::Write => (&self.writes, self.limits.max_open_writes, "outgoing values"),
+            Open::Read => (&self.reads, self.limits.max_open_reads, "incoming values, value streams and listings"),
+            Open::Stream => (&self.streams, self.limits.max_open_streams, "value streams"),
         };
         if count.fetch_add(1, Ordering::AcqRel) >= max {
             count.fetch_sub(1, Ordering::AcqRel);

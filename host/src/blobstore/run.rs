@@ -45,6 +45,9 @@ impl WasiView for PluginState {
 pub async fn run_plugin(blobs: BlobstoreCtx, wasm: &[u8], args: &[String], capture: bool) -> Result<PluginRun> {
     let mut config = wasmtime::Config::new();
     config.wasm_component_model(true);
+    // One plugin at a time: compiling on one thread keeps the peak memory
+    // of a run from growing with the machine's cores.
+    config.parallel_compilation(false);
     let engine = wasmtime::Engine::new(&config).map_err(|e| Error::Internal(format!("wasmtime: {e}")))?;
     let component = Component::from_binary(&engine, wasm)
         .map_err(|e| Error::InvalidInput(format!("not a usable WebAssembly component: {e:#}")))?;
@@ -62,13 +65,17 @@ pub async fn run_plugin(blobs: BlobstoreCtx, wasm: &[u8], args: &[String], captu
     } else {
         wasi.inherit_stdout().inherit_stderr();
     }
-    let coffer = blobs.coffer.clone();
     let state = PluginState { wasi: wasi.build(), blobs, table: ResourceTable::new() };
     let mut store = wasmtime::Store::new(&engine, state);
     let command = Command::instantiate_async(&mut store, &component, &linker).await.map_err(|e| {
         Error::InvalidInput(format!("the plugin cannot run here (it must be a wasi:cli command): {e:#}"))
     })?;
-    let status = match command.wasi_cli_run().call_run(&mut store).await {
+    let ran = command.wasi_cli_run().call_run(&mut store).await;
+    // What the plugin left open is closed with its store, on every path;
+    // the pins it held are released in the background (a process that
+    // exits next waits for that with `Coffer::quiesce`, as the CLI does).
+    drop(store);
+    let status = match ran {
         Ok(Ok(())) => 0,
         Ok(Err(())) => 1,
         Err(e) => match e.downcast_ref::<I32Exit>() {
@@ -76,9 +83,5 @@ pub async fn run_plugin(blobs: BlobstoreCtx, wasm: &[u8], args: &[String], captu
             None => return Err(Error::Policy(format!("the plugin trapped: {e:#}"))),
         },
     };
-    // What the plugin left open is closed with its store; let the pins it
-    // held be released before returning (a process may exit next).
-    drop(store);
-    coffer.quiesce(std::time::Duration::from_secs(30)).await;
     Ok(PluginRun { status, stdout: out.contents().to_vec(), stderr: err.contents().to_vec() })
 }

@@ -79,7 +79,8 @@ pub struct ValueReader {
     pub buffered: Bytes,
     pub end: End,
     pub _open: OpenNamed,
-    pub _slot: super::Slot,
+    /// Counted as an open read and as an open stream.
+    pub _slots: (super::Slot, super::Slot),
 }
 
 /// How a [`ValueReader`]'s stream ended, once it has.

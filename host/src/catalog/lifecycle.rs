@@ -149,10 +149,14 @@ impl Lifecycle {
                 tick.tick().await;
                 match catalog.touch(&token, crate::now_secs()).await {
                     Ok(true) => {}
-                    Ok(false) => tracing::warn!(
-                        "the pin of an open value was reaped (coffer gc --older-than shorter than the value was open); \
-                         its bytes may go if the name is deleted"
-                    ),
+                    Ok(false) => {
+                        // Said once: there is nothing left to keep alive.
+                        tracing::warn!(
+                            "the pin of an open value was reaped (coffer gc --older-than shorter than the value \
+                             was open); its bytes may go if the name is deleted"
+                        );
+                        return;
+                    }
                     Err(e) => tracing::warn!(error = %e, "could not mark an open value's pin alive"),
                 }
             }

@@ -32,7 +32,7 @@ pub mod lifecycle;
 pub mod named;
 pub mod namespace;
 
-use self::named::{Copied, Named, NamedCommitted, Names};
+use self::named::{Copied, Named, NamedCommitted, Names, Version};
 use self::namespace::{Claimed, Namespace};
 
 /// One organisation's reference to stored content.
@@ -348,13 +348,13 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// the organisation's own record of the content, in one transaction:
     /// the reservation is gone, and a name it replaces is dropped, its
     /// location tombstoned on `lease`'s terms if that left it unreferenced.
-    /// Only if the name still names `replaces` (`None`: no name), what the
-    /// caller checked; otherwise `Changed`.
+    /// Only if the name is still the version `replaces` (`None`: no
+    /// name), what the caller checked; otherwise `Changed`.
     async fn commit_named(
         &self,
         token: Option<&Token>,
         named: &Named,
-        replaces: Option<&Digest>,
+        replaces: Option<&Version>,
         lease: &Lease,
     ) -> Result<NamedCommitted> {
         let _ = (token, named, replaces, lease);
@@ -380,15 +380,16 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// transaction, and with `remove_source` drop `from` (a move): no byte
     /// is copied. A destination it replaces is dropped, its location
     /// tombstoned on `lease`'s terms if that left it unreferenced. Only if
-    /// `from` still names `expect.0` and `to` names `expect.1` (`None`: no
-    /// name), what the caller checked; otherwise `Changed`.
+    /// `from` is still the version `expect.0` and `to` the version
+    /// `expect.1` (`None`: no name), what the caller checked; otherwise
+    /// `Changed`.
     async fn copy_named(
         &self,
         org: &str,
         from: (&str, &str),
         to: (&str, &str),
         remove_source: bool,
-        expect: (&Digest, Option<&Digest>),
+        expect: (&Version, Option<&Version>),
         lease: &Lease,
     ) -> Result<Copied> {
         let _ = (org, from, to, remove_source, expect, lease);

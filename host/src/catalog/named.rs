@@ -37,13 +37,26 @@ pub struct Named {
     pub parked: bool,
 }
 
+/// What a name named when a caller checked it: its content and when it
+/// was written (seconds). Anything written under the name since changes
+/// it, even the same content again (which makes it younger, for a
+/// retention policy).
+pub type Version = (Digest, u64);
+
+impl Named {
+    /// This name's [`Version`].
+    pub fn version(&self) -> Version {
+        (self.sha256, self.created_at)
+    }
+}
+
 /// What [`super::Catalog::drop_names`] drops: what the caller checked
 /// (the policy's consent is for the content it saw), nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Names<'a> {
-    /// These names, each only while it still names this content: one
-    /// that does not exist, or names other content now, is left alone.
-    These(&'a [(String, Digest)]),
+    /// These names, each only while it is still this version: one that
+    /// does not exist, or was written again since, is left alone.
+    These(&'a [(String, Version)]),
     /// The container itself, if no name is left in it (otherwise a
     /// conflict).
     Container,

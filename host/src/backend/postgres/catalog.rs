@@ -21,7 +21,7 @@ use tokio_postgres::{IsolationLevel, Row};
 
 use super::PgDb;
 use crate::backend::{BackendKind, Location};
-use crate::catalog::named::{Copied, Named, NamedCommitted, Names};
+use crate::catalog::named::{Copied, Named, NamedCommitted, Names, Version};
 use crate::catalog::namespace::{Claimed, Holding, Namespace};
 use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token, Tombstone};
 use crate::content::Digest;
@@ -703,7 +703,7 @@ impl Catalog for PgDb {
         &self,
         token: Option<&Token>,
         named: &Named,
-        replaces: Option<&Digest>,
+        replaces: Option<&Version>,
         lease: &Lease,
     ) -> Result<NamedCommitted> {
         let n = named;
@@ -714,7 +714,7 @@ impl Catalog for PgDb {
             if !container_exists(&tx, &n.org, &n.container).await? {
                 return Ok(NamedCommitted::NoContainer);
             }
-            if named_in(&tx, &n.org, &n.container, &n.name).await?.map(|old| old.sha256).as_ref() != replaces {
+            if named_in(&tx, &n.org, &n.container, &n.name).await?.map(|old| old.version()).as_ref() != replaces {
                 return Ok(NamedCommitted::Changed);
             }
             let location = match token {
@@ -755,8 +755,16 @@ impl Catalog for PgDb {
         which: Names<'_>,
         lease: &Lease,
     ) -> Result<Option<Vec<Tombstone>>> {
-        let these: Option<(Vec<&str>, Vec<String>)> = match which {
-            Names::These(names) => Some(names.iter().map(|(n, d)| (n.as_str(), d.to_string())).unzip()),
+        let these: Option<(Vec<&str>, Vec<String>, Vec<i64>)> = match which {
+            Names::These(names) => {
+                let mut columns = (Vec::new(), Vec::new(), Vec::new());
+                for (name, (sha, created)) in names {
+                    columns.0.push(name.as_str());
+                    columns.1.push(sha.to_string());
+                    columns.2.push(*created as i64);
+                }
+                Some(columns)
+            }
             Names::Container => None,
         };
         let these = &these;
@@ -768,19 +776,21 @@ impl Catalog for PgDb {
             }
             let mut tombstones = Vec::new();
             match these {
-                Some((names, digests)) => {
-                    // The names that still name what was checked, in one
+                Some((names, digests, times)) => {
+                    // The names still as they were checked, in one
                     // statement; then each location they named tombstoned
                     // if that left it unreferenced.
                     let stmt = tx
                         .prepare_cached(&format!(
                             "DELETE FROM named_objects
                              WHERE org = $1 AND space = $2
-                               AND (object, sha256) IN (SELECT * FROM unnest($3::text[], $4::text[]))
+                               AND (object, sha256, created_at)
+                                   IN (SELECT * FROM unnest($3::text[], $4::text[], $5::bigint[]))
                              RETURNING {NAMED_COLUMNS}"
                         ))
                         .await?;
-                    let dropped = all(tx.query(&stmt, &[&org, &container, names, digests]).await?, named_from)?;
+                    let params: [&(dyn ToSql + Sync); 5] = [&org, &container, names, digests, times];
+                    let dropped = all(tx.query(&stmt, &params).await?, named_from)?;
                     let mut seen = HashSet::new();
                     for n in &dropped {
                         if seen.insert(&n.location) {
@@ -813,7 +823,7 @@ impl Catalog for PgDb {
         from: (&str, &str),
         to: (&str, &str),
         remove_source: bool,
-        expect: (&Digest, Option<&Digest>),
+        expect: (&Version, Option<&Version>),
         lease: &Lease,
     ) -> Result<Copied> {
         self.retry(move || async move {
@@ -823,8 +833,8 @@ impl Catalog for PgDb {
             if !container_exists(&tx, org, to.0).await? {
                 return Ok(Copied::NoContainer);
             }
-            let dest = named_in(&tx, org, to.0, to.1).await?.map(|n| n.sha256);
-            if source.sha256 != *expect.0 || (from != to && dest.as_ref() != expect.1) {
+            let dest = named_in(&tx, org, to.0, to.1).await?.map(|n| n.version());
+            if source.version() != *expect.0 || (from != to && dest.as_ref() != expect.1) {
                 return Ok(Copied::Changed);
             }
             if from == to {

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{SqliteDb, now};
 use crate::backend::{BackendKind, Location};
-use crate::catalog::named::{Copied, Named, NamedCommitted, Names};
+use crate::catalog::named::{Copied, Named, NamedCommitted, Names, Version};
 use crate::catalog::namespace::{Claimed, Holding, Namespace};
 use crate::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token, Tombstone};
 use crate::content::Digest;
@@ -717,7 +717,7 @@ impl Catalog for SqliteDb {
         &self,
         token: Option<&Token>,
         named: &Named,
-        replaces: Option<&Digest>,
+        replaces: Option<&Version>,
         lease: &Lease,
     ) -> Result<NamedCommitted> {
         let (t, n, replaces, lease) = (token.cloned(), named.clone(), replaces.copied(), lease.clone());
@@ -726,7 +726,7 @@ impl Catalog for SqliteDb {
             if !container_exists(&tx, &n.org, &n.container)? {
                 return Ok(NamedCommitted::NoContainer);
             }
-            if named_on(&tx, &n.org, &n.container, &n.name)?.map(|old| old.sha256) != replaces {
+            if named_on(&tx, &n.org, &n.container, &n.name)?.map(|old| old.version()) != replaces {
                 return Ok(NamedCommitted::Changed);
             }
             let location = match &t {
@@ -783,8 +783,8 @@ impl Catalog for SqliteDb {
             let mut tombstones = Vec::new();
             match &these {
                 Some(names) => {
-                    for (name, sha) in names {
-                        if let Some(n) = named_on(&tx, &o, &c, name)?.filter(|n| n.sha256 == *sha) {
+                    for (name, version) in names {
+                        if let Some(n) = named_on(&tx, &o, &c, name)?.filter(|n| n.version() == *version) {
                             tombstones.extend(drop_name(&tx, &n, &lease)?);
                         }
                     }
@@ -813,12 +813,12 @@ impl Catalog for SqliteDb {
         from: (&str, &str),
         to: (&str, &str),
         remove_source: bool,
-        expect: (&Digest, Option<&Digest>),
+        expect: (&Version, Option<&Version>),
         lease: &Lease,
     ) -> Result<Copied> {
         let o = org.to_string();
         let (from, to) = ((from.0.to_string(), from.1.to_string()), (to.0.to_string(), to.1.to_string()));
-        let (source_sha, dest_sha) = (*expect.0, expect.1.copied());
+        let (source_version, dest_version) = (*expect.0, expect.1.copied());
         let lease = lease.clone();
         self.with_durable_conn(move |conn| {
             let tx = write_tx(conn)?;
@@ -826,8 +826,8 @@ impl Catalog for SqliteDb {
             if !container_exists(&tx, &o, &to.0)? {
                 return Ok(Copied::NoContainer);
             }
-            let dest = named_on(&tx, &o, &to.0, &to.1)?.map(|n| n.sha256);
-            if source.sha256 != source_sha || (from != to && dest != dest_sha) {
+            let dest = named_on(&tx, &o, &to.0, &to.1)?.map(|n| n.version());
+            if source.version() != source_version || (from != to && dest != dest_version) {
                 return Ok(Copied::Changed);
             }
             if from == to {

@@ -25,3 +25,5 @@ CREATE TABLE named_objects (
     PRIMARY KEY (org, space, object)
 );
 CREATE INDEX named_objects_by_location ON named_objects (backend, container, name);
+-- coffer migrate and verify page through names by (organisation, location).
+CREATE INDEX named_objects_by_org_location ON named_objects (org, backend, container, name);

@@ -26,3 +26,5 @@ CREATE TABLE named_objects (
 ) WITHOUT ROWID;
 
 CREATE INDEX named_objects_location ON named_objects (backend, container, name);
+-- coffer migrate and verify page through names by (organisation, location).
+CREATE INDEX named_objects_by_org_location ON named_objects (org, backend, container, name);
