@@ -98,14 +98,17 @@ impl Pending {
     /// Check that this reservation is the one for `record` (the same
     /// organisation and content) before the record is committed from it.
     pub fn check_for(&self, record: &Record) -> Result<()> {
-        if self.org != record.org || self.sha256 != record.sha256 {
+        self.check_content(&record.org, &record.sha256)
+    }
+
+    /// Check that this reservation is `org`'s, for `sha256`.
+    pub fn check_content(&self, org: &str, sha256: &Digest) -> Result<()> {
+        if self.org != org || self.sha256 != *sha256 {
             return Err(crate::Error::Internal(format!(
-                "reservation {} is for {}/{}, not {}/{}",
+                "reservation {} is for {}/{}, not {org}/{sha256}",
                 self.token.as_str(),
                 self.org,
                 self.sha256,
-                record.org,
-                record.sha256
             )));
         }
         Ok(())

@@ -720,16 +720,7 @@ impl Catalog for PgDb {
             let location = match token {
                 Some(t) => {
                     let Some(p) = pending_in(&tx, t).await? else { return Ok(NamedCommitted::Lost) };
-                    if p.org != n.org || p.sha256 != n.sha256 {
-                        return Err(Error::Internal(format!(
-                            "reservation {} is for {}/{}, not {}/{}",
-                            t.as_str(),
-                            p.org,
-                            p.sha256,
-                            n.org,
-                            n.sha256
-                        )));
-                    }
+                    p.check_content(&n.org, &n.sha256)?;
                     tx.execute("DELETE FROM pending WHERE token = $1", &[&t.as_str()]).await?;
                     p.location
                 }
@@ -941,14 +932,9 @@ impl Catalog for PgDb {
             let mut client = self.client().await?;
             let tx = serializable(&mut client).await?;
             let Some(p) = pending_in(&tx, token).await? else { return Ok(Relocated::Lost) };
-            if p.org != org || p.sha256 != *sha256 || p.location != *to {
-                return Err(Error::Internal(format!(
-                    "reservation {} is for {}/{} at {}, not {org}/{sha} at {to}",
-                    token.as_str(),
-                    p.org,
-                    p.sha256,
-                    p.location
-                )));
+            p.check_content(org, sha256)?;
+            if p.location != *to {
+                return Err(Error::Internal(format!("reservation {} is for {}, not {to}", token.as_str(), p.location)));
             }
             if move_names(&tx, org, sha, from, to).await? == 0 {
                 return Ok(Relocated::Changed(None));

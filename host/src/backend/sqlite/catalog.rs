@@ -210,6 +210,12 @@ fn adopted_at(tx: &Transaction<'_>, at: &Location) -> Result<bool> {
         .query_row(params![at.backend.as_str(), at.container, at.name], |r| r.get(0))?)
 }
 
+/// The reservation `token`, if it exists.
+fn pending_on(conn: &Connection, token: &Token) -> Result<Option<Pending>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
+    Ok(collect(&mut stmt, params![token.as_str()], pending_from)?.pop())
+}
+
 fn insert_pending(tx: &Transaction<'_>, p: &Pending) -> Result<()> {
     tx.prepare_cached(&format!("INSERT INTO pending ({PENDING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?
         .execute(params![
@@ -409,10 +415,7 @@ impl Catalog for SqliteDb {
                 Some(r) if r.location == from => r,
                 other => return Ok(Relocated::Changed(other)),
             };
-            let pending = {
-                let mut stmt = tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
-                collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
-            };
+            let pending = pending_on(&tx, &t)?;
             let Some(p) = pending else { return Ok(Relocated::Lost) };
             p.check_for(&record)?;
             if p.location != to {
@@ -492,10 +495,7 @@ impl Catalog for SqliteDb {
                 return Ok(Committed::Existing(existing));
             }
             let Some(t) = &t else { return Ok(Committed::Lost) };
-            let pending = {
-                let mut stmt = tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
-                collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
-            };
+            let pending = pending_on(&tx, t)?;
             let Some(p) = pending else { return Ok(Committed::Lost) };
             p.check_for(&r)?;
             let record = Record { location: p.location, ..r.clone() };
@@ -524,10 +524,7 @@ impl Catalog for SqliteDb {
         let (t, lease) = (token.clone(), lease.cloned());
         self.with_conn(move |conn| {
             let tx = write_tx(conn)?;
-            let pending = {
-                let mut stmt = tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
-                collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
-            };
+            let pending = pending_on(&tx, &t)?;
             let Some(p) = pending else { return Ok(Released::NotHeld) };
             if untouched_since.is_some_and(|cutoff| p.touched_at > cutoff) {
                 return Ok(Released::NotHeld);
@@ -731,22 +728,9 @@ impl Catalog for SqliteDb {
             }
             let location = match &t {
                 Some(t) => {
-                    let pending = {
-                        let mut stmt =
-                            tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
-                        collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
-                    };
+                    let pending = pending_on(&tx, t)?;
                     let Some(p) = pending else { return Ok(NamedCommitted::Lost) };
-                    if p.org != n.org || p.sha256 != n.sha256 {
-                        return Err(Error::Internal(format!(
-                            "reservation {} is for {}/{}, not {}/{}",
-                            t.as_str(),
-                            p.org,
-                            p.sha256,
-                            n.org,
-                            n.sha256
-                        )));
-                    }
+                    p.check_content(&n.org, &n.sha256)?;
                     tx.execute("DELETE FROM pending WHERE token = ?1", params![t.as_str()])?;
                     p.location
                 }
@@ -928,21 +912,14 @@ impl Catalog for SqliteDb {
     ) -> Result<Relocated> {
         let (o, s, from, to, t, lease) =
             (org.to_string(), sha256.to_string(), from.clone(), to.clone(), token.clone(), lease.clone());
+        let digest = *sha256;
         self.with_durable_conn(move |conn| {
             let tx = write_tx(conn)?;
-            let pending = {
-                let mut stmt = tx.prepare_cached(&format!("SELECT {PENDING_COLUMNS} FROM pending WHERE token = ?1"))?;
-                collect(&mut stmt, params![t.as_str()], pending_from)?.pop()
-            };
+            let pending = pending_on(&tx, &t)?;
             let Some(p) = pending else { return Ok(Relocated::Lost) };
-            if p.org != o || p.sha256.to_string() != s || p.location != to {
-                return Err(Error::Internal(format!(
-                    "reservation {} is for {}/{} at {}, not {o}/{s} at {to}",
-                    t.as_str(),
-                    p.org,
-                    p.sha256,
-                    p.location
-                )));
+            p.check_content(&o, &digest)?;
+            if p.location != to {
+                return Err(Error::Internal(format!("reservation {} is for {}, not {to}", t.as_str(), p.location)));
             }
             if move_names(&tx, &o, &s, &from, &to)? == 0 {
                 return Ok(Relocated::Changed(None));
