@@ -114,6 +114,25 @@ impl Error {
         }
     }
 
+    /// The message without its class (what follows "not found: " and
+    /// the like), for callers that state the class on their own.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::InvalidName(m)
+            | Error::InvalidInput(m)
+            | Error::Config(m)
+            | Error::Denied(m)
+            | Error::NotFound(m)
+            | Error::Conflict(m)
+            | Error::Integrity(m)
+            | Error::Unsupported(m)
+            | Error::Policy(m)
+            | Error::Internal(m) => m.clone(),
+            Error::Backend { message, .. } => message.clone(),
+            Error::Io { .. } => self.to_string(),
+        }
+    }
+
     /// Whether trying the same operation again may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Backend { retryable: true, .. })

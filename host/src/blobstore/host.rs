@@ -55,7 +55,8 @@ pub struct OutgoingValue {
 enum Writing {
     /// Its stream (until taken) and the task spooling what is written.
     Open { body: Option<BodyWriter>, spooled: tokio::task::JoinHandle<Result<Content>>, _slot: Slot },
-    /// Refused a slot (too many open): no stream, and `finish` says why.
+    /// Refused a slot (too many open): no stream, and `finish` gives
+    /// this error.
     Refused(String),
 }
 
@@ -84,7 +85,7 @@ pub struct IncomingValue {
 type Answer<T> = wasmtime::Result<std::result::Result<T, String>>;
 
 fn answer<T>(r: Result<T>) -> Answer<T> {
-    Ok(r.map_err(error_string))
+    Ok(r.map_err(|e| error_string(&e)))
 }
 
 /// The stream the spooling task reads: the plugin's writes, stopped with
@@ -143,7 +144,7 @@ impl types::HostOutgoingValue for Blobstore<'_> {
         let slot = match self.ctx.slot(Open::Write) {
             Ok(slot) => slot,
             Err(e) => {
-                let value = OutgoingValue { state: Writing::Refused(e.to_string()), names: Vec::new() };
+                let value = OutgoingValue { state: Writing::Refused(error_string(&e)), names: Vec::new() };
                 return Ok(self.table.push(value)?);
             }
         };
@@ -156,7 +157,7 @@ impl types::HostOutgoingValue for Blobstore<'_> {
         let spooled = tokio::spawn(async move {
             let content = Content::from_stream(stream, None, 0, spool).await;
             if let Err(e) = &content {
-                *why.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                *why.lock().unwrap_or_else(|e| e.into_inner()) = Some(error_string(e));
             }
             content
         });
@@ -180,7 +181,7 @@ impl types::HostOutgoingValue for Blobstore<'_> {
         let OutgoingValue { state, names } = self.table.delete(this)?;
         let (body, spooled, slot) = match state {
             Writing::Open { body, spooled, _slot } => (body, spooled, _slot),
-            Writing::Refused(why) => return Ok(Err(format!("invalid-input: {}", super::strip_class(&why)))),
+            Writing::Refused(why) => return Ok(Err(why)),
         };
         // The end of the body, if its stream was never taken.
         drop(body);

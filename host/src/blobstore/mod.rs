@@ -268,33 +268,8 @@ pub fn add_to_linker<T: Send + 'static>(
 }
 
 /// The string a plugin sees for `e`: its class, then Coffer's message.
-fn error_string(e: Error) -> String {
-    let kind = e.kind();
-    format!("{kind}: {}", strip_class(&e.to_string()))
-}
-
-/// Coffer's messages start with their own class ("not found: …"); the
-/// plugin's string starts with the kind instead.
-fn strip_class(message: &str) -> &str {
-    const CLASSES: &[&str] = &[
-        "invalid name: ",
-        "invalid input: ",
-        "configuration error: ",
-        "denied: ",
-        "not found: ",
-        "conflict: ",
-        "integrity error: ",
-        "backend error: ",
-        "not supported: ",
-        "policy component: ",
-        "internal error: ",
-    ];
-    for prefix in CLASSES {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            return rest;
-        }
-    }
-    message
+fn error_string(e: &Error) -> String {
+    format!("{}: {}", e.kind(), e.detail())
 }
 
 #[cfg(test)]
@@ -304,10 +279,10 @@ mod tests {
     #[test]
     fn errors_read_as_their_class_then_the_message() {
         let e = Error::NotFound("container \"a\" has no object \"b\"".into());
-        assert_eq!(error_string(e), "not-found: container \"a\" has no object \"b\"");
+        assert_eq!(error_string(&e), "not-found: container \"a\" has no object \"b\"");
         let e = Error::Integrity("x is corrupt".into());
-        assert_eq!(error_string(e), "integrity: x is corrupt");
+        assert_eq!(error_string(&e), "integrity: x is corrupt");
         let e = Error::io("spooling input", std::io::Error::other("disk full"));
-        assert_eq!(error_string(e), "unavailable: spooling input: disk full");
+        assert_eq!(error_string(&e), "unavailable: spooling input: disk full");
     }
 }

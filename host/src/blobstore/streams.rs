@@ -98,7 +98,7 @@ impl Pollable for ValueReader {
         }
         match self.stream.next().await {
             Some(Ok(chunk)) => self.buffered = chunk,
-            Some(Err(e)) => self.end = End::Failed(Some(super::error_string(e))),
+            Some(Err(e)) => self.end = End::Failed(Some(super::error_string(&e))),
             None => self.end = End::Closed,
         }
     }
