@@ -188,8 +188,8 @@ impl Coffer {
         validate_org(org)?;
         validate_name("container", container)?;
         match self.services.lifecycle.drop_names(org, container, which).await? {
-            Some(_) => Ok(()),
-            None => Err(no_container(org, container)),
+            true => Ok(()),
+            false => Err(no_container(org, container)),
         }
     }
 

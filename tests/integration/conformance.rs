@@ -607,8 +607,7 @@ async fn named_conformance(cat: &dyn Catalog) {
     let at3 = location("elsewhere", &one.to_string());
     let p = pending("acme", one, &at3);
     assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
-    let Relocated::Moved(moved, Some(t)) =
-        cat.relocate_named("acme", &one, &at1, &at3, &p.token, &lease()).await.unwrap()
+    let Relocated::Moved(moved, Some(t)) = cat.relocate_named(&found[0], &at3, &p.token, &lease()).await.unwrap()
     else {
         panic!("the names move and the old place is tombstoned")
     };
@@ -618,12 +617,17 @@ async fn named_conformance(cat: &dyn Catalog) {
     assert!(cat.pending_at(&at3).await.unwrap().is_empty());
     let p = pending("acme", one, &at1);
     assert_eq!(cat.reserve(&p).await.unwrap(), Reserved::Granted);
-    let again = cat.relocate_named("acme", &one, &at3, &at1, &Token::new(), &lease()).await.unwrap();
+    let at_three = Record { location: at3.clone(), ..found[0].clone() };
+    let again = cat.relocate_named(&at_three, &at1, &Token::new(), &lease()).await.unwrap();
     assert_eq!(again, Relocated::Lost, "no such reservation");
     let p2 = pending("acme", one, &at1);
     assert_eq!(cat.reserve(&p2).await.unwrap(), Reserved::Granted);
-    let moved_off = cat.relocate_named("acme", &two, &at3, &at1, &p2.token, &lease()).await;
+    let other_content = Record { sha256: two, ..at_three.clone() };
+    let moved_off = cat.relocate_named(&other_content, &at1, &p2.token, &lease()).await;
     assert!(moved_off.is_err(), "a reservation for other content is a bug, not a move");
+    let elsewhere = Record { location: location("nowhere", "else"), ..at_three.clone() };
+    let none_there = cat.relocate_named(&elsewhere, &at1, &p.token, &lease()).await.unwrap();
+    assert_eq!(none_there, Relocated::Changed(None), "no name there: nothing moved");
     assert!(cat.release(&p.token, None, None).await.unwrap() != Released::NotHeld);
     assert!(cat.release(&p2.token, None, None).await.unwrap() != Released::NotHeld);
 

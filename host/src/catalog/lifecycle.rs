@@ -34,6 +34,21 @@ pub const HEARTBEAT: Duration = Duration::from_secs(60);
 /// whole seconds.
 const LEASE_SLACK_SECS: u64 = 3;
 
+/// What a reservation's holder may have put at its location, which
+/// decides what releasing it does with the bytes there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Nothing: the bytes there (if any) are left alone.
+    Nothing,
+    /// Perhaps the put's bytes: deleted if nothing else refers to them,
+    /// but only once a HEAD (made while the reservation still protects the
+    /// location) confirms they are this content.
+    Maybe,
+    /// Committed bytes, pinned ([`Lifecycle::pin_named`]): deleted if
+    /// nothing else refers to them, without a look.
+    Committed,
+}
+
 /// What refers to a location that is moved: a record, or an
 /// organisation's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +107,7 @@ impl Lifecycle {
                     return Ok(Reservation {
                         lifecycle: self.clone(),
                         pending,
-                        may_have_written: false,
-                        pinned: false,
+                        written: Written::Nothing,
                         settled: false,
                     });
                 }
@@ -143,43 +157,20 @@ impl Lifecycle {
             return Ok(None);
         };
         let (catalog, token) = (self.catalog.clone(), pending.token.clone());
-        let heartbeat = tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-            loop {
-                tick.tick().await;
-                match catalog.touch(&token, crate::now_secs()).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        // Said once: there is nothing left to keep alive.
-                        tracing::warn!(
-                            "the pin of an open value was reaped (coffer gc --older-than shorter than the value \
-                             was open); its bytes may go if the name is deleted"
-                        );
-                        return;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not mark an open value's pin alive"),
-                }
-            }
-        });
-        let reservation =
-            Reservation { lifecycle: self.clone(), pending, may_have_written: false, pinned: true, settled: false };
+        let heartbeat = tokio::spawn(async move { heartbeat(&*catalog, &token, "the pin of an open value").await });
+        let reservation = Reservation { lifecycle: self.clone(), pending, written: Written::Committed, settled: false };
         Ok(Some((named, Pin { _reservation: reservation, heartbeat })))
     }
 
     /// Drop names (see [`Catalog::drop_names`]) and delete the bytes that
-    /// left unreferenced. `None` if the container does not exist.
-    pub async fn drop_names(
-        &self,
-        org: &str,
-        container: &str,
-        which: super::named::Names<'_>,
-    ) -> Result<Option<usize>> {
+    /// left unreferenced; false if the container does not exist.
+    pub async fn drop_names(&self, org: &str, container: &str, which: super::named::Names<'_>) -> Result<bool> {
         let (lease, asked) = (self.lease(), Instant::now());
         let Some(tombstones) = self.catalog.drop_names(org, container, which, &lease).await? else {
-            return Ok(None);
+            return Ok(false);
         };
         self.finish_all(&tombstones, asked).await;
-        Ok(Some(tombstones.len()))
+        Ok(true)
     }
 
     /// Finish each of `tombstones` (all granted by one transaction sent at
@@ -223,12 +214,7 @@ impl Lifecycle {
         let (org, sha, from, token) = (&record.org, &record.sha256, &record.location, &reservation.pending.token);
         let relocated = match refs {
             Refs::Record => self.catalog.relocate(org, sha, from, &to, token, &lease).await,
-            Refs::Names => self.catalog.relocate_named(org, sha, from, &to, token, &lease).await.map(|r| match r {
-                Relocated::Moved(_, t) => {
-                    Relocated::Moved(Record { location: to.clone(), parked: false, ..record.clone() }, t)
-                }
-                other => other,
-            }),
+            Refs::Names => self.catalog.relocate_named(record, &to, token, &lease).await,
         };
         match relocated {
             Ok(Relocated::Moved(moved, tombstone)) => {
@@ -328,48 +314,34 @@ impl Lifecycle {
         Ok(true)
     }
 
-    /// Drop reservation `pending`. With `may_have_written`, the bytes at its
-    /// location are deleted if nothing else refers to them, but only if
-    /// they are demonstrably what this put wrote (a HEAD, made while the
-    /// reservation still protects the location, confirms the digest):
-    /// whatever else is there (another system's object in a shared bucket)
-    /// is never touched.
-    pub async fn release(&self, pending: &Pending, may_have_written: bool) -> Result<()> {
-        self.release_if(pending, None, may_have_written).await.map(|_| ())
+    /// Drop reservation `pending`; what happens to the bytes at its
+    /// location is as `written` says (see [`Written`]): whatever else is
+    /// there (another system's object in a shared bucket) is never
+    /// touched.
+    pub async fn release(&self, pending: &Pending, written: Written) -> Result<()> {
+        self.release_if(pending, None, written).await.map(|_| ())
     }
 
     /// Release `pending` for `coffer gc`, as abandoned, unless it was
     /// touched after `cutoff` (its put came alive again). True if released.
     pub async fn reap(&self, pending: &Pending, cutoff: u64) -> Result<bool> {
-        self.release_if(pending, Some(cutoff), true).await
+        self.release_if(pending, Some(cutoff), Written::Maybe).await
     }
 
-    /// Drop the pin `pending`: its location held committed bytes when it
-    /// was taken, so they are deleted without a look if nothing else
-    /// refers to them any more.
-    async fn unpin(&self, pending: &Pending) -> Result<()> {
-        let (lease, asked) = (self.lease(), Instant::now());
-        if let Released::Released(Some(t)) = self.catalog.release(&pending.token, None, Some(&lease)).await? {
-            self.finish(&t, asked).await?;
-        }
-        Ok(())
-    }
-
-    async fn release_if(
-        &self,
-        pending: &Pending,
-        untouched_since: Option<u64>,
-        may_have_written: bool,
-    ) -> Result<bool> {
-        let ours = may_have_written && {
-            let at = &pending.location;
-            match self.backends.get(at.backend)?.head(&at.container, &at.name).await {
-                Ok(Some(meta)) => meta.sha256 == Some(pending.sha256) && meta.size == pending.size,
-                Ok(None) => false,
-                Err(e) => {
-                    // Left for `coffer gc`, which applies the same rule.
-                    tracing::warn!(location = %at, error = %e, "could not look at what a failed put left");
-                    false
+    async fn release_if(&self, pending: &Pending, untouched_since: Option<u64>, written: Written) -> Result<bool> {
+        let ours = match written {
+            Written::Nothing => false,
+            Written::Committed => true,
+            Written::Maybe => {
+                let at = &pending.location;
+                match self.backends.get(at.backend)?.head(&at.container, &at.name).await {
+                    Ok(Some(meta)) => meta.sha256 == Some(pending.sha256) && meta.size == pending.size,
+                    Ok(None) => false,
+                    Err(e) => {
+                        // Left for `coffer gc`, which applies the same rule.
+                        tracing::warn!(location = %at, error = %e, "could not look at what a failed put left");
+                        false
+                    }
                 }
             }
         };
@@ -385,6 +357,23 @@ impl Lifecycle {
     }
 }
 
+/// Mark the reservation `token` alive every [`HEARTBEAT`] until it is
+/// found reaped (said once, as `what`); never returns otherwise.
+async fn heartbeat(catalog: &dyn Catalog, token: &Token, what: &str) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    loop {
+        tick.tick().await;
+        match catalog.touch(token, crate::now_secs()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("{what} was reaped (coffer gc --older-than is shorter than it was held)");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not mark {what} alive"),
+        }
+    }
+}
+
 /// A pending reference held by a put in progress. Commit it (then
 /// [`Reservation::settle`]), or [`Reservation::release`] it; one dropped
 /// unsettled (its put was cancelled) is released in the background.
@@ -392,9 +381,7 @@ impl Lifecycle {
 pub struct Reservation {
     lifecycle: Arc<Lifecycle>,
     pending: Pending,
-    may_have_written: bool,
-    /// A pin on committed bytes ([`Lifecycle::pin_named`]), not a put's.
-    pinned: bool,
+    written: Written,
     settled: bool,
 }
 
@@ -425,30 +412,19 @@ impl Reservation {
 
     /// Note that the put may have written bytes at the location.
     pub fn mark_written(&mut self) {
-        self.may_have_written = true;
+        self.written = Written::Maybe;
     }
 
     /// Run `work` (the write), marking the reservation alive meanwhile so
     /// that `coffer gc` never takes a long upload for an abandoned one.
     pub async fn keep_alive<T>(&self, work: impl Future<Output = T>) -> T {
-        let catalog = &self.lifecycle.catalog;
-        let token = &self.pending.token;
-        let heartbeat = async {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-            loop {
-                tick.tick().await;
-                match catalog.touch(token, crate::now_secs()).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(location = %self.pending.location, "the reservation of a running put was reaped")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not mark a reservation alive"),
-                }
-            }
-        };
+        let heartbeat = heartbeat(&*self.lifecycle.catalog, &self.pending.token, "the reservation of a running put");
+        tokio::pin!(work);
         tokio::select! {
-            out = work => out,
-            _ = heartbeat => unreachable!("the heartbeat never ends"),
+            out = &mut work => out,
+            // Reaped: nothing is left to mark alive; the work goes on
+            // (its commit will find the reservation gone).
+            () = heartbeat => work.await,
         }
     }
 
@@ -461,7 +437,7 @@ impl Reservation {
     /// else refers to it).
     pub async fn release(mut self) -> Result<()> {
         self.settled = true;
-        self.lifecycle.release(&self.pending, self.may_have_written).await
+        self.lifecycle.release(&self.pending, self.written).await
     }
 
     /// Release each of `reservations`, logging (not returning) failures:
@@ -486,16 +462,8 @@ impl Drop for Reservation {
         // background, tracked, so a shutting-down process can wait for it.
         let lifecycle = self.lifecycle.clone();
         let pending = self.pending.clone();
-        let written = self.may_have_written;
-        if self.pinned {
-            crate::cleanup::cleanups().spawn("releasing the pin of a closed value", async move {
-                if let Err(e) = lifecycle.unpin(&pending).await {
-                    tracing::warn!(location = %pending.location, error = %e, "could not release a pin; coffer gc will");
-                }
-            });
-            return;
-        }
-        crate::cleanup::cleanups().spawn("releasing a cancelled put's reservation", async move {
+        let written = self.written;
+        crate::cleanup::cleanups().spawn("releasing a cancelled put's reservation (or a closed value's pin)", async move {
             if let Err(e) = lifecycle.release(&pending, written).await {
                 tracing::warn!(location = %pending.location, error = %e, "could not release a cancelled put's reservation; coffer gc will");
             }

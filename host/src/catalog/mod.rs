@@ -101,6 +101,19 @@ impl Pending {
         self.check_content(&record.org, &record.sha256)
     }
 
+    /// Check that this reservation is the one for moving `record` to `to`.
+    pub fn check_move(&self, record: &Record, to: &Location) -> Result<()> {
+        self.check_for(record)?;
+        if self.location != *to {
+            return Err(crate::Error::Internal(format!(
+                "reservation {} is for {}, not {to}",
+                self.token.as_str(),
+                self.location
+            )));
+        }
+        Ok(())
+    }
+
     /// Check that this reservation is `org`'s, for `sha256`.
     pub fn check_content(&self, org: &str, sha256: &Digest) -> Result<()> {
         if self.org != org || self.sha256 != *sha256 {
@@ -438,23 +451,15 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         Ok(false)
     }
 
-    /// [`Catalog::relocate`] for names: every name of `org` at `from`
-    /// (holding `sha256`) now names `to`, which the reservation `token`
-    /// holds (and is no longer parked), in one transaction; the
-    /// reservation is gone, and `from` is tombstoned on `lease`'s terms if
-    /// that left it unreferenced. `Changed(None)` when no name is at
-    /// `from` any more. (The record in `Moved` carries the organisation,
-    /// digest, size and new location only.)
-    async fn relocate_named(
-        &self,
-        org: &str,
-        sha256: &Digest,
-        from: &Location,
-        to: &Location,
-        token: &Token,
-        lease: &Lease,
-    ) -> Result<Relocated> {
-        let _ = (org, sha256, from, to, token, lease);
+    /// [`Catalog::relocate`] for names: every name of `record`'s
+    /// organisation at its location (holding its content; `record` as
+    /// [`Catalog::scan_named`] gave it) now names `to`, which the
+    /// reservation `token` holds (and is no longer parked), in one
+    /// transaction; the reservation is gone, and the old location is
+    /// tombstoned on `lease`'s terms if that left it unreferenced.
+    /// `Changed(None)` when no name is there any more.
+    async fn relocate_named(&self, record: &Record, to: &Location, token: &Token, lease: &Lease) -> Result<Relocated> {
+        let _ = (record, to, token, lease);
         Err(no_names())
     }
 

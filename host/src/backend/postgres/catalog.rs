@@ -424,10 +424,7 @@ impl Catalog for PgDb {
                 other => return Ok(Relocated::Changed(other)),
             };
             let Some(p) = pending_in(&tx, token).await? else { return Ok(Relocated::Lost) };
-            p.check_for(&record)?;
-            if p.location != *to {
-                return Err(Error::Internal(format!("reservation {} is for {}, not {to}", token.as_str(), p.location)));
-            }
+            p.check_move(&record, to)?;
             let stmt = tx
                 .prepare_cached(
                     "UPDATE objects SET backend = $3, container = $4, name = $5, parked = false
@@ -918,25 +915,14 @@ impl Catalog for PgDb {
         Ok(self.query(sql, &[&org, &at.backend.as_str(), &at.container, &at.name]).await?[0].get(0))
     }
 
-    async fn relocate_named(
-        &self,
-        org: &str,
-        sha256: &Digest,
-        from: &Location,
-        to: &Location,
-        token: &Token,
-        lease: &Lease,
-    ) -> Result<Relocated> {
-        let sha = &sha256.to_string();
+    async fn relocate_named(&self, record: &Record, to: &Location, token: &Token, lease: &Lease) -> Result<Relocated> {
+        let (from, sha) = (&record.location, &record.sha256.to_string());
         self.retry(move || async move {
             let mut client = self.client().await?;
             let tx = serializable(&mut client).await?;
             let Some(p) = pending_in(&tx, token).await? else { return Ok(Relocated::Lost) };
-            p.check_content(org, sha256)?;
-            if p.location != *to {
-                return Err(Error::Internal(format!("reservation {} is for {}, not {to}", token.as_str(), p.location)));
-            }
-            if move_names(&tx, org, sha, from, to).await? == 0 {
+            p.check_move(record, to)?;
+            if move_names(&tx, &record.org, sha, from, to).await? == 0 {
                 return Ok(Relocated::Changed(None));
             }
             tx.execute("DELETE FROM pending WHERE token = $1", &[&token.as_str()]).await?;
@@ -944,16 +930,7 @@ impl Catalog for PgDb {
             // A repeat finds the reservation gone and cannot tell the move
             // was made.
             commit_in_doubt(tx, "the move of the names").await?;
-            let moved = Record {
-                org: org.to_string(),
-                sha256: p.sha256,
-                size: p.size,
-                content_type: String::new(),
-                location: to.clone(),
-                created_at: p.created_at,
-                parked: false,
-            };
-            Ok(Relocated::Moved(moved, tombstone))
+            Ok(Relocated::Moved(Record { location: to.clone(), parked: false, ..record.clone() }, tombstone))
         })
         .await
     }

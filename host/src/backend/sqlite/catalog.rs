@@ -417,10 +417,7 @@ impl Catalog for SqliteDb {
             };
             let pending = pending_on(&tx, &t)?;
             let Some(p) = pending else { return Ok(Relocated::Lost) };
-            p.check_for(&record)?;
-            if p.location != to {
-                return Err(Error::Internal(format!("reservation {} is for {}, not {to}", t.as_str(), p.location)));
-            }
+            p.check_move(&record, &to)?;
             tx.prepare_cached(
                 "UPDATE objects SET backend = ?3, container = ?4, name = ?5, parked = 0 WHERE org = ?1 AND sha256 = ?2",
             )?
@@ -901,42 +898,19 @@ impl Catalog for SqliteDb {
         .await
     }
 
-    async fn relocate_named(
-        &self,
-        org: &str,
-        sha256: &Digest,
-        from: &Location,
-        to: &Location,
-        token: &Token,
-        lease: &Lease,
-    ) -> Result<Relocated> {
-        let (o, s, from, to, t, lease) =
-            (org.to_string(), sha256.to_string(), from.clone(), to.clone(), token.clone(), lease.clone());
-        let digest = *sha256;
+    async fn relocate_named(&self, record: &Record, to: &Location, token: &Token, lease: &Lease) -> Result<Relocated> {
+        let (r, to, t, lease) = (record.clone(), to.clone(), token.clone(), lease.clone());
         self.with_durable_conn(move |conn| {
             let tx = write_tx(conn)?;
-            let pending = pending_on(&tx, &t)?;
-            let Some(p) = pending else { return Ok(Relocated::Lost) };
-            p.check_content(&o, &digest)?;
-            if p.location != to {
-                return Err(Error::Internal(format!("reservation {} is for {}, not {to}", t.as_str(), p.location)));
-            }
-            if move_names(&tx, &o, &s, &from, &to)? == 0 {
+            let Some(p) = pending_on(&tx, &t)? else { return Ok(Relocated::Lost) };
+            p.check_move(&r, &to)?;
+            if move_names(&tx, &r.org, &r.sha256.to_string(), &r.location, &to)? == 0 {
                 return Ok(Relocated::Changed(None));
             }
             tx.execute("DELETE FROM pending WHERE token = ?1", params![t.as_str()])?;
-            let tombstone = if from == to { None } else { tombstone_if_free(&tx, &from, &lease)? };
+            let tombstone = if r.location == to { None } else { tombstone_if_free(&tx, &r.location, &lease)? };
             tx.commit()?;
-            let moved = Record {
-                org: o.clone(),
-                sha256: p.sha256,
-                size: p.size,
-                content_type: String::new(),
-                location: to.clone(),
-                created_at: p.created_at,
-                parked: false,
-            };
-            Ok(Relocated::Moved(moved, tombstone))
+            Ok(Relocated::Moved(Record { location: to.clone(), parked: false, ..r.clone() }, tombstone))
         })
         .await
     }
