@@ -31,7 +31,7 @@ use crate::backend::Location;
 use crate::catalog::lifecycle::{Refs, Reservation};
 use crate::catalog::{Record, Relocated};
 use crate::coffer::Coffer;
-use crate::content::{Content, Digest, verify_stream};
+use crate::content::{Content, verify_stream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gc::Progress;
 
@@ -100,6 +100,43 @@ impl MigrateReport {
         tracing::warn!(error = %what, "migrate");
         crate::gc::keep_line(&mut self.errors, what);
     }
+
+    /// Count what became of `record`. A backend that stays down (a drain
+    /// during an outage) stops the run instead of reading every object to
+    /// find out again.
+    fn tally(&mut self, record: &Record, outcome: Result<Outcome>, progress: &dyn Progress) {
+        self.candidates += 1;
+        match &outcome {
+            Err(e) if e.kind() == ErrorKind::Unavailable => self.unavailable_in_a_row += 1,
+            _ => self.unavailable_in_a_row = 0,
+        }
+        if self.unavailable_in_a_row >= UNAVAILABLE_IN_A_ROW && self.stopped.is_none() {
+            self.stopped = Some(format!(
+                "stopped after {UNAVAILABLE_IN_A_ROW} objects in a row failed as unavailable; \
+                 the rest stay where they are. Run it again once the backend is back"
+            ));
+        }
+        match outcome {
+            Ok(Outcome::Moved { left }) => {
+                self.moved += 1;
+                self.moved_bytes += record.size;
+                progress.bytes(record.size);
+                if let Some(e) = left {
+                    self.old_bytes_left += 1;
+                    self.error(format!(
+                        "{} of {:?} moved, but its old bytes at {} were not deleted yet ({e}); coffer gc deletes them",
+                        record.sha256, record.org, record.location
+                    ));
+                }
+            }
+            Ok(Outcome::InPlace) => self.in_place += 1,
+            Ok(Outcome::Changed) => self.changed += 1,
+            Err(e) => {
+                self.failed += 1;
+                self.error(format!("{} of {:?} at {}: {e}", record.sha256, record.org, record.location));
+            }
+        }
+    }
 }
 
 /// What happened to one object.
@@ -134,7 +171,7 @@ impl Coffer {
         for refs in [Refs::Record, Refs::Names] {
             let mut after: Option<Record> = None;
             while left > 0 && report.lock().unwrap_or_else(|e| e.into_inner()).stopped.is_none() {
-                let page = self.page(options, refs, after.as_ref()).await?;
+                let page = self.page(options.org.as_deref(), options.parked_only, refs, after.as_ref()).await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.clone());
                 let mut batch = Vec::new();
@@ -158,45 +195,7 @@ impl Coffer {
                             } else {
                                 self.move_one(&record, refs).await
                             };
-                            let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
-                            r.candidates += 1;
-                            // A backend that stays down (a drain during an
-                            // outage): stop instead of reading every object to
-                            // find out again.
-                            match &outcome {
-                                Err(e) if e.kind() == ErrorKind::Unavailable => r.unavailable_in_a_row += 1,
-                                _ => r.unavailable_in_a_row = 0,
-                            }
-                            if r.unavailable_in_a_row >= UNAVAILABLE_IN_A_ROW && r.stopped.is_none() {
-                                r.stopped = Some(format!(
-                                    "stopped after {UNAVAILABLE_IN_A_ROW} objects in a row failed as unavailable; \
-                                 the rest stay where they are. Run it again once the backend is back"
-                                ));
-                            }
-                            match outcome {
-                                Ok(Outcome::Moved { left }) => {
-                                    r.moved += 1;
-                                    r.moved_bytes += record.size;
-                                    progress.bytes(record.size);
-                                    if let Some(e) = left {
-                                        r.old_bytes_left += 1;
-                                        r.error(format!(
-                                            "{} of {:?} moved, but its old bytes at {} were not deleted yet ({e}); \
-                                         coffer gc deletes them",
-                                            record.sha256, record.org, record.location
-                                        ));
-                                    }
-                                }
-                                Ok(Outcome::InPlace) => r.in_place += 1,
-                                Ok(Outcome::Changed) => r.changed += 1,
-                                Err(e) => {
-                                    r.failed += 1;
-                                    r.error(format!(
-                                        "{} of {:?} at {}: {e}",
-                                        record.sha256, record.org, record.location
-                                    ));
-                                }
-                            }
+                            report.lock().unwrap_or_else(|e| e.into_inner()).tally(&record, outcome, progress);
                             progress.advance(1);
                         }
                     })
@@ -208,18 +207,29 @@ impl Coffer {
         Ok(report)
     }
 
-    /// The next page of records a migration with `options` looks at, after
-    /// `after`: one organisation's (`--org`), or everyone's; only parked
-    /// ones with `parked_only`.
-    async fn records_page(&self, options: &MigrateOptions, after: Option<&(String, Digest)>) -> Result<Vec<Record>> {
+    /// The next page of what `coffer migrate` and `coffer verify` look
+    /// at, after `after`: `org`'s (or everyone's) records, or the
+    /// locations only names point at (`refs`); only parked ones with
+    /// `parked_only`.
+    pub(crate) async fn page(
+        &self,
+        org: Option<&str>,
+        parked_only: bool,
+        refs: Refs,
+        after: Option<&Record>,
+    ) -> Result<Vec<Record>> {
         let catalog = &self.services.catalog;
-        match &options.org {
-            Some(org) => {
-                let mut after = after.map(|(_, d)| *d);
+        match (refs, org) {
+            (Refs::Names, org) => {
+                catalog.scan_named(org, after.map(|r| (r.org.as_str(), &r.location)), parked_only, PAGE).await
+            }
+            (Refs::Record, None) => catalog.scan(after.map(|r| (r.org.as_str(), &r.sha256)), parked_only, PAGE).await,
+            (Refs::Record, Some(org)) => {
+                let mut after = after.map(|r| r.sha256);
                 loop {
                     let mut page = catalog.list(org, after.as_ref(), PAGE).await?;
                     let Some(last) = page.last().map(|r| r.sha256) else { return Ok(page) };
-                    if options.parked_only {
+                    if parked_only {
                         page.retain(|r| r.parked);
                     }
                     if !page.is_empty() {
@@ -228,19 +238,6 @@ impl Coffer {
                     // Nothing parked on this page: on to the next.
                     after = Some(last);
                 }
-            }
-            None => catalog.scan(after.map(|(o, d)| (o.as_str(), d)), options.parked_only, PAGE).await,
-        }
-    }
-
-    /// The next page of what a migration with `options` looks at, after
-    /// `after`: records, or the locations only names point at.
-    async fn page(&self, options: &MigrateOptions, refs: Refs, after: Option<&Record>) -> Result<Vec<Record>> {
-        match refs {
-            Refs::Record => self.records_page(options, after.map(|r| (r.org.clone(), r.sha256)).as_ref()).await,
-            Refs::Names => {
-                let after = after.map(|r| (r.org.as_str(), &r.location));
-                self.services.catalog.scan_named(options.org.as_deref(), after, options.parked_only, PAGE).await
             }
         }
     }
@@ -253,7 +250,7 @@ impl Coffer {
         for refs in [Refs::Record, Refs::Names] {
             let mut after = None::<Record>;
             while total < limit {
-                let page = self.page(options, refs, after.as_ref()).await?;
+                let page = self.page(options.org.as_deref(), options.parked_only, refs, after.as_ref()).await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.clone());
                 for record in &page {

@@ -97,6 +97,38 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     /// Whether every record's bytes are there and right.
+    /// Count how `record` checked out; the finding to report, if any.
+    fn tally(&mut self, record: &Record, checked: Checked) -> Option<Finding> {
+        self.checked += 1;
+        self.checked_bytes += record.size;
+        let (problem, detail) = match checked {
+            Checked::Ok => {
+                self.ok += 1;
+                return None;
+            }
+            Checked::Unconfirmed => {
+                self.unconfirmed += 1;
+                return None;
+            }
+            Checked::Wrong(problem, detail) => (problem, detail),
+        };
+        match problem {
+            Problem::Missing => self.missing += 1,
+            Problem::Corrupt => self.corrupt += 1,
+            Problem::Unreadable => self.unreadable += 1,
+            Problem::OutsideClaims => self.outside_claims += 1,
+            Problem::Unreferenced => self.unreferenced += 1,
+        }
+        Some(Finding {
+            problem,
+            org: Some(record.org.clone()),
+            sha256: Some(record.sha256),
+            location: record.location.to_string(),
+            size: record.size,
+            detail,
+        })
+    }
+
     pub fn all_well(&self) -> bool {
         self.missing == 0 && self.corrupt == 0 && self.unreadable == 0 && self.outside_claims == 0
     }
@@ -138,16 +170,7 @@ impl Coffer {
         for refs in [Refs::Record, Refs::Names] {
             let mut after: Option<Record> = None;
             loop {
-                let page = match (refs, &options.org, &after) {
-                    (Refs::Record, Some(org), a) => catalog.list(org, a.as_ref().map(|r| &r.sha256), 500).await?,
-                    (Refs::Record, None, a) => {
-                        catalog.scan(a.as_ref().map(|r| (r.org.as_str(), &r.sha256)), false, 500).await?
-                    }
-                    (Refs::Names, org, a) => {
-                        let a = a.as_ref().map(|r| (r.org.as_str(), &r.location));
-                        catalog.scan_named(org.as_deref(), a, false, 500).await?
-                    }
-                };
+                let page = self.page(options.org.as_deref(), false, refs, after.as_ref()).await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.clone());
                 futures_util::stream::iter(page)
@@ -155,30 +178,9 @@ impl Coffer {
                         let report = &report;
                         async move {
                             let checked = self.check_record(&record, refs, how).await;
-                            let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
-                            r.checked += 1;
-                            r.checked_bytes += record.size;
-                            match checked {
-                                Checked::Ok => r.ok += 1,
-                                Checked::Unconfirmed => r.unconfirmed += 1,
-                                Checked::Wrong(problem, detail) => {
-                                    match problem {
-                                        Problem::Missing => r.missing += 1,
-                                        Problem::Corrupt => r.corrupt += 1,
-                                        Problem::Unreadable => r.unreadable += 1,
-                                        Problem::OutsideClaims => r.outside_claims += 1,
-                                        Problem::Unreferenced => r.unreferenced += 1,
-                                    }
-                                    drop(r);
-                                    found(&Finding {
-                                        problem,
-                                        org: Some(record.org.clone()),
-                                        sha256: Some(record.sha256),
-                                        location: record.location.to_string(),
-                                        size: record.size,
-                                        detail,
-                                    });
-                                }
+                            let finding = report.lock().unwrap_or_else(|e| e.into_inner()).tally(&record, checked);
+                            if let Some(finding) = finding {
+                                found(&finding);
                             }
                             progress.advance(1);
                             progress.bytes(record.size);
