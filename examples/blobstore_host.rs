@@ -57,15 +57,7 @@ pub async fn run_plugin_for(coffer: &Coffer, org: &str, wasm: &[u8], wasi: WasiC
     };
     let mut store = wasmtime::Store::new(&engine, state);
     let command = Command::instantiate_async(&mut store, &component, &linker).await?;
-    let status = match command.wasi_cli_run().call_run(&mut store).await {
-        Ok(Ok(())) => 0,
-        Ok(Err(())) => 1,
-        Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-            Some(exit) => exit.0,
-            None => return Err(e),
-        },
-    };
-    Ok(status)
+    blobstore::command_status(command.wasi_cli_run().call_run(&mut store).await)
 }
 
 #[allow(dead_code)] // The integration tests include this file for `run_plugin_for`.

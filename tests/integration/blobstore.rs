@@ -293,6 +293,43 @@ async fn a_plugin_cannot_hold_more_values_open_than_its_limits() {
     assert_eq!(rows(&t, "pending"), 0);
 }
 
+/// A plugin that breaks the contract traps with a clear error; nothing it
+/// was writing is stored, and the host serves the next plugin.
+#[tokio::test]
+async fn a_plugin_that_traps_stores_nothing_and_the_host_goes_on() {
+    let t = sqlite_coffer(&[]).await;
+    let c = &t.coffer;
+    ok(c, "acme", &["mkdir", "docs"]).await;
+    let wasm = std::fs::read(plugin_path()).unwrap();
+    let ctx = BlobstoreCtx::new(c.clone(), "acme").unwrap();
+    let args = ["finish-early", "docs", "n"].map(String::from);
+    let err = run_plugin(ctx, &wasm, &args, true).await.unwrap_err();
+    assert!(matches!(&err, coffer::Error::Policy(m) if m.contains("the plugin trapped")), "{err}");
+    assert!(c.quiesce(std::time::Duration::from_secs(10)).await);
+    assert_eq!(ok(c, "acme", &["ls", "docs"]).await, "");
+    assert_eq!((rows(&t, "blobs"), rows(&t, "pending")), (0, 0));
+    ok(c, "acme", &["put", "docs", "n", "after the trap"]).await;
+    assert_eq!(ok(c, "acme", &["cat", "docs", "n"]).await, "after the trap\n");
+}
+
+/// S3 down while a plugin writes: `finish` says so, nothing is named, and
+/// the catalog holds nothing for it.
+#[tokio::test]
+async fn s3_down_is_an_unavailable_error_for_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = s3_config(dir.path(), Some(&unique_bucket("down")), None);
+    // Nothing listens there: every connection is refused at once.
+    config.s3.endpoint_url = Some("http://127.0.0.1:9".into());
+    let down = TestCoffer { coffer: Coffer::open(config).await.unwrap(), dir };
+    let c = &down.coffer;
+    ok(c, "acme", &["mkdir", "docs"]).await;
+    let err = fails(c, "acme", &["put", "docs", "a", "hello"]).await;
+    assert!(err.contains("error: unavailable: "), "{err}");
+    assert!(fails(c, "acme", &["cat", "docs", "a"]).await.contains("has no object \"a\""), "nothing named");
+    assert!(c.quiesce(std::time::Duration::from_secs(10)).await);
+    assert_eq!((rows(&down, "named_objects"), rows(&down, "pending")), (0, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_written_and_deleted_concurrently_stay_readable_and_leave_nothing_behind() {
     let t = sqlite_coffer(&[]).await;

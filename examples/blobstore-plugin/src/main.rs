@@ -12,8 +12,8 @@
 //! generated value of MIB MiB, streamed out and read back and compared),
 //! `cp C N C2 N2`, `mv C N C2 N2`, `info C N`, `clear C`, `hold C N` (open,
 //! delete, then read what was opened), `open-many C N K`, `stream-many C N K`
-//! and `write-many C K`
-//! (values held open at once).
+//! and `write-many C K` (values held open at once); `finish-early C N`
+//! breaks the contract (a trap).
 
 use std::process::ExitCode;
 
@@ -117,6 +117,18 @@ fn run(args: &[String]) -> Result<()> {
                 }
             }
             println!("{} streams", held.len());
+            Ok(())
+        }
+        "finish-early" => {
+            // Against the contract: finishing a value while its body stream
+            // is still open, which traps.
+            let c = open(arg(1)?)?;
+            let value = OutgoingValue::new_outgoing_value();
+            c.write_data(arg(2)?, &value)?;
+            let body = value.outgoing_value_write_body().map_err(|()| "the body was already taken".to_string())?;
+            write_all(&body, b"never stored")?;
+            OutgoingValue::finish(value)?;
+            drop(body);
             Ok(())
         }
         "write-many" => {

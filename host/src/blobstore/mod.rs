@@ -58,7 +58,7 @@ mod run;
 mod streams;
 
 pub use self::host::{ContainerHandle, IncomingValue, NameStream, OutgoingValue};
-pub use self::run::{PluginRun, run_plugin};
+pub use self::run::{PluginRun, command_status, run_plugin};
 
 /// The one `bindgen!` of `wasi:blobstore`.
 mod bindings {

@@ -39,6 +39,19 @@ impl WasiView for PluginState {
     }
 }
 
+/// The exit status of a `wasi:cli/run` call: 0, 1 for `Err`, the code a
+/// `wasi:cli/exit` gave; a trap stays an error.
+pub fn command_status(ran: wasmtime::Result<std::result::Result<(), ()>>) -> wasmtime::Result<i32> {
+    match ran {
+        Ok(Ok(())) => Ok(0),
+        Ok(Err(())) => Ok(1),
+        Err(e) => match e.downcast_ref::<I32Exit>() {
+            Some(exit) => Ok(exit.0),
+            None => Err(e),
+        },
+    }
+}
+
 /// Run the command component `wasm` with `args` (its `argv[1..]`) for the
 /// organisation `blobs` acts for; with `capture`, its output is returned
 /// instead of going to this process's.
@@ -75,13 +88,6 @@ pub async fn run_plugin(blobs: BlobstoreCtx, wasm: &[u8], args: &[String], captu
     // the pins it held are released in the background (a process that
     // exits next waits for that with `Coffer::quiesce`, as the CLI does).
     drop(store);
-    let status = match ran {
-        Ok(Ok(())) => 0,
-        Ok(Err(())) => 1,
-        Err(e) => match e.downcast_ref::<I32Exit>() {
-            Some(exit) => exit.0,
-            None => return Err(Error::Policy(format!("the plugin trapped: {e:#}"))),
-        },
-    };
+    let status = command_status(ran).map_err(|e| Error::Policy(format!("the plugin trapped: {e:#}")))?;
     Ok(PluginRun { status, stdout: out.contents().to_vec(), stderr: err.contents().to_vec() })
 }
