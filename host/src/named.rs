@@ -33,40 +33,49 @@ impl OpenNamed {
         &self.named
     }
 
-    /// Bytes `start..=end` (inclusive) of the object, verified: the whole
-    /// object is read and its SHA-256 checked, and the range's last piece
-    /// is held back until it has been, so wrong bytes end the stream with
-    /// an [`Error::Integrity`] instead of completing it. A range therefore
-    /// costs a read of the object up to its end. `end` past the last byte
-    /// means "to the end"; `start` past it is an error.
-    pub async fn stream(&self, start: u64, end: u64) -> Result<ByteStream> {
+    /// How many bytes `start..=end` (inclusive) holds: `end` past the
+    /// last byte means "to the end"; a start after the end, or past the
+    /// last byte (of a non-empty object), is an error.
+    pub fn range_len(&self, start: u64, end: u64) -> Result<u64> {
         let n = &self.named;
-        if n.size == 0 && start == 0 || start < n.size {
-            let store = self.coffer.services.backends.get(n.location.backend)?;
-            let raw = store.get(&n.location.container, &n.location.name).await.map_err(|e| match e {
-                // Pinned, so never deleted (unless gc reaped the pin): the backend lost them.
-                Error::NotFound(m) => {
-                    tracing::error!(location = %n.location, error = %m, "a named object's bytes are missing");
-                    Error::Integrity(format!(
-                        "{}/{} is recorded but its bytes are missing (lost by the backend, or deleted after coffer \
-                         gc reaped this open value's pin)",
-                        n.container, n.name
-                    ))
-                }
-                other => other,
-            })?;
-            // Said to the plugin: its names, not where the bytes are.
-            let what = format!("{}/{}", n.container, n.name);
-            let verified = verify_stream(raw, n.sha256, n.size, what);
-            if start == 0 && end >= n.size.saturating_sub(1) {
-                return Ok(verified);
-            }
-            return Ok(range(verified, start, end.min(n.size - 1)));
+        if start > end {
+            return Err(Error::InvalidInput(format!("range {start}..={end} of {:?}: start is after end", n.name)));
         }
-        Err(Error::InvalidInput(format!(
-            "range {start}..={end} starts past the end of {}/{}, which is {} bytes long",
-            n.container, n.name, n.size
-        )))
+        match n.size {
+            0 if start == 0 => Ok(0),
+            size if start >= size => Err(Error::InvalidInput(format!(
+                "range {start}..={end} starts past the end of {}/{}, which is {size} bytes long",
+                n.container, n.name
+            ))),
+            size => Ok(end.min(size - 1) - start + 1),
+        }
+    }
+
+    /// Bytes `start..=end` (as [`OpenNamed::range_len`] takes them) of the
+    /// object, verified: the whole object is read and its SHA-256 checked,
+    /// and the range's last piece is held back until it has been, so wrong
+    /// bytes end the stream with an [`Error::Integrity`] instead of
+    /// completing it. A range therefore costs a read of the object up to
+    /// its end.
+    pub async fn stream(&self, start: u64, end: u64) -> Result<ByteStream> {
+        let len = self.range_len(start, end)?;
+        let n = &self.named;
+        let store = self.coffer.services.backends.get(n.location.backend)?;
+        let raw = store.get(&n.location.container, &n.location.name).await.map_err(|e| match e {
+            // Pinned, so never deleted (unless gc reaped the pin): the backend lost them.
+            Error::NotFound(m) => {
+                tracing::error!(location = %n.location, error = %m, "a named object's bytes are missing");
+                Error::Integrity(format!(
+                    "{}/{} is recorded but its bytes are missing (lost by the backend, or deleted after coffer \
+                     gc reaped this open value's pin)",
+                    n.container, n.name
+                ))
+            }
+            other => other,
+        })?;
+        // Said to the plugin: its names, not where the bytes are.
+        let verified = verify_stream(raw, n.sha256, n.size, format!("{}/{}", n.container, n.name));
+        Ok(if len == n.size { verified } else { range(verified, start, start + len - 1) })
     }
 }
 

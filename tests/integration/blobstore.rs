@@ -208,6 +208,12 @@ async fn error_strings_tell_the_plugin_what_went_wrong() {
         let err = fails(c, "acme", args).await;
         assert!(err.contains(expected), "{args:?}: {err}");
     }
+    // An empty value is a value: read whole or from 0, never from past 0.
+    ok(c, "acme", &["put", "docs", "empty", ""]).await;
+    assert_eq!(ok(c, "acme", &["cat", "docs", "empty"]).await, "\n");
+    assert_eq!(ok(c, "acme", &["cat", "docs", "empty", "0", "9"]).await, "\n");
+    let err = fails(c, "acme", &["cat", "docs", "empty", "1", "9"]).await;
+    assert!(err.contains("starts past the end of docs/empty, which is 0 bytes long"), "{err}");
     // The organisation's size limit stops the write as it streams.
     let err = fails(c, "acme", &["put", "docs", "big", &"x".repeat(200)]).await;
     assert!(err.contains("error: invalid-input: the value is over the organisation's max-size: 100 bytes"), "{err}");

@@ -74,8 +74,8 @@ impl std::fmt::Debug for BodyWriter {
 #[derive(Debug)]
 pub struct IncomingValue {
     open: OpenNamed,
+    /// The range asked for (inclusive), and how many bytes it holds.
     start: u64,
-    /// Inclusive; unused when `len` is 0.
     end: u64,
     len: u64,
     slot: Slot,
@@ -224,16 +224,14 @@ impl types::HostIncomingValue for Blobstore<'_> {
             ))));
         }
         let mut out = Vec::with_capacity(value.len as usize);
-        if value.len > 0 {
-            let mut stream = match value.open.stream(value.start, value.end).await {
-                Ok(s) => s,
+        let mut stream = match value.open.stream(value.start, value.end).await {
+            Ok(s) => s,
+            Err(e) => return answer(Err(e)),
+        };
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => out.extend_from_slice(&c),
                 Err(e) => return answer(Err(e)),
-            };
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(c) => out.extend_from_slice(&c),
-                    Err(e) => return answer(Err(e)),
-                }
             }
         }
         Ok(Ok(out))
@@ -250,13 +248,9 @@ impl types::HostIncomingValue for Blobstore<'_> {
             Err(e) => return answer(Err(e)),
         };
         let value = self.table.delete(this)?;
-        let stream: ByteStream = if value.len == 0 {
-            Box::pin(futures_util::stream::empty())
-        } else {
-            match value.open.stream(value.start, value.end).await {
-                Ok(s) => s,
-                Err(e) => return answer(Err(e)),
-            }
+        let stream = match value.open.stream(value.start, value.end).await {
+            Ok(s) => s,
+            Err(e) => return answer(Err(e)),
         };
         let reader: DynInputStream = Box::new(ValueReader {
             stream,
@@ -306,21 +300,11 @@ impl container::HostContainer for Blobstore<'_> {
             Ok(slot) => slot,
             Err(e) => return answer(Err(e)),
         };
-        if start > end {
-            return answer(Err(Error::InvalidInput(format!("range {start}..={end} of {name:?}: start is after end"))));
-        }
-        let open = match self.ctx.coffer.open_named(&self.ctx.org, &container, &name).await {
-            Ok(open) => open,
+        let opened = self.ctx.coffer.open_named(&self.ctx.org, &container, &name).await;
+        let (open, len) = match opened.and_then(|open| open.range_len(start, end).map(|len| (open, len))) {
+            Ok(found) => found,
             Err(e) => return answer(Err(e)),
         };
-        let size = open.named().size;
-        if start >= size && !(start == 0 && size == 0) {
-            return answer(Err(Error::InvalidInput(format!(
-                "range {start}..={end} starts past the end of {container}/{name}, which is {size} bytes long"
-            ))));
-        }
-        let end = end.min(size.saturating_sub(1));
-        let len = if size == 0 { 0 } else { end - start + 1 };
         Ok(Ok(self.table.push(IncomingValue { open, start, end, len, slot })?))
     }
 
