@@ -170,10 +170,10 @@ async fn container_exists(tx: &Transaction<'_>, org: &str, space: &str) -> Resul
     Ok(tx.query_one(&stmt, &[&org, &space]).await?.get(0))
 }
 
-/// Write the name `n`, replacing what it named before; the location that
-/// left unreferenced is tombstoned on `lease`'s terms.
-async fn put_name(tx: &Transaction<'_>, n: &Named, lease: &Lease) -> Result<Option<Tombstone>> {
-    let old = named_in(tx, &n.org, &n.container, &n.name).await?;
+/// Write the name `n`, replacing `old` (what it names now, as the caller
+/// read it in `tx`); the location that left unreferenced is tombstoned on
+/// `lease`'s terms.
+async fn put_name(tx: &Transaction<'_>, n: &Named, old: Option<Named>, lease: &Lease) -> Result<Option<Tombstone>> {
     let stmt = tx
         .prepare_cached(&format!(
             "INSERT INTO named_objects ({NAMED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -711,7 +711,8 @@ impl Catalog for PgDb {
             if !container_exists(&tx, &n.org, &n.container).await? {
                 return Ok(NamedCommitted::NoContainer);
             }
-            if named_in(&tx, &n.org, &n.container, &n.name).await?.map(|old| old.version()).as_ref() != replaces {
+            let old = named_in(&tx, &n.org, &n.container, &n.name).await?;
+            if old.as_ref().map(Named::version).as_ref() != replaces {
                 return Ok(NamedCommitted::Changed);
             }
             let location = match token {
@@ -727,7 +728,7 @@ impl Catalog for PgDb {
                 },
             };
             let n = Named { location, ..n.clone() };
-            let tombstone = put_name(&tx, &n, lease).await?;
+            let tombstone = put_name(&tx, &n, old, lease).await?;
             // A repeat would find the reservation gone (or the name already
             // there) and could not tell what the name replaced.
             commit_in_doubt(tx, "the name").await?;
@@ -821,8 +822,8 @@ impl Catalog for PgDb {
             if !container_exists(&tx, org, to.0).await? {
                 return Ok(Copied::NoContainer);
             }
-            let dest = named_in(&tx, org, to.0, to.1).await?.map(|n| n.version());
-            if source.version() != *expect.0 || (from != to && dest.as_ref() != expect.1) {
+            let dest = named_in(&tx, org, to.0, to.1).await?;
+            if source.version() != *expect.0 || (from != to && dest.as_ref().map(Named::version).as_ref() != expect.1) {
                 return Ok(Copied::Changed);
             }
             if from == to {
@@ -834,7 +835,7 @@ impl Catalog for PgDb {
                 created_at: now_in(&tx).await?,
                 ..source.clone()
             };
-            let mut tombstones: Vec<Tombstone> = put_name(&tx, &copy, lease).await?.into_iter().collect();
+            let mut tombstones: Vec<Tombstone> = put_name(&tx, &copy, dest, lease).await?.into_iter().collect();
             if remove_source {
                 tombstones.extend(drop_name(&tx, &source, lease).await?);
             }

@@ -130,10 +130,10 @@ fn container_exists(conn: &Connection, org: &str, space: &str) -> Result<bool> {
         .query_row(params![org, space], |r| r.get(0))?)
 }
 
-/// Write the name `n`, replacing what it named before; the location that
-/// left unreferenced is tombstoned on `lease`'s terms.
-fn put_name(tx: &Transaction<'_>, n: &Named, lease: &Lease) -> Result<Option<Tombstone>> {
-    let old = named_on(tx, &n.org, &n.container, &n.name)?;
+/// Write the name `n`, replacing `old` (what it names now, as the caller
+/// read it in `tx`); the location that left unreferenced is tombstoned on
+/// `lease`'s terms.
+fn put_name(tx: &Transaction<'_>, n: &Named, old: Option<Named>, lease: &Lease) -> Result<Option<Tombstone>> {
     tx.prepare_cached(&format!(
         "INSERT OR REPLACE INTO named_objects ({NAMED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
     ))?
@@ -720,7 +720,8 @@ impl Catalog for SqliteDb {
             if !container_exists(&tx, &n.org, &n.container)? {
                 return Ok(NamedCommitted::NoContainer);
             }
-            if named_on(&tx, &n.org, &n.container, &n.name)?.map(|old| old.version()) != replaces {
+            let old = named_on(&tx, &n.org, &n.container, &n.name)?;
+            if old.as_ref().map(Named::version) != replaces {
                 return Ok(NamedCommitted::Changed);
             }
             let location = match &t {
@@ -737,7 +738,7 @@ impl Catalog for SqliteDb {
                 },
             };
             let n = Named { location, ..n.clone() };
-            let tombstone = put_name(&tx, &n, &lease)?;
+            let tombstone = put_name(&tx, &n, old, &lease)?;
             tx.commit()?;
             Ok(NamedCommitted::Done(Box::new(n), tombstone))
         })
@@ -807,8 +808,8 @@ impl Catalog for SqliteDb {
             if !container_exists(&tx, &o, &to.0)? {
                 return Ok(Copied::NoContainer);
             }
-            let dest = named_on(&tx, &o, &to.0, &to.1)?.map(|n| n.version());
-            if source.version() != source_version || (from != to && dest != dest_version) {
+            let dest = named_on(&tx, &o, &to.0, &to.1)?;
+            if source.version() != source_version || (from != to && dest.as_ref().map(Named::version) != dest_version) {
                 return Ok(Copied::Changed);
             }
             if from == to {
@@ -816,7 +817,7 @@ impl Catalog for SqliteDb {
             }
             let copy =
                 Named { container: to.0.clone(), name: to.1.clone(), created_at: now() as u64, ..source.clone() };
-            let mut tombstones: Vec<Tombstone> = put_name(&tx, &copy, &lease)?.into_iter().collect();
+            let mut tombstones: Vec<Tombstone> = put_name(&tx, &copy, dest, &lease)?.into_iter().collect();
             if remove_source {
                 tombstones.extend(drop_name(&tx, &source, &lease)?);
             }
