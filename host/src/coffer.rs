@@ -11,22 +11,21 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::backend::postgres::PgDb;
 use crate::backend::s3::S3Store;
-use crate::backend::sqlite::SqliteDb;
 use crate::backend::{BackendKind, Backends, BlobStore, Location};
+use crate::catalog::Namespace;
+use crate::catalog::boundaries::Boundaries;
 use crate::catalog::lifecycle::{Lifecycle, Reservation};
-use crate::catalog::namespace::{Boundaries, Namespace};
 use crate::catalog::{Catalog, Committed, Record};
 use crate::config::{Config, DatabaseUrl};
 use crate::content::{ByteStream, Content, Digest, verify_stream};
+use crate::db::postgres::PgDb;
+use crate::db::sqlite::SqliteDb;
 use crate::error::{Error, Result};
+use crate::org::validate_org;
 use crate::policy::host::HostServices;
 use crate::policy::set::{PolicySet, Slot};
 use crate::policy::{Operation, Policy};
-
-/// Longest organisation identifier, in bytes.
-pub const MAX_ORG_LEN: usize = 128;
 
 /// Times a put starts again when the reservation or record it relied on
 /// was taken away under it (reaped by `coffer gc`, deleted concurrently).
@@ -80,31 +79,6 @@ impl ObjectInfo {
             deduplicated,
             parked: r.parked,
         }
-    }
-}
-
-/// Check an organisation identifier: 1 to 128 bytes, no `/`, no control
-/// characters, no surrounding white space. Whether it also makes a valid
-/// bucket name is the policy's question.
-pub fn validate_org(org: &str) -> Result<()> {
-    let problem = if org.is_empty() {
-        Some("is empty")
-    } else if org.len() > MAX_ORG_LEN {
-        Some("is longer than 128 bytes")
-    } else if org.contains('/') {
-        Some("contains '/'")
-    } else if org.chars().any(char::is_control) {
-        Some("contains a control character")
-    } else if org.trim() != org {
-        Some("starts or ends with white space")
-    } else if org == "." || org == ".." {
-        Some("is a path component")
-    } else {
-        None
-    };
-    match problem {
-        Some(p) => Err(Error::InvalidName(format!("organisation {org:?} {p}"))),
-        None => Ok(()),
     }
 }
 
@@ -270,7 +244,7 @@ impl Coffer {
             size: content.size(),
             content_type: content.content_type().to_string(),
             location: outcome.location.clone(),
-            created_at: crate::now_secs(),
+            created_at: crate::clock::now_secs(),
             parked: outcome.parked,
         };
         let chosen =
@@ -486,17 +460,6 @@ impl Coffer {
         self.services.backends.get(*backend)?.link(container, name, expires, filename, disposition)
     }
 
-    /// Reclaim what crashes and failures left behind, older than
-    /// `options.older_than`: abandoned reservations, unfinished deletions,
-    /// incomplete uploads, and unreferenced bytes (see [`crate::gc`]).
-    pub async fn gc(
-        &self,
-        options: &crate::gc::GcOptions,
-        progress: &dyn crate::gc::Progress,
-    ) -> Result<crate::gc::GcReport> {
-        crate::gc::run(&self.services, options, progress).await
-    }
-
     /// Time `n` policy decisions for `org`'s object `sha256` (`put`: the
     /// placement decision; otherwise `authorize` for a get), on fresh
     /// instances or one reused instance. For the benchmarks; not a stable
@@ -544,20 +507,5 @@ pub(crate) fn kept_being_reclaimed(org: &str, content: &Content) -> Error {
         ),
         retryable: true,
         source: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn org_identifiers() {
-        for ok in ["acme", "My_Org", "ünïcode", "a b"] {
-            assert!(validate_org(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "a/b", "..", " lead", "trail ", "tab\there", &"x".repeat(129)] {
-            assert!(matches!(validate_org(bad), Err(Error::InvalidName(_))), "{bad:?}");
-        }
     }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::backend::{BackendKind, Location};
+use crate::coffer::Coffer;
 use crate::error::{Error, Result};
 use crate::policy::host::HostServices;
 
@@ -104,8 +105,17 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {}
 
+impl Coffer {
+    /// Reclaim what crashes and failures left behind, older than
+    /// `options.older_than`: abandoned reservations, unfinished deletions,
+    /// incomplete uploads, and unreferenced bytes (see [`crate::gc`]).
+    pub async fn gc(&self, options: &GcOptions, progress: &dyn Progress) -> Result<GcReport> {
+        run(&self.services, options, progress).await
+    }
+}
+
 /// Run gc over `services`' catalog and stores.
-pub(crate) async fn run(services: &HostServices, options: &GcOptions, progress: &dyn Progress) -> Result<GcReport> {
+async fn run(services: &HostServices, options: &GcOptions, progress: &dyn Progress) -> Result<GcReport> {
     // In the catalog's clock, which its reservations were touched in.
     let now = services.catalog.now().await?;
     let cutoff = now.saturating_sub(options.older_than.as_secs());

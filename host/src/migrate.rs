@@ -155,7 +155,7 @@ impl Coffer {
     pub async fn migrate(&self, options: &MigrateOptions, progress: &dyn Progress) -> Result<MigrateReport> {
         let started = Instant::now();
         if let Some(org) = &options.org {
-            crate::coffer::validate_org(org)?;
+            crate::org::validate_org(org)?;
         }
         let mut report = MigrateReport { dry_run: options.dry_run, ..MigrateReport::default() };
         if !options.dry_run {

@@ -13,9 +13,10 @@
 use crate::catalog::Record;
 use crate::catalog::lifecycle::{Pin, Reservation};
 use crate::catalog::named::{Copied, Named, NamedCommitted, Names, validate_name};
-use crate::coffer::{Coffer, PUT_ATTEMPTS, kept_being_reclaimed, validate_org};
+use crate::coffer::{Coffer, PUT_ATTEMPTS, kept_being_reclaimed};
 use crate::content::{ByteStream, Content, range, verify_stream};
 use crate::error::{Error, Result};
+use crate::org::validate_org;
 use crate::policy::Operation;
 
 /// An open named object ([`Coffer::open_named`]): its bytes stay readable

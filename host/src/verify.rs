@@ -159,7 +159,7 @@ impl Coffer {
     ) -> Result<VerifyReport> {
         let started = Instant::now();
         if let Some(org) = &options.org {
-            crate::coffer::validate_org(org)?;
+            crate::org::validate_org(org)?;
         }
         let report = Mutex::new(VerifyReport { deep: options.deep, ..VerifyReport::default() });
         let catalog = &self.services.catalog;

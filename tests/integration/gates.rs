@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coffer::backend::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload, Location};
-use coffer::catalog::namespace::{Claimed, Namespace};
-use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Released, Relocated, Reserved, Token, Tombstone};
+use coffer::catalog::{
+    Catalog, Claimed, Claims, Committed, Lease, Locations, NamedObjects, Namespace, Pending, Record, Records, Released,
+    Relocated, Reserved, Token, Tombstone,
+};
 use coffer::content::ByteStream;
 use coffer::{Content, Digest, Result};
 use tokio::sync::Notify;
@@ -140,24 +142,22 @@ pub struct PausingCatalog {
 }
 
 #[async_trait]
-impl Catalog for PausingCatalog {
-    async fn now(&self) -> Result<u64> {
-        self.inner.now().await
-    }
+impl Records for PausingCatalog {
     async fn lookup(&self, org: &str, sha: &Digest) -> Result<Option<Record>> {
         self.inner.lookup(org, sha).await
     }
     async fn list(&self, org: &str, after: Option<&Digest>, limit: usize) -> Result<Vec<Record>> {
         self.inner.list(org, after, limit).await
     }
-    async fn claim(&self, org: &str, ns: &Namespace) -> Result<Claimed> {
-        self.inner.claim(org, ns).await
-    }
-    async fn claims(&self, org: &str) -> Result<Vec<Namespace>> {
-        self.inner.claims(org).await
-    }
     async fn scan(&self, after: Option<(&str, &Digest)>, parked_only: bool, limit: usize) -> Result<Vec<Record>> {
         self.inner.scan(after, parked_only, limit).await
+    }
+}
+
+#[async_trait]
+impl Locations for PausingCatalog {
+    async fn now(&self) -> Result<u64> {
+        self.inner.now().await
     }
     async fn relocate(
         &self,
@@ -170,12 +170,6 @@ impl Catalog for PausingCatalog {
     ) -> Result<Relocated> {
         self.gates.before_relocate.pass().await;
         self.inner.relocate(org, sha, from, to, t, lease).await
-    }
-    async fn adopt(&self, org: &str, ns: &Namespace) -> Result<Claimed> {
-        self.inner.adopt(org, ns).await
-    }
-    async fn adopted(&self) -> Result<Vec<(String, Namespace)>> {
-        self.inner.adopted().await
     }
     async fn reserve(&self, p: &Pending) -> Result<Reserved> {
         let r = self.inner.reserve(p).await;
@@ -222,3 +216,21 @@ impl Catalog for PausingCatalog {
         self.inner.containers(b).await
     }
 }
+
+#[async_trait]
+impl Claims for PausingCatalog {
+    async fn claim(&self, org: &str, ns: &Namespace) -> Result<Claimed> {
+        self.inner.claim(org, ns).await
+    }
+    async fn claims(&self, org: &str) -> Result<Vec<Namespace>> {
+        self.inner.claims(org).await
+    }
+    async fn adopt(&self, org: &str, ns: &Namespace) -> Result<Claimed> {
+        self.inner.adopt(org, ns).await
+    }
+    async fn adopted(&self) -> Result<Vec<(String, Namespace)>> {
+        self.inner.adopted().await
+    }
+}
+
+impl NamedObjects for PausingCatalog {}

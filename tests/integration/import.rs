@@ -8,8 +8,7 @@
 use std::collections::BTreeMap;
 
 use coffer::backend::BackendKind;
-use coffer::catalog::Catalog;
-use coffer::catalog::namespace::{Claimed, Namespace};
+use coffer::catalog::{Claimed, Claims, Namespace};
 use coffer::gc::NoProgress;
 use coffer::import::{ImportOptions, ImportReport, ImportSource, MappingLine};
 use coffer::{Coffer, Digest};
@@ -157,7 +156,7 @@ async fn a_request_tracker_bucket_is_adopted_in_place() {
 
     // No put can ever write there: a claim overlapping the adoption is
     // refused, for the adopting organisation too.
-    let catalog = coffer::backend::sqlite::SqliteDb::open(dir.path().join("coffer.db")).await.unwrap();
+    let catalog = coffer::db::sqlite::SqliteDb::open(dir.path().join("coffer.db")).await.unwrap();
     for (org, prefix) in [("acme", ""), ("acme", "ab"), ("beta", "")] {
         let ns = Namespace { backend: BackendKind::S3, container: rt.clone(), prefix: prefix.into() };
         assert!(matches!(catalog.claim(org, &ns).await.unwrap(), Claimed::Taken(_)), "{org} {prefix:?}");

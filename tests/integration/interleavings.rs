@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer::backend::postgres::PgDb;
 use coffer::backend::s3::S3Store;
-use coffer::backend::sqlite::SqliteDb;
 use coffer::backend::{Backends, BlobStore};
 use coffer::catalog::Catalog;
 use coffer::config::DatabaseUrl;
+use coffer::db::postgres::PgDb;
+use coffer::db::sqlite::SqliteDb;
 use coffer::gc::{GcOptions, NoProgress};
 use coffer::{Coffer, Content, Digest, Error, ObjectInfo};
 use tokio::task::JoinHandle;

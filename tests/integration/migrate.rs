@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer::backend::s3::S3Store;
-use coffer::backend::sqlite::SqliteDb;
 use coffer::backend::{BackendKind, Backends, BlobStore};
-use coffer::catalog::Catalog;
+use coffer::catalog::Locations;
+use coffer::db::sqlite::SqliteDb;
 use coffer::gc::NoProgress;
 use coffer::migrate::MigrateOptions;
 use coffer::verify::{Finding, Problem, VerifyOptions};

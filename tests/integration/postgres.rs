@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use assert_cmd::Command;
-use coffer::backend::postgres::{PgDb, PgOptions};
 use coffer::config::DatabaseUrl;
+use coffer::db::postgres::{PgDb, PgOptions};
 use coffer::{Coffer, Config, Content, Digest, Error, ErrorKind};
 use serde_json::Value;
 
 use crate::pg_server::{PASSWORD, fresh_database};
 use crate::support::{data, s3_config, unique_bucket};
 
-fn pg_url(url: &str) -> coffer::backend::postgres::PgUrl {
+fn pg_url(url: &str) -> coffer::config::PgUrl {
     match DatabaseUrl::parse(url).unwrap() {
         DatabaseUrl::Postgres(u) => *u,
         other => panic!("not PostgreSQL: {other:?}"),
@@ -349,7 +349,7 @@ async fn tls_modes_encrypt_and_verify_full_checks_the_certificate() {
     let base = url.strip_suffix("?sslmode=disable").unwrap().to_string();
     let name = base.rsplit_once('/').unwrap().1.to_string();
     let db = PgDb::open(&pg_url(&format!("{base}?sslmode=require&application_name=coffer-tls"))).await.unwrap();
-    coffer::catalog::Catalog::lookup(&db, "acme", &Digest::of(b"x")).await.unwrap();
+    coffer::catalog::Records::lookup(&db, "acme", &Digest::of(b"x")).await.unwrap();
     let encrypted: i64 = raw(&url)
         .await
         .query_one(
@@ -384,7 +384,7 @@ async fn tls_modes_encrypt_and_verify_full_checks_the_certificate() {
 #[tokio::test]
 async fn repeats_of_committed_transactions_answer_as_the_first() {
     use coffer::backend::{BackendKind, Location};
-    use coffer::catalog::{Catalog, Lease, Pending, Released, Reserved, Token};
+    use coffer::catalog::{Lease, Locations, Pending, Released, Reserved, Token};
     let db = PgDb::open(&pg_url(&fresh_database("repeats").await)).await.unwrap();
     let sha = Digest::of(b"repeat");
     let at = Location { backend: BackendKind::Database, container: "acme".into(), name: sha.to_string() };
@@ -510,7 +510,7 @@ async fn two_hosts_migrate_one_catalog_at_once() {
 #[tokio::test]
 async fn a_repeated_relocation_answers_as_the_first() {
     use coffer::backend::{BackendKind, Location};
-    use coffer::catalog::{Catalog, Committed, Lease, Pending, Record, Relocated, Reserved, Token};
+    use coffer::catalog::{Committed, Lease, Locations, Pending, Record, Records, Relocated, Reserved, Token};
     let db = PgDb::open(&pg_url(&fresh_database("relocate").await)).await.unwrap();
     let sha = Digest::of(b"moved");
     let at = |backend, container: &str| Location { backend, container: container.into(), name: sha.to_string() };

@@ -1,5 +1,5 @@
-//! Where bytes live: the [`BlobStore`] trait, one implementation per file
-//! (`sqlite/`, `postgres/`, and `s3/` for S3-compatible stores), and [`Backends`],
+//! Where bytes live: the [`BlobStore`] trait, [`s3`] for S3-compatible
+//! stores (the databases' stores are in [`crate::db`]), and [`Backends`],
 //! which routes a [`Location`] to the store that holds it. Routing lives
 //! here, never inside a backend.
 
@@ -13,9 +13,7 @@ use serde::Serialize;
 use crate::content::{ByteStream, Content, Digest};
 use crate::error::{Error, Result};
 
-pub mod postgres;
 pub mod s3;
-pub mod sqlite;
 
 /// Which kind of store holds an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

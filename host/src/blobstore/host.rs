@@ -1,6 +1,7 @@
-//! The `wasi:blobstore` imports, each a thin call into [`Coffer`]'s named
+//! The `wasi:blobstore` imports, each a thin call into Coffer's named
 //! objects ([`crate::named`]) for the context's organisation, its error
-//! turned into the plugin's string in one place ([`super::error_string`]).
+//! turned into the plugin's string in one place (`ctx.rs`), and
+//! [`add_to_linker`], which wires them into a platform's linker.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -8,15 +9,15 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use wasmtime::component::Resource;
+use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 use super::bindings::wasi::blobstore::{blobstore, container, types};
+use super::ctx::{Blobstore, Open, error_string};
+use super::resources::{ContainerHandle, IncomingValue, MAX_NAMES_PER_VALUE, NameStream, OutgoingValue, Writing};
 use super::streams::{BodyWriter, End, Failure, IN_FLIGHT, ValueReader};
-use super::{Blobstore, Open, Slot, error_string};
 use crate::content::{ByteStream, Content};
 use crate::error::{Error, Result};
-use crate::named::OpenNamed;
 
 /// Names fetched from the catalog at a time by `list-objects`.
 const LIST_PAGE: usize = 1000;
@@ -24,62 +25,6 @@ const LIST_PAGE: usize = 1000;
 /// Most names one `read-stream-object-names` (or `skip`) takes, whatever
 /// it asks.
 const MAX_NAMES_PER_READ: u64 = 1000;
-
-/// A container resource: the name of one of the organisation's
-/// containers (each call checks it still exists).
-#[derive(Debug)]
-pub struct ContainerHandle {
-    name: String,
-}
-
-/// A `stream-object-names`: pages of a container's names, in name order.
-#[derive(Debug)]
-pub struct NameStream {
-    container: String,
-    after: String,
-    buffered: VecDeque<String>,
-    exhausted: bool,
-    _slot: Slot,
-}
-
-/// An outgoing value: its body is spooled and hashed by a task as the
-/// plugin writes it; `write-data` adds names to store it under.
-#[derive(Debug)]
-pub struct OutgoingValue {
-    state: Writing,
-    names: Vec<(String, String)>,
-}
-
-/// An outgoing value's body, as it is being written.
-#[derive(Debug)]
-enum Writing {
-    /// Its stream (until taken) and the task spooling what is written.
-    Open { body: Option<BodyWriter>, spooled: tokio::task::JoinHandle<Result<Content>>, _slot: Slot },
-    /// Refused a slot (too many open): no stream, and `finish` gives
-    /// this error.
-    Refused(String),
-}
-
-/// Most names one outgoing value may be written under.
-const MAX_NAMES_PER_VALUE: usize = 16;
-
-impl std::fmt::Debug for BodyWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BodyWriter").finish_non_exhaustive()
-    }
-}
-
-/// An incoming value: an open object (its bytes pinned) and the range of
-/// it to read.
-#[derive(Debug)]
-pub struct IncomingValue {
-    open: OpenNamed,
-    /// The range asked for (inclusive), and how many bytes it holds.
-    start: u64,
-    end: u64,
-    len: u64,
-    slot: Slot,
-}
 
 /// `Ok(Err(string))` for a failed operation: the plugin's error.
 type Answer<T> = wasmtime::Result<std::result::Result<T, String>>;
@@ -443,4 +388,38 @@ impl blobstore::Host for Blobstore<'_> {
             ((src.container.as_str(), src.object.as_str()), (dest.container.as_str(), dest.object.as_str()));
         answer(self.ctx.coffer.copy_named(&self.ctx.org, from, to, true).await.map(|_| ()))
     }
+}
+
+struct HasBlobstore;
+
+impl HasData for HasBlobstore {
+    type Data<'a> = Blobstore<'a>;
+}
+
+/// Add `wasi:blobstore` to `linker`; `view` gives each call the store's
+/// [`Blobstore`] view. The `wasi:io` interfaces come from wasmtime-wasi
+/// (`wasmtime_wasi::p2::add_to_linker_async`), on the same table.
+///
+/// ```no_run
+/// # use wasmtime::component::{Linker, ResourceTable};
+/// # use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+/// # use coffer::blobstore::{self, Blobstore, BlobstoreCtx};
+/// struct Plugin { wasi: WasiCtx, blobs: BlobstoreCtx, table: ResourceTable }
+/// impl WasiView for Plugin {
+///     fn ctx(&mut self) -> WasiCtxView<'_> { WasiCtxView { ctx: &mut self.wasi, table: &mut self.table } }
+/// }
+/// # fn demo(engine: &wasmtime::Engine) -> wasmtime::Result<()> {
+/// let mut linker = Linker::<Plugin>::new(engine);
+/// wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+/// blobstore::add_to_linker(&mut linker, |p: &mut Plugin| Blobstore { ctx: &p.blobs, table: &mut p.table })?;
+/// # Ok(()) }
+/// ```
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Blobstore<'_>,
+) -> wasmtime::Result<()> {
+    super::bindings::wasi::blobstore::types::add_to_linker::<T, HasBlobstore>(linker, view)?;
+    super::bindings::wasi::blobstore::container::add_to_linker::<T, HasBlobstore>(linker, view)?;
+    super::bindings::wasi::blobstore::blobstore::add_to_linker::<T, HasBlobstore>(linker, view)?;
+    Ok(())
 }

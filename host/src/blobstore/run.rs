@@ -9,7 +9,8 @@ use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
-use super::{Blobstore, BlobstoreCtx};
+use super::ctx::{Blobstore, BlobstoreCtx};
+use super::host::add_to_linker;
 use crate::error::{Error, Result};
 
 /// Largest output a captured run keeps, per stream.
@@ -66,7 +67,7 @@ pub async fn run_plugin(blobs: BlobstoreCtx, wasm: &[u8], args: &[String], captu
         .map_err(|e| Error::InvalidInput(format!("not a usable WebAssembly component: {e:#}")))?;
     let mut linker = Linker::<PluginState>::new(&engine);
     let linked = wasmtime_wasi::p2::add_to_linker_async(&mut linker).and_then(|()| {
-        super::add_to_linker(&mut linker, |s: &mut PluginState| Blobstore { ctx: &s.blobs, table: &mut s.table })
+        add_to_linker(&mut linker, |s: &mut PluginState| Blobstore { ctx: &s.blobs, table: &mut s.table })
     });
     linked.map_err(|e| Error::Internal(format!("linking the plugin's imports: {e:#}")))?;
 

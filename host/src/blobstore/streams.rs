@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
 
+use super::ctx::{Slot, error_string};
 use crate::content::ByteStream;
 use crate::named::OpenNamed;
 
@@ -80,7 +81,7 @@ pub struct ValueReader {
     pub end: End,
     pub _open: OpenNamed,
     /// Counted as an open read and as an open stream.
-    pub _slots: (super::Slot, super::Slot),
+    pub _slots: (Slot, Slot),
 }
 
 /// How a [`ValueReader`]'s stream ended, once it has.
@@ -98,7 +99,7 @@ impl Pollable for ValueReader {
         }
         match self.stream.next().await {
             Some(Ok(chunk)) => self.buffered = chunk,
-            Some(Err(e)) => self.end = End::Failed(Some(super::error_string(&e))),
+            Some(Err(e)) => self.end = End::Failed(Some(error_string(&e))),
             None => self.end = End::Closed,
         }
     }
@@ -118,5 +119,11 @@ impl InputStream for ValueReader {
                 Err(StreamError::LastOperationFailed(wasmtime::Error::msg(why)))
             }
         }
+    }
+}
+
+impl std::fmt::Debug for BodyWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyWriter").finish_non_exhaustive()
     }
 }

@@ -92,7 +92,7 @@ impl Lifecycle {
         let patience = Duration::from_secs(self.lease().secs + 1) + self.delete_timeout;
         let mut delay = Duration::from_millis(5);
         loop {
-            let now = crate::now_secs();
+            let now = crate::clock::now_secs();
             let pending = Pending {
                 token: Token::new(),
                 org: org.to_string(),
@@ -162,7 +162,7 @@ impl Lifecycle {
         Ok(Some((named, Pin { _reservation: reservation, heartbeat })))
     }
 
-    /// Drop names (see [`Catalog::drop_names`]) and delete the bytes that
+    /// Drop names (see [`NamedObjects::drop_names`](super::NamedObjects::drop_names)) and delete the bytes that
     /// left unreferenced; false if the container does not exist.
     pub async fn drop_names(&self, org: &str, container: &str, which: super::named::Names<'_>) -> Result<bool> {
         let (lease, asked) = (self.lease(), Instant::now());
@@ -202,7 +202,7 @@ impl Lifecycle {
     /// old bytes from being deleted (`coffer gc` deletes them later).
     ///
     /// With `Refs::Names`, `record` stands for the organisation's names at
-    /// its location (see [`Catalog::scan_named`]), and they are switched.
+    /// its location (see [`NamedObjects::scan_named`](super::NamedObjects::scan_named)), and they are switched.
     pub async fn relocate(
         &self,
         record: &Record,
@@ -363,7 +363,7 @@ async fn heartbeat(catalog: &dyn Catalog, token: &Token, what: &str) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     loop {
         tick.tick().await;
-        match catalog.touch(token, crate::now_secs()).await {
+        match catalog.touch(token, crate::clock::now_secs()).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!("{what} was reaped (coffer gc --older-than is shorter than it was held)");

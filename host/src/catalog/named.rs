@@ -1,6 +1,7 @@
 //! Named objects on top of content addressing (the `wasi:blobstore`
 //! host, [`crate::blobstore`]): an organisation's *containers* hold
-//! *names*, and each name points at a location holding content by digest.
+//! *names*, and each name points at a location holding content by digest;
+//! [`NamedObjects`] is how a database keeps them.
 //!
 //! A name is a reference to its location, like a record: the lifecycle's
 //! rules (see [`super`]) count it, so bytes are never deleted while a name
@@ -10,11 +11,14 @@
 //! content), never pointed at a location the organisation does not
 //! already hold; copies and moves only add and drop names.
 
+use async_trait::async_trait;
 use serde::Serialize;
 
-use super::Tombstone;
+use super::locations::{Lease, Pending, Relocated, Token, Tombstone};
+use super::records::Record;
 use crate::backend::Location;
 use crate::content::Digest;
+use crate::error::{Error, Result};
 
 /// Longest container or object name, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;
@@ -50,7 +54,7 @@ impl Named {
     }
 }
 
-/// What [`super::Catalog::drop_names`] drops: what the caller checked
+/// What [`NamedObjects::drop_names`] drops: what the caller checked
 /// (the policy's consent is for the content it saw), nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Names<'a> {
@@ -62,7 +66,7 @@ pub enum Names<'a> {
     Container,
 }
 
-/// What [`super::Catalog::commit_named`] did.
+/// What [`NamedObjects::commit_named`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamedCommitted {
     /// The name points at the content; with a tombstone when the content
@@ -78,7 +82,7 @@ pub enum NamedCommitted {
     Lost,
 }
 
-/// What [`super::Catalog::copy_named`] did.
+/// What [`NamedObjects::copy_named`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Copied {
     /// The destination names the source's content; with the tombstones of
@@ -96,7 +100,7 @@ pub enum Copied {
 /// Check a container or object name: 1 to 1024 bytes of UTF-8, no control
 /// characters (the blobstore contract allows any string; these would only
 /// make listings and logs ambiguous).
-pub fn validate_name(what: &str, name: &str) -> crate::Result<()> {
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
     let problem = if name.is_empty() {
         Some("is empty".to_string())
     } else if name.len() > MAX_NAME_LEN {
@@ -110,4 +114,145 @@ pub fn validate_name(what: &str, name: &str) -> crate::Result<()> {
         Some(p) => Err(crate::Error::InvalidName(format!("{what} name {name:?} {p}"))),
         None => Ok(()),
     }
+}
+
+/// Named objects: containers of names, each pointing at content by
+/// location. Each method is one transaction; a name is a reference in the
+/// lifecycle's rules ([`super`]). A catalog that does not keep named
+/// objects keeps the defaults, which say so.
+#[async_trait]
+pub trait NamedObjects: Send + Sync {
+    /// Create `org`'s container `container`; false if it already existed.
+    async fn create_container(&self, org: &str, container: &str) -> Result<bool> {
+        let _ = (org, container);
+        Err(no_names())
+    }
+
+    /// When `org`'s container `container` was created, if it exists.
+    async fn container(&self, org: &str, container: &str) -> Result<Option<u64>> {
+        let _ = (org, container);
+        Err(no_names())
+    }
+
+    /// The name `name` in `org`'s container `container`.
+    async fn named(&self, org: &str, container: &str, name: &str) -> Result<Option<Named>> {
+        let _ = (org, container, name);
+        Err(no_names())
+    }
+
+    /// The names in `org`'s container `container` in name order, after
+    /// `after`; `None` if the container does not exist.
+    async fn list_named(&self, org: &str, container: &str, after: &str, limit: usize) -> Result<Option<Vec<Named>>> {
+        let _ = (org, container, after, limit);
+        Err(no_names())
+    }
+
+    /// Point `named` (its organisation, container and name) at the content
+    /// the reservation `token` holds, or with no token at the location of
+    /// the organisation's own record of the content, in one transaction:
+    /// the reservation is gone, and a name it replaces is dropped, its
+    /// location tombstoned on `lease`'s terms if that left it unreferenced.
+    /// Only if the name is still the version `replaces` (`None`: no
+    /// name), what the caller checked; otherwise `Changed`.
+    async fn commit_named(
+        &self,
+        token: Option<&Token>,
+        named: &Named,
+        replaces: Option<&Version>,
+        lease: &Lease,
+    ) -> Result<NamedCommitted> {
+        let _ = (token, named, replaces, lease);
+        Err(no_names())
+    }
+
+    /// Drop `which` names (or the empty container) of `org`'s container
+    /// `container` in one transaction, tombstoning on `lease`'s terms every
+    /// location that left unreferenced; `None` if the container does not
+    /// exist.
+    async fn drop_names(
+        &self,
+        org: &str,
+        container: &str,
+        which: Names<'_>,
+        lease: &Lease,
+    ) -> Result<Option<Vec<Tombstone>>> {
+        let _ = (org, container, which, lease);
+        Err(no_names())
+    }
+
+    /// Point `to` (container, name) at what `from` names, in one
+    /// transaction, and with `remove_source` drop `from` (a move): no byte
+    /// is copied. A destination it replaces is dropped, its location
+    /// tombstoned on `lease`'s terms if that left it unreferenced. Only if
+    /// `from` is still the version `expect.0` and `to` the version
+    /// `expect.1` (`None`: no name), what the caller checked; otherwise
+    /// `Changed`.
+    async fn copy_named(
+        &self,
+        org: &str,
+        from: (&str, &str),
+        to: (&str, &str),
+        remove_source: bool,
+        expect: (&Version, Option<&Version>),
+        lease: &Lease,
+    ) -> Result<Copied> {
+        let _ = (org, from, to, remove_source, expect, lease);
+        Err(no_names())
+    }
+
+    /// The name `name` in `org`'s container `container`, and, in the same
+    /// transaction, a pending reference `pending` (whose location and
+    /// content are taken from the name) that keeps its bytes until it is
+    /// released, whatever happens to the name meanwhile.
+    async fn pin_named(
+        &self,
+        org: &str,
+        container: &str,
+        name: &str,
+        token: &Token,
+    ) -> Result<Option<(Named, Pending)>> {
+        let _ = (org, container, name, token);
+        Err(no_names())
+    }
+
+    /// The locations names point at, as records for `coffer migrate` and
+    /// `coffer verify`: one per organisation (`org`'s only, if given) and
+    /// location (its digest, size and content type, the earliest time,
+    /// parked if any name there is), leaving out locations a record of the
+    /// same organisation has (moving the record moves its names), in
+    /// (organisation, location) order after `after`. A catalog without
+    /// named objects has none.
+    async fn scan_named(
+        &self,
+        org: Option<&str>,
+        after: Option<(&str, &Location)>,
+        parked_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let _ = (org, after, parked_only, limit);
+        Ok(Vec::new())
+    }
+
+    /// Whether any of `org`'s names points at `at`.
+    async fn named_at(&self, org: &str, at: &Location) -> Result<bool> {
+        let _ = (org, at);
+        Ok(false)
+    }
+
+    /// [`super::Locations::relocate`] for names: every name of `record`'s
+    /// organisation at its location (holding its content; `record` as
+    /// [`NamedObjects::scan_named`] gave it) now names `to`, which the
+    /// reservation `token` holds (and is no longer parked), in one
+    /// transaction; the reservation is gone, and the old location is
+    /// tombstoned on `lease`'s terms if that left it unreferenced.
+    /// `Changed(None)` when no name is there any more.
+    async fn relocate_named(&self, record: &Record, to: &Location, token: &Token, lease: &Lease) -> Result<Relocated> {
+        let _ = (record, to, token, lease);
+        Err(no_names())
+    }
+}
+
+/// What a catalog without named objects answers.
+fn no_names() -> Error {
+    Error::Unsupported("this catalog does not keep named objects (wasi:blobstore)".into())
 }

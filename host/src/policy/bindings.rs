@@ -1,4 +1,11 @@
-//! The one `bindgen!` of the host, for `wit/storage.wit`.
+//! The one `bindgen!` of the host, for `wit/storage.wit`, and the host type
+//! behind the contract's one resource.
+
+use crate::content::Content;
+
+/// The content resource as the guest holds it.
+#[derive(Debug)]
+pub struct ContentHandle(pub Content);
 
 wasmtime::component::bindgen!({
     world: "policy-component",
@@ -6,6 +13,6 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
     exports: { default: async },
     with: {
-        "coffer:storage/store.content": crate::policy::host::ContentHandle,
+        "coffer:storage/store.content": ContentHandle,
     },
 });

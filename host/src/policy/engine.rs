@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -226,16 +226,6 @@ impl PolicyEngine {
 
 pub fn first_line(e: &wasmtime::Error) -> String {
     format!("{e:#}").lines().next().unwrap_or_default().to_string()
-}
-
-/// The default cache directory: `$XDG_CACHE_HOME/coffer`, or
-/// `~/.cache/coffer`.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("coffer"))
 }
 
 #[cfg(test)]

@@ -9,13 +9,15 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::bindings::ContentHandle;
 use super::bindings::coffer::storage::{host, store, types};
 use super::convert;
 use super::limits::{CallLimiter, GuestClock};
 use crate::backend::{Backends, Location};
 use crate::catalog::Catalog;
+use crate::catalog::Namespace;
+use crate::catalog::boundaries::Boundaries;
 use crate::catalog::lifecycle::{Lifecycle, Reservation};
-use crate::catalog::namespace::{Boundaries, Namespace};
 use crate::config::Config;
 use crate::content::Content;
 use crate::error::{Error, Result};
@@ -31,10 +33,6 @@ pub struct HostServices {
     pub lifecycle: Arc<Lifecycle>,
     pub boundaries: Boundaries,
 }
-
-/// The content resource as the guest holds it.
-#[derive(Debug)]
-pub struct ContentHandle(pub Content);
 
 /// Host errors kept back from the guest, at most this many per call.
 const WITHHELD: usize = 16;
@@ -403,7 +401,7 @@ impl host::Host for CallState {
 
     async fn now(&mut self) -> wasmtime::Result<u64> {
         self.spend_host_call()?;
-        Ok(crate::now_secs())
+        Ok(crate::clock::now_secs())
     }
 
     async fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {

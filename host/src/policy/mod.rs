@@ -1,11 +1,19 @@
-//! Running policy components: engines shared by the process (`engine.rs`),
-//! components compiled once and instantiated fresh for every call (a
-//! clean, isolated instance per operation; see BENCHMARKS.md for the
-//! measurements behind the choice), each call bounded in fuel, memory and
-//! store operations; the policies in force in `set.rs`.
+//! Running policy components: components compiled once and instantiated
+//! fresh for every call (a clean, isolated instance per operation; see
+//! BENCHMARKS.md for the measurements behind the choice), each call bounded
+//! in fuel, memory and store operations.
+//!
+//! - this file: [`Policy`], one loaded component, and its calls;
+//! - `bindings.rs`: the one `bindgen!` of `wit/storage.wit`;
+//! - `host.rs`: the per-call state and the thin imports a guest calls;
+//! - `convert.rs`: the contract's types to the host's, errors mapped in one
+//!   place;
+//! - `limits.rs`: what bounds one call (memory, tables, the guest's clock);
+//! - `engine.rs` (and `engine/cache.rs`): engines shared by the process,
+//!   instance slots, compiled components cached on disk;
+//! - `set.rs`: the policies in force, swapped while the host runs.
 
 mod bindings;
-pub mod check;
 mod convert;
 pub mod engine;
 pub(crate) mod host;
@@ -20,10 +28,11 @@ use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker};
 
+use self::bindings::ContentHandle;
 use self::bindings::coffer::storage::types;
 use self::bindings::{PolicyComponent, PolicyComponentPre};
 use self::engine::{PolicyEngine, first_line};
-use self::host::{CallState, ContentHandle, HostServices};
+use self::host::{CallState, HostServices};
 use crate::backend::Location;
 use crate::catalog::Record;
 use crate::catalog::lifecycle::Reservation;

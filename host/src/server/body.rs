@@ -1,13 +1,16 @@
 //! Bodies in and out: the upload stream (bounded, with an idle timeout),
-//! ranges of a verified stream, and counting what goes out.
+//! JSON request bodies, ranges of a verified stream, the minimum rate of
+//! responses, and counting what goes out.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::StatusCode;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use super::error::{ApiError, ApiResult};
 use crate::content::ByteStream;
 use crate::{Error, Result};
 
@@ -44,9 +47,13 @@ impl Pace {
 }
 
 /// A response stream that fails (cutting the response short) once its
-/// client reads, on average, slower than `pace` allows. A client that
-/// stops reading altogether is the connection's write timeout's.
+/// client reads, on average, slower than `pace` allows (with a minimum
+/// rate of 0, the stream as it is). A client that stops reading
+/// altogether is the connection's write timeout's.
 pub fn paced(stream: ByteStream, pace: Pace) -> ByteStream {
+    if pace.min_rate == 0 {
+        return stream;
+    }
     let started = std::time::Instant::now();
     let mut sent = 0u64;
     let mut failed = false;
@@ -211,6 +218,31 @@ pub fn tar_header(name: &str, size: u64, mtime: u64) -> Result<Bytes> {
 pub fn tar_padding(size: u64) -> Bytes {
     let rest = (size % 512) as usize;
     if rest == 0 { Bytes::new() } else { Bytes::from(vec![0u8; 512 - rest]) }
+}
+
+/// Largest JSON request body.
+const MAX_JSON: usize = 1 << 20;
+
+/// A JSON request body (at most [`MAX_JSON`] bytes); an empty one is
+/// `T::default()`.
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned + Default>(body: Body) -> ApiResult<T> {
+    let bytes = axum::body::to_bytes(body, MAX_JSON).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", format!("a JSON body is at most {MAX_JSON} bytes"))
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the JSON body: {e}")))
+}
+
+/// A response stream whose failure (a corrupt object, a backend gone, a
+/// client too slow) is logged: the client only sees its response cut off.
+pub(crate) fn logged(stream: ByteStream, what: String) -> ByteStream {
+    Box::pin(stream.inspect(move |item| {
+        if let Err(e) = item {
+            tracing::error!(object = %what, "a read broke off: {e}");
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The service's errors: every failure answers JSON `{"error": kind,
-//! "message": …}` with the status that fits, and [`coffer::Error`] is
+//! "message": …}` with the status that fits, and [`crate::Error`] is
 //! mapped to a status in one place ([`ApiError::from`]).
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::{Error, ErrorKind};
+
+/// What a handler answers: its response, or an error answer.
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// An error answer.
 #[derive(Debug)]
@@ -61,6 +64,11 @@ impl ApiError {
 
     pub fn unavailable(kind: &'static str, message: impl Into<String>, retry_after: u64) -> ApiError {
         ApiError { retry_after: Some(retry_after), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, kind, message) }
+    }
+
+    /// No answer within the request timeout `after`.
+    pub fn timed_out(after: std::time::Duration) -> ApiError {
+        ApiError::unavailable("timeout", format!("no answer within {} s; try again", after.as_secs()), 1)
     }
 }
 

@@ -4,9 +4,9 @@
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
+use super::client::{Payload, S3Store, check_names};
 use super::error::Op;
 use super::sign::encode;
-use super::{Payload, S3Store, check_names};
 use crate::backend::IncompleteUpload;
 use crate::error::{Error, Result};
 

@@ -18,13 +18,18 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
+use super::client::{DIGEST_METADATA, Payload, S3Store, sha256_hex};
 use super::error::{Op, S3ErrorBody, parse_error};
 use super::sign::encode;
-use super::{DIGEST_METADATA, MAX_SINGLE_PUT, PART_CONCURRENCY, Payload, S3Store, sha256_hex};
 use crate::backend::BlobStore;
+use crate::config::MAX_SINGLE_PUT;
 use crate::content::Content;
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
+
+/// Parts of one upload in flight at once: with the part size this bounds
+/// the memory a multipart upload holds.
+pub const PART_CONCURRENCY: usize = 4;
 
 /// S3's most parts in one upload.
 pub const MAX_PARTS: u64 = 10_000;

@@ -1,0 +1,18 @@
+//! Content going in and coming out:
+//! - `digest.rs`: the SHA-256 [`Digest`] that names it;
+//! - `input.rs`: [`Content`], hashed natively before the policy sees it
+//!   (spooled to a temporary file when the input cannot be read twice);
+//! - `parts.rs`: the digests of its parts, for multipart uploads, recorded
+//!   in the same pass;
+//! - `stream.rs`: [`verify_stream`], which checks bytes coming back against
+//!   their digest, and [`range`]s of them.
+
+mod digest;
+mod input;
+mod parts;
+mod stream;
+
+pub use self::digest::{Digest, Sha256};
+pub use self::input::{Content, DEFAULT_CONTENT_TYPE, MAX_PEEK, normalize_content_type};
+pub use self::parts::{PART_SIZE, PARTS_ABOVE, PartDigest};
+pub use self::stream::{ByteStream, CHUNK, range, verify_stream};

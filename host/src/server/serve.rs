@@ -1,0 +1,135 @@
+//! [`Server`]: bind, then serve until the shutdown future completes,
+//! draining requests in flight within the grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::app::{App, Limits};
+use super::auth::Tokens;
+use super::router::router;
+use crate::coffer::Coffer;
+use crate::config::DEFAULT_LISTEN;
+use crate::error::{Error, Result};
+
+/// A bound, not yet serving, server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<App>,
+}
+
+impl Server {
+    /// Check the settings and bind: to `listen`, or the configured
+    /// address, or `127.0.0.1:8080`. Without any token configured, only
+    /// a loopback address is accepted.
+    pub async fn bind(coffer: Coffer, listen: Option<&str>) -> Result<Server> {
+        let settings = coffer.config().server.clone();
+        settings.validate()?;
+        let listen = listen.or(settings.listen.as_deref()).unwrap_or(DEFAULT_LISTEN).to_string();
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&listen)
+            .await
+            .map_err(|e| Error::Config(format!("cannot use listen address {listen:?}: {e}")))?
+            .collect();
+        let tokens = Tokens::new(&settings);
+        if !tokens.any() && addrs.iter().any(|a| !a.ip().is_loopback()) {
+            return Err(Error::Config(format!(
+                "no tokens are configured, so the server would let anyone read and write: it listens only on a \
+                 loopback address (127.0.0.1, ::1) until tokens are set ([[server.tokens]] in the config file), \
+                 not on {listen}"
+            )));
+        }
+        let listener = TcpListener::bind(&addrs[..])
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {listen}: {e}")))?;
+        let limits = Limits::from_settings(&settings);
+        let app = Arc::new(App {
+            coffer,
+            tokens,
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            per_org: Default::default(),
+            readiness: Default::default(),
+            limits,
+            draining: AtomicBool::new(false),
+        });
+        Ok(Server { listener, app })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener.local_addr().map_err(|e| Error::io("the listening socket", e))
+    }
+
+    /// Serve until `shutdown` completes; then stop accepting, let requests
+    /// in flight finish (for up to the grace period), and wait for
+    /// clean-up. Policy files are watched and swapped in as they change.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Server { listener, app } = self;
+        let watcher = app.coffer.watch_policies(Duration::from_secs(2));
+        let router = router(app.clone());
+        // HTTP/1.1 only: h2c would bring streams that flow control can
+        // stall without a write ever blocking, out of the timeouts' reach
+        // (put a proxy in front for HTTP/2).
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(app.limits.idle_timeout);
+        let builder = Arc::new(builder);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut connections = tokio::task::JoinSet::new();
+        tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), tokens = app.tokens.any(), "serving");
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors, say: wait a moment rather than spin.
+                        tracing::warn!("accepting a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // Finished connections leave the set as new ones come.
+            while connections.try_join_next().is_some() {}
+            let _ = stream.set_nodelay(true);
+            // Clients that stop reading a response are dropped after the
+            // idle timeout (a write that cannot proceed).
+            let mut io = tokio_io_timeout::TimeoutStream::new(stream);
+            io.set_write_timeout(Some(app.limits.idle_timeout));
+            let io = TokioIo::new(Box::pin(io));
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            let builder = builder.clone();
+            let watch = graceful.watcher();
+            connections.spawn(async move {
+                let connection = builder.serve_connection_with_upgrades(io, service);
+                if let Err(e) = watch.watch(connection.into_owned()).await {
+                    tracing::debug!(%peer, "connection: {e}");
+                }
+            });
+        }
+        app.draining.store(true, Ordering::Relaxed);
+        drop(listener);
+        tracing::info!("shutting down: finishing requests in flight");
+        let grace = app.limits.shutdown_grace;
+        let finished = tokio::time::timeout(grace, graceful.shutdown()).await.is_ok();
+        if !finished {
+            // Cancel what is left: dropped handlers queue their clean-up
+            // (reservations released, uploads aborted), awaited below.
+            tracing::warn!("requests still in flight after {} s are cancelled", grace.as_secs());
+            connections.abort_all();
+        }
+        while connections.join_next().await.is_some() {}
+        watcher.abort();
+        let cleaned = app.coffer.quiesce(Duration::from_secs(30)).await;
+        if !cleaned {
+            tracing::warn!("clean-up of cancelled requests did not finish; run coffer gc");
+        }
+        Ok(())
+    }
+}
