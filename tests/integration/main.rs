@@ -15,6 +15,7 @@ mod gc;
 mod http;
 mod import;
 mod interleavings;
+mod layers;
 mod memory;
 mod migrate;
 mod naming;
