@@ -123,6 +123,22 @@ def parse_use_tree(tokens, i, prefix, out):
     return i
 
 
+def item_end(tokens, i, open_, close, stop=None):
+    """The index of the token that closes what starts at `i`: the `close`
+    matching the first `open_`, or a `stop` met outside any."""
+    depth = 0
+    for k in range(i, len(tokens)):
+        if tokens[k] == open_:
+            depth += 1
+        elif tokens[k] == close:
+            depth -= 1
+            if depth == 0:
+                return k
+        elif tokens[k] == stop and depth == 0:
+            return k
+    return len(tokens)
+
+
 def scan_file(file, modpath, modules):
     tokens = TOKEN.findall(strip(open(file, encoding="utf-8").read()))
     # A stack of (module or None for a plain block).
@@ -135,15 +151,7 @@ def scan_file(file, modpath, modules):
         at_module_level = stack[-1] is not None
         if t == "#" and i + 1 < len(tokens) and tokens[i + 1] in ("[", "!"):
             j = i + 1 if tokens[i + 1] == "[" else i + 2
-            depth, k = 0, j
-            while True:
-                if tokens[k] == "[":
-                    depth += 1
-                elif tokens[k] == "]":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                k += 1
+            k = item_end(tokens, j, "[", "]")
             attr = " ".join(tokens[j:k + 1])
             if at_module_level and re.fullmatch(r"\[ cfg \( test \) \]", attr):
                 attrs_test = True
@@ -152,18 +160,7 @@ def scan_file(file, modpath, modules):
         if at_module_level and attrs_test and t not in ("pub", "(", "crate", ")", "super", "in"):
             # Skip the whole #[cfg(test)] item.
             attrs_test = False
-            depth, k = 0, i
-            while k < len(tokens):
-                if tokens[k] == "{":
-                    depth += 1
-                elif tokens[k] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                elif tokens[k] == ";" and depth == 0:
-                    break
-                k += 1
-            i = k + 1
+            i = item_end(tokens, i, "{", "}", stop=";") + 1
             continue
         if t == "use":
             found = []

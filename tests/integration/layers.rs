@@ -45,6 +45,15 @@ fn crate_with(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     src
 }
 
+/// The checker fails on the crate `files` makes, saying each of `said`.
+fn refused(dir: &Path, files: &[(&str, &str)], said: &[&str]) {
+    let out = check(&crate_with(dir, files));
+    assert!(!out.status.success(), "{}", text(&out));
+    for s in said {
+        assert!(text(&out).contains(s), "expected {s:?} in:\n{}", text(&out));
+    }
+}
+
 #[test]
 fn the_check_catches_an_upward_import_a_cycle_and_a_module_without_a_layer() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,22 +71,19 @@ fn the_check_catches_an_upward_import_a_cycle_and_a_module_without_a_layer() {
 
     // The configuration reaches up into the API (through a re-export, and
     // through a path in the code).
-    let upward = crate_with(
+    refused(
         &dir.path().join("upward"),
         &[
             ("lib.rs", "pub mod api;\npub mod config;\npub use crate::api::validate;\n"),
             ("config.rs", "pub struct Config;\nfn check() { crate::validate(); }\n"),
             ("api.rs", "use crate::config::Config;\npub fn validate() {}\npub struct Api(Config);\n"),
         ],
+        &["upward import: config.rs (config, layer bottom) uses api.rs", "cycle between files: api.rs, config.rs"],
     );
-    let out = check(&upward);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("upward import: config.rs (config, layer bottom) uses api.rs"), "{}", text(&out));
-    assert!(text(&out).contains("cycle between files: api.rs, config.rs"), "{}", text(&out));
 
     // Two files of one folder importing each other: `super::` one way, a
     // `use` of the child the other.
-    let cycle = crate_with(
+    refused(
         &dir.path().join("cycle"),
         &[
             ("lib.rs", "pub mod api;\npub mod config;\n"),
@@ -85,13 +91,11 @@ fn the_check_catches_an_upward_import_a_cycle_and_a_module_without_a_layer() {
             ("config/env.rs", "use super::Config;\npub fn read() -> Option<Config> { None }\n"),
             ("api.rs", "pub struct Api;\n"),
         ],
+        &["cycle between files: config/env.rs, config/mod.rs"],
     );
-    let out = check(&cycle);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("cycle between files: config/env.rs, config/mod.rs"), "{}", text(&out));
 
     // A new top-level module must be given a layer.
-    let unlisted = crate_with(
+    refused(
         &dir.path().join("unlisted"),
         &[
             ("lib.rs", "pub mod api;\npub mod config;\npub mod extra;\n"),
@@ -99,8 +103,6 @@ fn the_check_catches_an_upward_import_a_cycle_and_a_module_without_a_layer() {
             ("api.rs", ""),
             ("extra.rs", ""),
         ],
+        &["module extra has no layer"],
     );
-    let out = check(&unlisted);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("module extra has no layer"), "{}", text(&out));
 }
