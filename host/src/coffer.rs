@@ -18,7 +18,7 @@ use crate::catalog::boundaries::Boundaries;
 use crate::catalog::lifecycle::{Lifecycle, Reservation};
 use crate::catalog::{Catalog, Committed, Record};
 use crate::config::{Config, DatabaseUrl};
-use crate::content::{ByteStream, Content, Digest, verify_stream};
+use crate::content::{ByteStream, Content, Digest};
 use crate::db::postgres::PgDb;
 use crate::db::sqlite::SqliteDb;
 use crate::error::{Error, Result};
@@ -327,17 +327,34 @@ impl Coffer {
     /// digest: if the stored bytes are wrong, its last item is an
     /// [`Error::Integrity`].
     pub async fn get(&self, org: &str, sha256: &str) -> Result<(ObjectInfo, ByteStream)> {
+        let (info, _, stream) = self.get_range(org, sha256, |_| Ok(None)).await?;
+        Ok((info, stream))
+    }
+
+    /// Stream `org`'s object `sha256`, or the range of it that `pick`
+    /// chooses once the object is found: `pick(&info)` answers `None` for
+    /// the whole object, `Some((start, end))` for bytes `start..=end`
+    /// (`start <= end < size`), or an error that ends the read before it
+    /// starts. Only the range is read from the store, and its bytes are
+    /// checked in number only (see [`crate::backend::read`] for what a
+    /// range can be checked for); the whole object is verified against its
+    /// digest. Answers the range that is read.
+    pub async fn get_range(
+        &self,
+        org: &str,
+        sha256: &str,
+        pick: impl FnOnce(&ObjectInfo) -> Result<Option<(u64, u64)>>,
+    ) -> Result<(ObjectInfo, Option<(u64, u64)>, ByteStream)> {
         let mut record = self.record(org, sha256, Operation::Get).await?;
+        let range = pick(&ObjectInfo::from_record(record.clone(), None))?;
         // Twice at most: once more if the object was deleted and stored
         // again between the lookup and the read.
         for _ in 0..2 {
             let store = self.services.backends.get(record.location.backend)?;
-            match store.get(&record.location.container, &record.location.name).await {
-                Ok(stream) => {
-                    let what = format!("{} ({})", record.sha256, record.location);
-                    let stream = verify_stream(stream, record.sha256, record.size, what);
-                    return Ok((ObjectInfo::from_record(record, None), stream));
-                }
+            let what = format!("{} ({})", record.sha256, record.location);
+            match crate::backend::read(store.as_ref(), &record.location, record.sha256, record.size, range, what).await
+            {
+                Ok(stream) => return Ok((ObjectInfo::from_record(record, None), range, stream)),
                 Err(Error::NotFound(m)) => match self.services.catalog.lookup(org, &record.sha256).await? {
                     // Deleted between the lookup and the read: simply gone.
                     None => {

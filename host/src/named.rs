@@ -14,7 +14,7 @@ use crate::catalog::Record;
 use crate::catalog::lifecycle::{Pin, Reservation};
 use crate::catalog::named::{Copied, Named, NamedCommitted, Names, validate_name};
 use crate::coffer::{Coffer, PUT_ATTEMPTS, kept_being_reclaimed};
-use crate::content::{ByteStream, Content, range, verify_stream};
+use crate::content::{ByteStream, Content};
 use crate::error::{Error, Result};
 use crate::org::validate_org;
 use crate::policy::Operation;
@@ -53,16 +53,19 @@ impl OpenNamed {
     }
 
     /// Bytes `start..=end` (as [`OpenNamed::range_len`] takes them) of the
-    /// object, verified: the whole object is read and its SHA-256 checked,
-    /// and the range's last piece is held back until it has been, so wrong
-    /// bytes end the stream with an [`Error::Integrity`] instead of
-    /// completing it. A range therefore costs a read of the object up to
-    /// its end.
+    /// object. Only the range is read; the whole object is verified
+    /// against its SHA-256 as it streams (wrong bytes end the stream with
+    /// an [`Error::Integrity`] instead of completing it), and a part of it
+    /// is checked in number only: see [`crate::backend::read`] for what a
+    /// range can be checked for.
     pub async fn stream(&self, start: u64, end: u64) -> Result<ByteStream> {
         let len = self.range_len(start, end)?;
         let n = &self.named;
         let store = self.coffer.services.backends.get(n.location.backend)?;
-        let raw = store.get(&n.location.container, &n.location.name).await.map_err(|e| match e {
+        let range = (len > 0).then(|| (start, start + len - 1));
+        // Said to the plugin: its names, not where the bytes are.
+        let what = format!("{}/{}", n.container, n.name);
+        crate::backend::read(store.as_ref(), &n.location, n.sha256, n.size, range, what).await.map_err(|e| match e {
             // Pinned, so never deleted (unless gc reaped the pin): the backend lost them.
             Error::NotFound(m) => {
                 tracing::error!(location = %n.location, error = %m, "a named object's bytes are missing");
@@ -73,10 +76,7 @@ impl OpenNamed {
                 ))
             }
             other => other,
-        })?;
-        // Said to the plugin: its names, not where the bytes are.
-        let verified = verify_stream(raw, n.sha256, n.size, format!("{}/{}", n.container, n.name));
-        Ok(if len == n.size { verified } else { range(verified, start, start + len - 1) })
+        })
     }
 }
 

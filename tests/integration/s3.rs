@@ -240,6 +240,44 @@ async fn a_tampered_object_is_detected_on_read() {
     assert!(matches!(err, Error::Integrity(_)), "{err}");
 }
 
+/// All of a read's bytes, or its error.
+async fn drain(mut stream: coffer::content::ByteStream) -> coffer::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn a_range_is_a_range_get_that_reads_only_its_bytes() {
+    let bucket = unique_bucket("ranges");
+    let t = s3_coffer(&bucket).await;
+    let bytes = data(3_000_000, 18);
+    let info = t.coffer.put("acme", Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap();
+    let sha = info.sha256.to_string();
+    let range = |start: u64, end: u64| move |_: &coffer::ObjectInfo| Ok(Some((start, end)));
+    let (_, got, stream) = t.coffer.get_range("acme", &sha, range(2_999_000, 2_999_999)).await.unwrap();
+    assert_eq!(got, Some((2_999_000, 2_999_999)));
+    assert!(drain(stream).await.unwrap() == bytes[2_999_000..]);
+    // Damage after the range: a range before it never reads it, so it is
+    // answered in full, while the whole object and a range over the
+    // damage through to the end (the whole object, verified) fail.
+    let file = crate::s3_server::server().root.join(&bucket).join(&info.key);
+    let mut stored = std::fs::read(&file).unwrap();
+    stored[2_500_000] ^= 1;
+    std::fs::write(&file, stored).unwrap();
+    let (_, _, stream) = t.coffer.get_range("acme", &sha, range(10, 1_000_009)).await.unwrap();
+    assert!(drain(stream).await.unwrap() == bytes[10..1_000_010], "only the range's bytes were read");
+    let (_, _, stream) = t.coffer.get_range("acme", &sha, range(0, 2_999_999)).await.unwrap();
+    assert!(matches!(drain(stream).await, Err(Error::Integrity(_))), "the whole object is verified");
+    let err = t.coffer.get_bytes("acme", &info.sha256).await.unwrap_err();
+    assert!(matches!(err, Error::Integrity(_)), "{err}");
+    // A range the caller did not resolve against the size is refused.
+    let err = t.coffer.get_range("acme", &sha, range(5, 3_000_000)).await.err().unwrap();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+}
+
 #[tokio::test]
 async fn a_missing_object_is_not_found_not_empty_and_not_a_500() {
     let bucket = unique_bucket("missing");

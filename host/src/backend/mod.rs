@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::content::{ByteStream, Content, Digest};
+use crate::content::{ByteStream, Content, Digest, exact_len, verify_stream};
 use crate::error::{Error, Result};
 
 pub mod s3;
@@ -190,6 +190,15 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Stream the blob; [`Error::NotFound`] when it does not exist.
     async fn get(&self, container: &str, name: &str) -> Result<ByteStream>;
 
+    /// Stream bytes `start..=end` of the blob (`start <= end < size`: the
+    /// caller has resolved the range against the size it knows), reading
+    /// only what the range needs. The bytes are unchecked: [`read`] checks
+    /// their number. This default reads up to the range's end and is for
+    /// stores of tests; every store of Coffer's reads the range itself.
+    async fn get_range(&self, container: &str, name: &str, start: u64, end: u64) -> Result<ByteStream> {
+        Ok(crate::content::range(self.get(container, name).await?, start, end))
+    }
+
     /// Remove the blob; removing a missing blob is not an error.
     async fn delete(&self, container: &str, name: &str) -> Result<()>;
 
@@ -233,6 +242,42 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
             "direct links need S3: this object is stored in the {}, so download it through Coffer (coffer get)",
             self.kind()
         )))
+    }
+}
+
+/// Read the object at `location` (content `sha256`, `size` bytes) from
+/// `store`: the whole of it, verified against its digest as it streams
+/// ([`verify_stream`]); or bytes `start..=end` (`start <= end < size`),
+/// of which only those bytes are read.
+///
+/// What a range can be checked for: that exactly its bytes arrive from
+/// the object recorded under the digest. A SHA-256 covers the whole object
+/// only, so the bytes of a range are not checked against it; a client
+/// that downloads in ranges checks the assembled file's SHA-256 against
+/// the digest it asked for (the ETag). A range that covers the whole
+/// object is read whole and verified.
+pub async fn read(
+    store: &dyn BlobStore,
+    location: &Location,
+    sha256: Digest,
+    size: u64,
+    range: Option<(u64, u64)>,
+    what: String,
+) -> Result<ByteStream> {
+    match range {
+        Some((start, end)) if start > 0 || end + 1 < size => {
+            if start > end || end >= size {
+                return Err(Error::InvalidInput(format!(
+                    "range {start}..={end} of {what}, which is {size} bytes long"
+                )));
+            }
+            let stream = store.get_range(&location.container, &location.name, start, end).await?;
+            Ok(exact_len(stream, end - start + 1, what))
+        }
+        _ => {
+            let stream = store.get(&location.container, &location.name).await?;
+            Ok(verify_stream(stream, sha256, size, what))
+        }
     }
 }
 

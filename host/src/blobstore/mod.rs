@@ -40,11 +40,10 @@
 //! - `get-data(name, start, end)`: `start..=end`, inclusive; an `end` past
 //!   the object's last byte reads to the end. The value pins the bytes it
 //!   was opened on: deleting or replacing the name meanwhile does not take
-//!   them away. Reads are verified: the whole object is read and its
-//!   SHA-256 checked, and a range's last piece is held back until it has
-//!   been, so corrupt content ends the stream with an error instead of
-//!   completing it. A range therefore costs a read to the end of the
-//!   object.
+//!   them away. Only the range is read from the store. A read of the whole
+//!   object is verified against its SHA-256 (corrupt content ends the
+//!   stream with an error instead of completing it); a part of it is
+//!   checked in number only, as [`crate::backend::read`] explains.
 //! - `incoming-value-consume-sync` refuses values over
 //!   [`BlobstoreLimits::max_sync_read`] (use `consume-async`, a stream).
 //! - `list-objects` pages through the catalog in name order; `copy-object`

@@ -15,4 +15,4 @@ mod stream;
 pub use self::digest::{Digest, Sha256};
 pub use self::input::{Content, DEFAULT_CONTENT_TYPE, MAX_PEEK, normalize_content_type};
 pub use self::parts::{PART_SIZE, PARTS_ABOVE, PartDigest};
-pub use self::stream::{ByteStream, CHUNK, range, verify_stream};
+pub use self::stream::{ByteStream, CHUNK, exact_len, range, verify_stream};

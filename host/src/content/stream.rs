@@ -16,10 +16,12 @@ pub const CHUNK: usize = 256 * 1024;
 /// A stream of bytes coming back from a backend.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
-/// Bytes `start..=end` of a verified stream. The stream is read to its
-/// end (so its digest is checked), and the last piece of the range is
-/// held back until it has been: a corrupt object never completes a range
-/// either.
+/// Bytes `start..=end` of a stream, cut as it passes. The stream is read
+/// to its end (so a verified stream's digest is checked), and the last
+/// piece of the range is held back until it has been: a corrupt object
+/// never completes a range either. This costs a read of everything before
+/// the range's end; stores read ranges themselves
+/// ([`crate::backend::BlobStore::get_range`]).
 pub fn range(stream: ByteStream, start: u64, end: u64) -> ByteStream {
     struct State {
         inner: ByteStream,
@@ -57,6 +59,37 @@ pub fn range(stream: ByteStream, start: u64, end: u64) -> ByteStream {
                         }
                     }
                 }
+            }
+        }
+    }))
+}
+
+/// Pass `stream` through, checking that it holds exactly `len` bytes: a
+/// stream that runs over ends with an [`Error::Integrity`] in place of the
+/// chunk that would go past `len`, and one that ends short with one after
+/// its last chunk. For ranges, which cannot be checked against a digest.
+pub fn exact_len(stream: ByteStream, len: u64, what: String) -> ByteStream {
+    let state = (stream, 0u64, false);
+    Box::pin(futures_util::stream::unfold(state, move |(mut inner, seen, done)| {
+        let what = what.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let integrity = |detail: String| Error::Integrity(format!("{what}: {detail}"));
+            match inner.next().await {
+                Some(Ok(chunk)) if seen + chunk.len() as u64 > len => {
+                    Some((Err(integrity(format!("more than the {len} bytes asked for"))), (inner, seen, true)))
+                }
+                Some(Ok(chunk)) => {
+                    let seen = seen + chunk.len() as u64;
+                    Some((Ok(chunk), (inner, seen, false)))
+                }
+                Some(Err(e)) => Some((Err(e), (inner, seen, true))),
+                None if seen < len => {
+                    Some((Err(integrity(format!("only {seen} of the {len} bytes asked for"))), (inner, seen, true)))
+                }
+                None => None,
             }
         }
     }))

@@ -4,6 +4,9 @@
 //!
 //! - [`sqlite`]: one embedded file, the default (one host).
 //! - [`postgres`]: a server shared by several hosts.
+//! - `chunks.rs`: reading a blob's chunk rows one short statement at a time
+//!   (both databases).
 
+pub(crate) mod chunks;
 pub mod postgres;
 pub mod sqlite;

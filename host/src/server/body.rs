@@ -123,8 +123,6 @@ pub fn upload(body: Body, limit: u64, idle: Duration, pace: Pace) -> (ByteStream
     (Box::pin(stream), fault)
 }
 
-pub use crate::content::range;
-
 /// A `Range` header's one range over `size` bytes, as `(start, end)`
 /// inclusive: `Ok(None)` to answer the whole object (several ranges, a
 /// unit other than bytes, or a header that does not parse, which RFC 9110
@@ -248,6 +246,7 @@ pub(crate) fn logged(stream: ByteStream, what: String) -> ByteStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::content::range;
     use crate::content::{Digest, verify_stream};
 
     fn chunks(data: &[u8], size: usize) -> ByteStream {

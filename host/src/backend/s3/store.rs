@@ -164,12 +164,31 @@ impl BlobStore for S3Store {
         let op = Op { name: "GetObject", bucket, key: Some(key) };
         let url = self.url(bucket, Some(key), "");
         let resp = self.send(&op, Method::GET, &url, &[], Payload::Empty, &[]).await?;
-        let what = format!("{op}");
-        Ok(Box::pin(resp.bytes_stream().map_err(move |e| Error::Backend {
-            message: format!("{what}: the download broke off: {e}"),
-            retryable: true,
-            source: Some(Box::new(e)),
-        })))
+        Ok(Self::body(&op, resp))
+    }
+
+    /// A `Range` GET: the server sends only the range. An answer for other
+    /// bytes than asked (a server that ignores `Range` and sends the whole
+    /// object, or another range) is refused, never cut to fit.
+    async fn get_range(&self, bucket: &str, key: &str, start: u64, end: u64) -> Result<ByteStream> {
+        check_names(bucket, Some(key))?;
+        let op = Op { name: "GetObject", bucket, key: Some(key) };
+        let url = self.url(bucket, Some(key), "");
+        let range = format!("bytes={start}-{end}");
+        let resp = self.send(&op, Method::GET, &url, &[("range", range.as_str())], Payload::Empty, &[]).await?;
+        let answered = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let asked = format!("bytes {start}-{end}/");
+        if resp.status() != StatusCode::PARTIAL_CONTENT || !answered.starts_with(&asked) {
+            return Err(Error::Backend {
+                message: format!(
+                    "{op}: asked for bytes {start}-{end}, the server answered {} with Content-Range {answered:?}",
+                    resp.status()
+                ),
+                retryable: false,
+                source: None,
+            });
+        }
+        Ok(Self::body(&op, resp))
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
@@ -218,5 +237,18 @@ impl BlobStore for S3Store {
             Some(expires) => self.presign_get(bucket, key, expires, filename, disposition),
             None => Ok(self.public_url(bucket, key)),
         }
+    }
+}
+
+impl S3Store {
+    /// A GET's body as a stream; a connection that breaks mid-body is an
+    /// error worth retrying.
+    fn body(op: &Op<'_>, resp: reqwest::Response) -> ByteStream {
+        let what = format!("{op}");
+        Box::pin(resp.bytes_stream().map_err(move |e| Error::Backend {
+            message: format!("{what}: the download broke off: {e}"),
+            retryable: true,
+            source: Some(Box::new(e)),
+        }))
     }
 }

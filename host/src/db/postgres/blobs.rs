@@ -3,32 +3,27 @@
 //! transaction, the input read and verified between them; then publishes
 //! the blob in one transaction. Each chunk write and an abort by
 //! `coffer gc` lock the staged blob's row, so an aborted blob never gets
-//! rows after its abort. A read streams one blob id's rows from one
-//! snapshot, a few rows at a time through a portal, so memory stays
-//! bounded whatever the blob's size and a concurrent delete cannot cut it
-//! short.
+//! rows after its abort. A read fetches one chunk row per statement, as
+//! the reader asks for it (see [`crate::db::chunks`]): memory stays
+//! bounded whatever the blob's size, and no snapshot or connection is held
+//! while a slow reader waits.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::time::Duration;
-
-use tokio_postgres::IsolationLevel;
 
 use super::tx::NOW;
 use super::{PgDb, Raced};
 use crate::backend::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload};
 use crate::content::{ByteStream, CHUNK, Content, Digest, verify_stream};
-use crate::error::{Error, PgTransient, Result};
+use crate::db::chunks::{self, Fetched, Start};
+use crate::error::{Error, Result};
 
 /// Bytes per stored chunk row (and per staging transaction).
 const ROW_CHUNK: usize = CHUNK * 4;
 
 /// A blob's size and digest.
 const HEAD: &str = "SELECT size, sha256 FROM blobs WHERE container = $1 AND name = $2";
-
-/// Rows a read fetches at a time.
-const ROWS_PER_FETCH: i32 = 2;
 
 fn meta_from(size: i64, sha: String) -> Result<BlobMeta> {
     let sha256: Digest =
@@ -240,6 +235,51 @@ async fn publish(
     Ok(true)
 }
 
+impl PgDb {
+    /// Stream the blob, or bytes `start..=end` of it: one short statement
+    /// finds it (and the row its range starts in), then each chunk row is
+    /// one statement of its own when the reader asks for it (see
+    /// [`chunks`]), so no snapshot is held while the reader waits.
+    async fn read(&self, container: &str, name: &str, range: Option<(u64, u64)>) -> Result<ByteStream> {
+        let find = "SELECT blob_id, size FROM blobs WHERE container = $1 AND name = $2";
+        let Some(row) = self.query(find, &[&container, &name]).await?.into_iter().next() else {
+            return Err(Error::NotFound(format!("no blob {name} in database container {container}")));
+        };
+        let (blob_id, size): (i64, i64) = (row.get(0), row.get(1));
+        let (first, len) = match range {
+            None => (0, size as u64),
+            Some((first, last)) => (first, last.saturating_sub(first) + 1),
+        };
+        let start = if first == 0 {
+            Start { seq: 0, skip: 0, len }
+        } else {
+            let rows = self.query(&pg(chunks::LOCATE), &[&blob_id, &(first as i64)]).await?;
+            match rows.first() {
+                Some(r) => Start { seq: i64::from(r.get::<_, i32>(0)), skip: r.get::<_, i64>(1) as u64, len },
+                None => Start { seq: i64::MAX, skip: 0, len },
+            }
+        };
+        let db = self.clone();
+        let next = pg(chunks::NEXT_ROW);
+        let what = format!("database blob {container}/{name}");
+        Ok(chunks::rows(what, start, move |seq| {
+            let (db, next) = (db.clone(), next.clone());
+            async move {
+                let seq = i32::try_from(seq).unwrap_or(i32::MAX);
+                let rows = db.query(&next, &[&blob_id, &seq]).await?;
+                let row =
+                    rows.first().map(|r| (r.get::<_, Option<i32>>(0).map(i64::from), r.get::<_, Option<Vec<u8>>>(1)));
+                Ok(Fetched::from_row(row))
+            }
+        }))
+    }
+}
+
+/// A statement written with SQLite's `?n` placeholders, with PostgreSQL's.
+fn pg(sql: &str) -> String {
+    sql.replace('?', "$")
+}
+
 #[async_trait]
 impl BlobStore for PgDb {
     fn kind(&self) -> BackendKind {
@@ -286,80 +326,11 @@ impl BlobStore for PgDb {
     }
 
     async fn get(&self, container: &str, name: &str) -> Result<ByteStream> {
-        let (c, n) = (container.to_string(), name.to_string());
-        let (found_tx, found_rx) = tokio::sync::oneshot::channel::<Result<()>>();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
-        let db = self.clone();
-        // A task holds one connection (from the readers' pool) and one
-        // snapshot while the reader reads; until the blob is found, a lost
-        // connection is tried again.
-        tokio::spawn(async move {
-            let mut found_tx = Some(found_tx);
-            let mut attempt = 0;
-            let streamed = loop {
-                attempt += 1;
-                let streamed = async {
-                    let mut client = db.reader().await?;
-                    let read = client
-                        .build_transaction()
-                        .isolation_level(IsolationLevel::RepeatableRead)
-                        .read_only(true)
-                        .start()
-                        .await?;
-                    let stmt =
-                        read.prepare_cached("SELECT blob_id FROM blobs WHERE container = $1 AND name = $2").await?;
-                    let Some(row) = read.query_opt(&stmt, &[&c, &n]).await? else {
-                        return Err(Error::NotFound(format!("no blob {n} in database container {c}")));
-                    };
-                    let blob_id: i64 = row.get(0);
-                    let stmt =
-                        read.prepare_cached("SELECT data FROM blob_data WHERE blob_id = $1 ORDER BY seq").await?;
-                    let portal = read.bind(&stmt, &[&blob_id]).await?;
-                    if let Some(f) = found_tx.take() {
-                        let _ = f.send(Ok(()));
-                    }
-                    loop {
-                        let rows = read.query_portal(&portal, ROWS_PER_FETCH).await?;
-                        if rows.is_empty() {
-                            return Ok(());
-                        }
-                        for row in rows {
-                            let data: Vec<u8> = row.get(0);
-                            if tx.send(Ok(Bytes::from(data))).await.is_err() {
-                                return Ok(()); // the reader went away
-                            }
-                        }
-                    }
-                }
-                .await;
-                match streamed {
-                    Err(e)
-                        if found_tx.is_some()
-                            && attempt < db.options.connection_attempts
-                            && super::transient(&e) == Some(PgTransient::Connection) =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(100) * attempt).await;
-                    }
-                    other => break other.map_err(|e| db.named(e, 0, attempt - 1)),
-                }
-            };
-            if let Err(e) = streamed {
-                match found_tx.take() {
-                    Some(f) => {
-                        let _ = f.send(Err(e));
-                    }
-                    None => {
-                        let _ = tx.send(Err(e)).await;
-                    }
-                }
-            }
-        });
-        match found_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(Error::Internal("the database reader ended without an answer".into())),
-        }
-        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
+        self.read(container, name, None).await
+    }
+
+    async fn get_range(&self, container: &str, name: &str, start: u64, end: u64) -> Result<ByteStream> {
+        self.read(container, name, Some((start, end))).await
     }
 
     async fn delete(&self, container: &str, name: &str) -> Result<()> {

@@ -112,8 +112,6 @@ impl Default for PgOptions {
 #[derive(Clone)]
 pub struct PgDb {
     pool: Pool,
-    /// For streamed blob reads only ([`PgDb::reader`]).
-    readers: Pool,
     label: Arc<str>,
     options: PgOptions,
 }
@@ -153,11 +151,10 @@ impl PgDb {
                 .build()
                 .map_err(|e| Error::Internal(format!("database pool: {e}")))
         };
-        // Streamed reads get their own pool (connections are made as they
-        // are needed): a reader holds its connection while its client
-        // reads, and slow clients must not leave puts and deletes waiting
-        // for one.
-        let db = PgDb { pool: pool()?, readers: pool()?, label: url.label().into(), options };
+        // A streamed read takes a connection per chunk row, never while its
+        // client reads (see `crate::db::chunks`), so slow clients cannot
+        // leave puts and deletes waiting for one.
+        let db = PgDb { pool: pool()?, label: url.label().into(), options };
         db.migrate().await?;
         Ok(db)
     }
@@ -170,12 +167,6 @@ impl PgDb {
     /// A pooled connection.
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
-    }
-
-    /// A connection from the readers' pool, for a read that streams for as
-    /// long as its consumer takes.
-    async fn reader(&self) -> Result<deadpool_postgres::Object> {
-        Ok(self.readers.get().await?)
     }
 
     /// One statement on its own (atomic by itself, outside any explicit

@@ -2,15 +2,17 @@
 //! row per short transaction (the input is read and checked between them,
 //! never while the write lock is held), then publishes the blob in one
 //! short transaction. A crash leaves only staged rows, which `coffer gc`
-//! aborts. A read streams one blob id's rows inside one read transaction.
+//! aborts. A read fetches one chunk row per statement, as the reader asks
+//! for it (see [`crate::db::chunks`]): no transaction stays open while a
+//! slow reader waits, so the WAL can always be checkpointed.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{SqliteDb, now};
 use crate::backend::{BackendKind, BlobEntry, BlobMeta, BlobStore, IncompleteUpload};
 use crate::content::{ByteStream, CHUNK, Content, Digest};
+use crate::db::chunks::{self, Fetched, Start};
 use crate::error::{Error, Result};
 
 /// Bytes per stored chunk row (and per staging transaction).
@@ -165,6 +167,60 @@ impl SqliteDb {
     }
 }
 
+impl SqliteDb {
+    /// Stream the blob, or bytes `start..=end` of it: one short statement
+    /// finds it (and the row its range starts in), then each chunk row is
+    /// one statement of its own when the reader asks for it (see
+    /// [`chunks`]), so no transaction stays open while the reader waits.
+    async fn read(&self, container: &str, name: &str, range: Option<(u64, u64)>) -> Result<ByteStream> {
+        let (c, n) = (container.to_string(), name.to_string());
+        let found = self
+            .with_conn(move |conn| {
+                let blob: Option<(i64, i64)> = conn
+                    .prepare_cached("SELECT blob_id, size FROM blobs WHERE container = ?1 AND name = ?2")?
+                    .query_row(params![c, n], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let Some((blob_id, size)) = blob else {
+                    return Err(Error::NotFound(format!("no blob {n} in database container {c}")));
+                };
+                let (first, len) = match range {
+                    None => (0, size as u64),
+                    Some((first, last)) => (first, last.saturating_sub(first) + 1),
+                };
+                let start = if first == 0 {
+                    Start { seq: 0, skip: 0, len }
+                } else {
+                    let at: Option<(i64, i64)> = conn
+                        .prepare_cached(chunks::LOCATE)?
+                        .query_row(params![blob_id, first as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    match at {
+                        Some((seq, skip)) => Start { seq, skip: skip as u64, len },
+                        None => Start { seq: i64::MAX, skip: 0, len },
+                    }
+                };
+                Ok((blob_id, start))
+            })
+            .await?;
+        let (blob_id, start) = found;
+        let db = self.clone();
+        let what = format!("database blob {container}/{name}");
+        Ok(chunks::rows(what, start, move |seq| {
+            let db = db.clone();
+            async move {
+                db.with_conn(move |conn| {
+                    let row: Option<(Option<i64>, Option<Vec<u8>>)> = conn
+                        .prepare_cached(chunks::NEXT_ROW)?
+                        .query_row(params![blob_id, seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    Ok(Fetched::from_row(row))
+                })
+                .await
+            }
+        }))
+    }
+}
+
 /// `coffer gc` aborted a staged blob (as abandoned) while it was written.
 fn aborted(c: &str, n: &str) -> Error {
     Error::Backend {
@@ -226,63 +282,11 @@ impl BlobStore for SqliteDb {
     }
 
     async fn get(&self, container: &str, name: &str) -> Result<ByteStream> {
-        let (c, n) = (container.to_string(), name.to_string());
-        // A blocking task reads chunk by chunk into a small channel, all in
-        // one read transaction (one snapshot, so a delete cannot cut the
-        // blob short mid-read): memory stays bounded by the channel's
-        // depth, whatever the blob's size.
-        let (found_tx, found_rx) = tokio::sync::oneshot::channel::<Result<()>>();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = match db.checkout() {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = found_tx.send(Err(e));
-                    return;
-                }
-            };
-            let mut found_tx = Some(found_tx);
-            let streamed = (|| -> Result<()> {
-                let read = conn.transaction()?;
-                let blob_id: Option<i64> = read
-                    .prepare_cached("SELECT blob_id FROM blobs WHERE container = ?1 AND name = ?2")?
-                    .query_row(params![c, n], |r| r.get(0))
-                    .optional()?;
-                let Some(blob_id) = blob_id else {
-                    return Err(Error::NotFound(format!("no blob {n} in database container {c}")));
-                };
-                let mut stmt = read.prepare_cached("SELECT data FROM blob_data WHERE blob_id = ?1 ORDER BY seq")?;
-                let mut rows = stmt.query(params![blob_id])?;
-                if let Some(f) = found_tx.take() {
-                    let _ = f.send(Ok(()));
-                }
-                while let Some(row) = rows.next()? {
-                    let data: Vec<u8> = row.get(0)?;
-                    if tx.blocking_send(Ok(Bytes::from(data))).is_err() {
-                        return Ok(()); // the reader went away
-                    }
-                }
-                Ok(())
-            })();
-            db.checkin(conn);
-            if let Err(e) = streamed {
-                match found_tx.take() {
-                    Some(f) => {
-                        let _ = f.send(Err(e));
-                    }
-                    None => {
-                        let _ = tx.blocking_send(Err(e));
-                    }
-                }
-            }
-        });
-        match found_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(Error::Internal("the database reader ended without an answer".into())),
-        }
-        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
+        self.read(container, name, None).await
+    }
+
+    async fn get_range(&self, container: &str, name: &str, start: u64, end: u64) -> Result<ByteStream> {
+        self.read(container, name, Some((start, end))).await
     }
 
     async fn delete(&self, container: &str, name: &str) -> Result<()> {

@@ -49,6 +49,9 @@ use crate::error::{Error, Result};
 /// Idle connections kept for reuse.
 const POOL_MAX: usize = 8;
 
+/// Bytes a checkpointed WAL is cut back to (`journal_size_limit`).
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
+
 /// The schema, one numbered step at a time. A database records the steps
 /// it has taken in `coffer_schema`.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -131,6 +134,9 @@ impl SqliteDb {
         conn.busy_timeout(self.options.busy_timeout)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Once checkpointed, a WAL that a burst of writes grew is cut back
+        // to this size, instead of keeping its largest size for good.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         Ok(conn)
     }
 

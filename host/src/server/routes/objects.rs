@@ -321,7 +321,36 @@ pub async fn get_object(
             return Ok(r);
         }
     }
-    let (info, stream) = app.coffer.get(&org, &sha256).await?;
+    let wanted = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| headers.get(header::IF_RANGE).is_none_or(|v| v.as_bytes() == tag.as_bytes()));
+    // Only the range is read from the store; `pick` learns the size first.
+    let mut unsatisfiable = None;
+    let pick = |info: &ObjectInfo| match wanted.map(|r| body::parse_range(r, info.size)) {
+        None | Some(Ok(None)) => Ok(None),
+        Some(Ok(Some(r))) => Ok(Some(r)),
+        Some(Err(())) => {
+            unsatisfiable = Some(info.size);
+            Err(crate::Error::InvalidInput("range not satisfiable".into()))
+        }
+    };
+    let (info, range, stream) = match app.coffer.get_range(&org, &sha256, pick).await {
+        Ok(read) => read,
+        Err(e) => {
+            let Some(size) = unsatisfiable else { return Err(e.into()) };
+            let mut e = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range-not-satisfiable",
+                format!("the object has {size} bytes"),
+            )
+            .into_response();
+            let value = HeaderValue::from_str(&format!("bytes */{size}"));
+            e.headers_mut()
+                .insert(header::CONTENT_RANGE, value.unwrap_or_else(|_| HeaderValue::from_static("bytes */0")));
+            return Ok(e);
+        }
+    };
     // An empty body is never polled, so never verified: a record of no
     // bytes must name the digest of no bytes.
     if info.size == 0 && info.sha256 != Digest::of(b"") {
@@ -329,31 +358,9 @@ pub async fn get_object(
             crate::Error::Integrity(format!("{org}/{sha256} is recorded as empty, which is not its digest")).into()
         );
     }
-    let wanted = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|_| headers.get(header::IF_RANGE).is_none_or(|v| v.as_bytes() == tag.as_bytes()));
-    let range = match wanted.map(|r| body::parse_range(r, info.size)) {
-        None | Some(Ok(None)) => None,
-        Some(Ok(Some(r))) => Some(r),
-        Some(Err(())) => {
-            let mut e = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range-not-satisfiable",
-                format!("the object has {} bytes", info.size),
-            )
-            .into_response();
-            e.headers_mut().insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{}", info.size))
-                    .unwrap_or_else(|_| HeaderValue::from_static("bytes */0")),
-            );
-            return Ok(e);
-        }
-    };
-    let (status, length, stream) = match range {
-        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1, body::range(stream, start, end)),
-        None => (StatusCode::OK, info.size, stream),
+    let (status, length) = match range {
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1),
+        None => (StatusCode::OK, info.size),
     };
     let mut r = Response::new(body::streamed(logged(body::paced(stream, app.limits.pace), format!("{org}/{sha256}"))));
     *r.status_mut() = status;
