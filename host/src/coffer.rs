@@ -394,42 +394,14 @@ impl Coffer {
         Ok(Bytes::from(buf))
     }
 
-    /// Write `org`'s object `sha256` to `path`. The bytes go to a temporary
-    /// file beside it, synced to disk and renamed into place only once
-    /// they are verified, so `path` never holds wrong or partial content.
-    /// The file gets the mode a newly created file would (the umask
-    /// applies), not the private mode of temporary files.
+    /// Write `org`'s object `sha256` to `path`, verified: a regular file
+    /// (or a new path) is replaced atomically once every byte is verified,
+    /// so it never holds wrong or partial content; a device or FIFO is
+    /// written through, never replaced; a symbolic link is followed. See
+    /// [`crate::content::write_to_path`].
     pub async fn get_to_path(&self, org: &str, sha256: &str, path: impl AsRef<Path>) -> Result<ObjectInfo> {
-        let path = path.as_ref();
-        let (info, mut stream) = self.get(org, sha256).await?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".coffer-get-");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o666));
-        }
-        let tmp = builder
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
-        let (file, tmp_path) = tmp.into_parts();
-        // Network chunks are small; batching them keeps the blocking-pool
-        // round trips of tokio's file writes few.
-        let mut file = tokio::io::BufWriter::with_capacity(crate::content::CHUNK * 4, tokio::fs::File::from_std(file));
-        let writing = |e| Error::io(format!("writing {}", path.display()), e);
-        while let Some(chunk) = stream.next().await {
-            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk?).await.map_err(writing)?;
-        }
-        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(writing)?;
-        // On disk before it takes the name: a crash never leaves `path`
-        // naming an empty or partial file.
-        file.into_inner().sync_all().await.map_err(writing)?;
-        tmp_path.persist(path).map_err(|e| Error::io(format!("renaming into {}", path.display()), e.error))?;
-        // And the rename itself survives a crash.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        let (info, stream) = self.get(org, sha256).await?;
+        crate::content::write_to_path(stream, path.as_ref()).await?;
         Ok(info)
     }
 

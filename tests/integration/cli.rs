@@ -134,6 +134,54 @@ fn get_to_a_file_gives_it_the_mode_a_new_file_gets() {
     assert_eq!(std::fs::read(dir.path().join("got.bin")).unwrap(), b"mode");
 }
 
+/// `-o` replaces only regular files: a device and a FIFO are written
+/// through (and stay what they are), a symbolic link is followed (the link
+/// stays and its file gets the bytes), `-` is standard output, and a
+/// directory or a link to nothing is a clear error.
+#[test]
+fn get_to_a_device_fifo_or_link_writes_through_and_replaces_nothing() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = coffer(dir.path()).args(["put", "--org", "acme", "-"]).write_stdin("special").output().unwrap();
+    let sha = json(&out.stdout)["sha256"].as_str().unwrap().to_string();
+    let get = |to: &str| coffer(dir.path()).args(["get", "--org", "acme", &sha, "-o", to]).output().unwrap();
+
+    let out = get("/dev/null");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null is still a device");
+
+    let fifo = dir.path().join("pipe");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let out = get("pipe");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(reader.join().unwrap(), b"special", "the FIFO's reader got the bytes");
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO is still a FIFO");
+
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/target.bin"), b"old").unwrap();
+    std::os::unix::fs::symlink("sub/target.bin", dir.path().join("link")).unwrap();
+    let out = get("link");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::symlink_metadata(dir.path().join("link")).unwrap().file_type().is_symlink(), "still a link");
+    assert_eq!(std::fs::read(dir.path().join("sub/target.bin")).unwrap(), b"special", "its file got the bytes");
+
+    let out = get("-");
+    assert_eq!(out.stdout, b"special", "- is standard output");
+    assert!(!dir.path().join("-").exists());
+
+    std::os::unix::fs::symlink("nowhere", dir.path().join("dangling")).unwrap();
+    for (to, words) in [("sub", "is a directory"), ("dangling", "symbolic link")] {
+        let out = get(to);
+        assert_eq!(out.status.code(), Some(2), "{to}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(words), "{to}: {err}");
+    }
+}
+
 /// A blob whose record was lost, a reservation a crashed put left, and a
 /// blob a crashed put was staging: gc --dry-run counts them and changes
 /// nothing, the default grace period spares them (they are new), and

@@ -44,8 +44,10 @@ pub enum Command {
         #[arg(long)]
         org: String,
         sha256: String,
-        /// Write here instead of standard output (atomically: the file
-        /// appears only once the bytes are verified).
+        /// Write here instead of standard output: a regular file
+        /// atomically (it appears only once the bytes are verified); a
+        /// device or FIFO is written through, never replaced; a symbolic
+        /// link is followed; `-` is standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },

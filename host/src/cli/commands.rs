@@ -87,11 +87,11 @@ pub(super) async fn execute(command: Command) -> Result<()> {
             };
             print_json(&coffer.put(&org, content).await?)
         }
-        Command::Get { org, sha256, output: Some(path) } => {
+        Command::Get { org, sha256, output: Some(path) } if path.as_os_str() != "-" => {
             coffer.get_to_path(&org, &sha256, &path).await?;
             Ok(())
         }
-        Command::Get { org, sha256, output: None } => {
+        Command::Get { org, sha256, output: _ } => {
             let (_, mut stream) = coffer.get(&org, &sha256).await?;
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = stream.next().await {

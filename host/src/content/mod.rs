@@ -5,14 +5,19 @@
 //! - `parts.rs`: the digests of its parts, for multipart uploads, recorded
 //!   in the same pass;
 //! - `stream.rs`: [`verify_stream`], which checks bytes coming back against
-//!   their digest, and [`range`]s of them.
+//!   their digest, [`exact_len`] for ranges, and [`range`]s cut from a
+//!   stream;
+//! - `output.rs`: [`write_to_path`], where a read's bytes go on disk
+//!   (regular files atomically, devices and FIFOs written through).
 
 mod digest;
 mod input;
+mod output;
 mod parts;
 mod stream;
 
 pub use self::digest::{Digest, Sha256};
 pub use self::input::{Content, DEFAULT_CONTENT_TYPE, MAX_PEEK, normalize_content_type};
+pub use self::output::write_to_path;
 pub use self::parts::{PART_SIZE, PARTS_ABOVE, PartDigest};
 pub use self::stream::{ByteStream, CHUNK, exact_len, range, verify_stream};
