@@ -55,6 +55,11 @@ pub enum Error {
     /// memory, or broke the contract.
     #[error("policy component: {0}")]
     Policy(String),
+    /// A `wasi:blobstore` plugin (a guest that is not a policy) trapped,
+    /// ran out of fuel or memory, or cannot run. Classed with policy
+    /// failures (a sandboxed guest failed), but named for what it is.
+    #[error("plugin: {0}")]
+    Plugin(String),
     /// Local I/O failed (reading the input, spooling, writing output).
     #[error("{context}: {source}")]
     Io {
@@ -109,7 +114,7 @@ impl Error {
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Integrity(_) => ErrorKind::Integrity,
             Error::Backend { .. } | Error::Io { .. } | Error::Unsupported(_) => ErrorKind::Unavailable,
-            Error::Policy(_) => ErrorKind::Policy,
+            Error::Policy(_) | Error::Plugin(_) => ErrorKind::Policy,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -127,6 +132,7 @@ impl Error {
             | Error::Integrity(m)
             | Error::Unsupported(m)
             | Error::Policy(m)
+            | Error::Plugin(m)
             | Error::Internal(m) => m.clone(),
             Error::Backend { message, .. } => message.clone(),
             Error::Io { .. } => self.to_string(),

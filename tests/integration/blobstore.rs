@@ -310,7 +310,9 @@ async fn a_plugin_that_traps_stores_nothing_and_the_host_goes_on() {
     let ctx = BlobstoreCtx::new(c.clone(), "acme").unwrap();
     let args = ["finish-early", "docs", "n"].map(String::from);
     let err = run_plugin(ctx, &wasm, &args, true).await.unwrap_err();
-    assert!(matches!(&err, coffer::Error::Policy(m) if m.contains("the plugin trapped")), "{err}");
+    assert!(matches!(&err, coffer::Error::Plugin(m) if m.contains("trapped")), "{err}");
+    let said = err.to_string();
+    assert!(said.starts_with("plugin: ") && !said.contains("policy"), "a plugin is not a policy: {said}");
     assert!(c.quiesce(std::time::Duration::from_secs(10)).await);
     assert_eq!(ok(c, "acme", &["ls", "docs"]).await, "");
     assert_eq!((rows(&t, "blobs"), rows(&t, "pending")), (0, 0));

@@ -122,6 +122,9 @@ async fn a_request_tracker_bucket_is_adopted_in_place() {
     let source = ImportSource::RequestTracker { bucket: rt.clone(), prefix: String::new(), org: "acme".into() };
     let report = import(&coffer, source.clone(), None).await;
     assert_eq!((report.objects, report.imported, report.skipped, report.failed), (8, 5, 1, 2), "{report:?}");
+    assert_eq!(report.corrupt, 2, "bytes that are not what their key promises are a permanent finding");
+    let outcome = report.outcome().unwrap_err();
+    assert_eq!(outcome.kind(), coffer::ErrorKind::Integrity, "exit 5, not 6 (run again): {outcome}");
     assert!(report.errors.iter().any(|e| e.contains(&impostor)), "{report:?}");
     assert!(report.errors.iter().any(|e| e.contains(&forged)), "{report:?}");
     assert!(coffer.stat("acme", &forged).await.is_err(), "the forged object is not recorded");

@@ -89,6 +89,6 @@ pub async fn run_plugin(blobs: BlobstoreCtx, wasm: &[u8], args: &[String], captu
     // the pins it held are released in the background (a process that
     // exits next waits for that with `Coffer::quiesce`, as the CLI does).
     drop(store);
-    let status = command_status(ran).map_err(|e| Error::Policy(format!("the plugin trapped: {e:#}")))?;
+    let status = command_status(ran).map_err(|e| Error::Plugin(format!("it trapped: {e:#}")))?;
     Ok(PluginRun { status, stdout: out.contents().to_vec(), stderr: err.contents().to_vec() })
 }

@@ -178,7 +178,7 @@ pub(super) async fn execute(command: Command) -> Result<()> {
             let report = coffer.import(&options, &bar).await?;
             bar.finish();
             print_json(&report)?;
-            some_failed(report.failed, "{n} objects could not be imported (listed in the summary); run it again")
+            report.outcome()
         }
         Command::RunPlugin { component, org, args } => {
             let wasm = std::fs::read(&component)

@@ -192,6 +192,29 @@ impl PgUrl {
     pub fn label(&self) -> &str {
         &self.label
     }
+
+    /// A warning for a connection that may go over the network in plain
+    /// text: `sslmode=prefer` (libpq's default, so also no `sslmode` at
+    /// all) falls back to plain TCP, and checks no certificate, when the
+    /// server is not on this machine. `None` for a Unix socket or a
+    /// loopback address, and for any other `sslmode`.
+    pub fn plaintext_warning(&self) -> Option<String> {
+        let local = |h: &tokio_postgres::config::Host| match h {
+            tokio_postgres::config::Host::Unix(_) => true,
+            tokio_postgres::config::Host::Tcp(h) => {
+                h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+        };
+        if self.tls != TlsMode::Prefer || self.config.get_hosts().iter().all(local) {
+            return None;
+        }
+        Some(format!(
+            "PostgreSQL at {} is reached with sslmode=prefer (the default): the connection falls back to plain \
+             text if the server offers no TLS, and the server's certificate is not checked. Add \
+             sslmode=verify-full to the URL (with sslrootcert=FILE for a private CA), or sslmode=require at least",
+            self.label
+        ))
+    }
 }
 
 fn label(config: &tokio_postgres::Config) -> String {
@@ -283,5 +306,24 @@ mod tests {
         }
         assert_eq!(redact("postgres://u:hunter2@h:1/d"), "postgres://u@h:1/d (password redacted)");
         assert_eq!(redact("sqlite:x.db"), "sqlite:x.db");
+    }
+
+    #[test]
+    fn prefer_to_a_remote_server_is_warned_about() {
+        let warned = |url: &str| PgUrl::parse(url).unwrap().plaintext_warning();
+        let w = warned("postgres://u@db.example/files").expect("no sslmode to a remote host");
+        assert!(w.contains("db.example") && w.contains("verify-full"), "{w}");
+        assert!(warned("postgres://u@db.example/files?sslmode=prefer").is_some());
+        assert!(warned("postgres://u@10.0.0.5,127.0.0.1/files").is_some(), "one remote host is enough");
+        for quiet in [
+            "postgres://u@db.example/files?sslmode=verify-full",
+            "postgres://u@db.example/files?sslmode=require",
+            "postgres://u@db.example/files?sslmode=disable",
+            "postgres://u@localhost/files",
+            "postgres://u@127.0.0.1:5433/files",
+            "postgres://u@[::1]/files",
+        ] {
+            assert_eq!(warned(quiet), None, "{quiet}");
+        }
     }
 }

@@ -163,7 +163,7 @@ impl Copier<'_> {
                         self.progress.bytes(size);
                     }
                     Ok(Imported::Already) => r.already += 1,
-                    Err(e) => r.error(format!("{:?} {:?}: {e}", item.org, item.raw_id)),
+                    Err(e) => r.error(format!("{:?} {:?}", item.org, item.raw_id), &e),
                 }
                 self.progress.advance(1);
             })

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::error::{Error, ErrorKind, Result};
 use serde::Serialize;
 
 /// A store to import.
@@ -51,6 +52,9 @@ pub struct ImportReport {
     pub skipped: u64,
     /// Could not be imported (see `errors`): nothing recorded for them.
     pub failed: u64,
+    /// Of those, how many hold other bytes than their key or id promises
+    /// (a permanent finding: importing again does not change it).
+    pub corrupt: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapping: Option<String>,
     pub elapsed_secs: f64,
@@ -59,10 +63,34 @@ pub struct ImportReport {
 }
 
 impl ImportReport {
-    pub(super) fn error(&mut self, what: String) {
+    pub(super) fn error(&mut self, what: String, e: &Error) {
         tracing::warn!(error = %what, "import");
         self.failed += 1;
-        crate::gc::keep_line(&mut self.errors, what);
+        if e.kind() == ErrorKind::Integrity {
+            self.corrupt += 1;
+        }
+        crate::gc::keep_line(&mut self.errors, format!("{what}: {e}"));
+    }
+
+    /// The run's outcome: an [`Error::Integrity`] when objects hold other
+    /// bytes than their keys promise (running again will not help), an
+    /// error worth retrying when others failed, `Ok` when none did.
+    pub fn outcome(&self) -> Result<()> {
+        if self.corrupt > 0 {
+            return Err(Error::Integrity(format!(
+                "{} objects hold other bytes than their keys promise (listed in the summary): they were not \
+                 imported, and running again will not change that",
+                self.corrupt
+            )));
+        }
+        match self.failed {
+            0 => Ok(()),
+            n => Err(Error::Backend {
+                message: format!("{n} objects could not be imported (listed in the summary); run it again"),
+                retryable: true,
+                source: None,
+            }),
+        }
     }
 
     pub(super) fn skip(&mut self, what: String) {

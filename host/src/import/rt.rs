@@ -85,7 +85,7 @@ impl Coffer {
                                 progress.bytes(size);
                             }
                             Some(Ok(Imported::Already)) => r.already += 1,
-                            Some(Err(e)) => r.error(format!("s3:{bucket}/{name}: {e}")),
+                            Some(Err(e)) => r.error(format!("s3:{bucket}/{name}"), &e),
                         }
                         progress.advance(1);
                     }

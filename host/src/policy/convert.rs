@@ -64,7 +64,7 @@ pub fn error_to_wit(e: &Error) -> types::Error {
         )),
         Error::Io { .. } => types::Error::Unavailable("a local I/O operation of the host failed".into()),
         Error::Unsupported(_) => types::Error::Unavailable("the storage backend does not support this".into()),
-        Error::Policy(m) => types::Error::Internal(scrub(m)),
+        Error::Policy(m) | Error::Plugin(m) => types::Error::Internal(scrub(m)),
         Error::Internal(_) => types::Error::Internal("an internal error in the host".into()),
     }
 }

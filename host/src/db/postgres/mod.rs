@@ -130,6 +130,9 @@ impl PgDb {
 
     /// [`PgDb::open`] with explicit options.
     pub async fn open_with(url: &PgUrl, options: PgOptions) -> Result<PgDb> {
+        if let Some(warning) = url.plaintext_warning() {
+            tracing::warn!("{warning}");
+        }
         let connect =
             url.config.get_connect_timeout().copied().unwrap_or(crate::config::pg_url::DEFAULT_CONNECT_TIMEOUT);
         let pool = || -> Result<Pool> {
