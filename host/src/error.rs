@@ -103,6 +103,30 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// `m` with every URL (anything from `scheme://` to the next white space)
+/// replaced by `<url>`, every AWS resource name (`arn:…`, which names the
+/// account) by `<arn>`, and every absolute file path (a word starting with
+/// `/` that names a file in a folder) by `<path>`: what a message keeps
+/// when it leaves the host for a policy or an HTTP client.
+pub fn scrub(m: &str) -> String {
+    m.split_inclusive(char::is_whitespace)
+        .map(|word| {
+            let trimmed = word.trim_end();
+            let rest = &word[trimmed.len()..];
+            let bare = trimmed.trim_start_matches(|c: char| !c.is_alphanumeric() && c != '/');
+            if trimmed.contains("://") {
+                format!("<url>{rest}")
+            } else if bare.starts_with("arn:") {
+                format!("<arn>{rest}")
+            } else if bare.starts_with('/') && bare.matches('/').count() >= 2 {
+                format!("<path>{rest}")
+            } else {
+                word.to_string()
+            }
+        })
+        .collect()
+}
+
 impl Error {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {

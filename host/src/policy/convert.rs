@@ -5,7 +5,7 @@ use super::bindings::coffer::storage::types;
 use crate::backend::{BackendKind, Location};
 use crate::catalog::Record;
 use crate::catalog::namespace::Namespace;
-use crate::error::Error;
+use crate::error::{Error, scrub};
 
 pub fn backend_to_wit(kind: BackendKind) -> types::Backend {
     match kind {
@@ -67,25 +67,6 @@ pub fn error_to_wit(e: &Error) -> types::Error {
         Error::Policy(m) | Error::Plugin(m) => types::Error::Internal(scrub(m)),
         Error::Internal(_) => types::Error::Internal("an internal error in the host".into()),
     }
-}
-
-/// `m` with every URL (anything from `scheme://` to the next white space)
-/// replaced by `<url>`, and every AWS resource name (`arn:…`, which names
-/// the account) by `<arn>`.
-fn scrub(m: &str) -> String {
-    m.split_inclusive(char::is_whitespace)
-        .map(|word| {
-            let trimmed = word.trim_end();
-            let rest = &word[trimmed.len()..];
-            if trimmed.contains("://") {
-                format!("<url>{rest}")
-            } else if trimmed.trim_start_matches(|c: char| !c.is_alphanumeric()).starts_with("arn:") {
-                format!("<arn>{rest}")
-            } else {
-                word.to_string()
-            }
-        })
-        .collect()
 }
 
 /// A policy's error as the host reports it. The guest's message is kept,

@@ -1,11 +1,21 @@
 //! The service's errors: every failure answers JSON `{"error": kind,
-//! "message": …}` with the status that fits, and [`crate::Error`] is
-//! mapped to a status in one place ([`ApiError::from`]).
+//! "message": …, "request_id": …}` with the status that fits, and
+//! [`crate::Error`] is mapped to a status in one place ([`ApiError::from`]).
+//!
+//! What a client reads carries no host internals. A failure of the server's
+//! side (storage, database, the policy component, configuration, a bug) is
+//! told in general words; its full error goes to the server's log under the
+//! request's id, which the client gets in the body and in `X-Request-Id`.
+//! Messages about the client's own request keep their words, with URLs,
+//! ARNs and file paths cut out ([`crate::error::scrub`]).
+
+use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::error::scrub;
 use crate::{Error, ErrorKind};
 
 /// What a handler answers: its response, or an error answer.
@@ -31,6 +41,26 @@ pub struct ErrorBody {
     pub error: String,
     /// For a person.
     pub message: String,
+    /// The request's id, as in `X-Request-Id`: the server's log has the
+    /// details of a failure under it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+tokio::task_local! {
+    /// The id of the request being handled (set by the outermost
+    /// middleware around the whole request).
+    pub(super) static REQUEST_ID: Arc<str>;
+}
+
+/// The id of the request this task handles, if any.
+pub(super) fn request_id() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(Arc::clone).ok()
+}
+
+/// A fresh request id: 16 hex digits.
+pub(super) fn new_request_id() -> Arc<str> {
+    format!("{:016x}", fastrand::u64(..)).into()
 }
 
 impl ApiError {
@@ -74,25 +104,56 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
-        let message = e.to_string();
-        match e.kind() {
-            ErrorKind::InvalidInput => ApiError::new(StatusCode::BAD_REQUEST, "invalid-input", message),
-            ErrorKind::Denied => ApiError::new(StatusCode::FORBIDDEN, "denied", message),
-            ErrorKind::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not-found", message),
-            ErrorKind::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+        let kind = e.kind();
+        // The server's own failures: general words for the client, the
+        // error itself for the log, under the request's id.
+        let withheld = |what: &str| -> String {
+            let id = request_id();
+            let id = id.as_deref().unwrap_or("-");
+            match kind {
+                ErrorKind::Unavailable => tracing::warn!(request_id = id, error = %e, "request failed"),
+                _ => tracing::error!(request_id = id, error = %e, "request failed"),
+            }
+            format!("{what} (the server's log has the details under request id {id})")
+        };
+        match kind {
+            ErrorKind::InvalidInput => ApiError::new(StatusCode::BAD_REQUEST, "invalid-input", scrub(&e.to_string())),
+            ErrorKind::Denied => ApiError::new(StatusCode::FORBIDDEN, "denied", scrub(&e.to_string())),
+            ErrorKind::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not-found", scrub(&e.to_string())),
+            ErrorKind::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", scrub(&e.to_string())),
             // Stored bytes that do not match their digest: the store's fault.
-            ErrorKind::Integrity => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity", message),
-            ErrorKind::Unavailable => ApiError::unavailable("unavailable", message, 5),
-            ErrorKind::Policy => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "policy", message),
-            ErrorKind::Config => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "config", message),
-            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
+            ErrorKind::Integrity => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "integrity",
+                withheld("the stored bytes are missing or do not match their digest"),
+            ),
+            ErrorKind::Unavailable => ApiError::unavailable(
+                "unavailable",
+                withheld("the storage or the database did not answer, or failed; try again shortly"),
+                5,
+            ),
+            ErrorKind::Policy => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "policy",
+                withheld(
+                    "the organisation's policy component failed (it trapped, ran out of fuel, time, memory or \
+                     host calls, or broke the contract)",
+                ),
+            ),
+            ErrorKind::Config => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "config",
+                withheld("the server's configuration does not allow this"),
+            ),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", withheld("an internal error")),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: self.kind.to_string(), message: self.message };
+        let request_id = request_id().map(|id| id.to_string());
+        let body = ErrorBody { error: self.kind.to_string(), message: self.message, request_id };
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(secs) = self.retry_after {
@@ -141,5 +202,31 @@ mod tests {
             assert_eq!(api.status.as_u16(), status, "{api:?}");
             assert_eq!(api.retry_after.is_some(), status == 503);
         }
+    }
+
+    #[tokio::test]
+    async fn the_servers_failures_reach_the_client_without_host_internals() {
+        let secret = [
+            Error::Policy("/srv/tenants/acme/policy.wasm made more than 256 host calls".into()),
+            Error::Backend {
+                message: "PostgreSQL at db.internal:5432/coffer: connection refused".into(),
+                retryable: true,
+                source: None,
+            },
+            Error::io("spooling to /var/tmp/coffer/.spool-1234", std::io::Error::other("disk full")),
+            Error::Integrity("s3:cyn-acme/abc (http://10.0.0.5:9000/cyn-acme/abc) does not match".into()),
+            Error::Config("S3 at http://10.0.0.5:9000 is not configured".into()),
+            Error::Internal("the pool at /run/coffer.sock".into()),
+        ];
+        for e in secret {
+            let said = format!("{e}");
+            let api = REQUEST_ID.scope("0123456789abcdef".into(), async { ApiError::from(e) }).await;
+            for leak in ["/srv", "db.internal", "5432", "/var/tmp", "10.0.0.5", "/run", "policy.wasm"] {
+                assert!(!api.message.contains(leak), "{said} -> {}", api.message);
+            }
+            assert!(api.message.contains("0123456789abcdef"), "the request id: {}", api.message);
+        }
+        let client = ApiError::from(Error::InvalidInput("the file /home/u/x/y is not at https://a.b/c".into()));
+        assert_eq!(client.message, "invalid input: the file <path> is not at <url>");
     }
 }

@@ -154,8 +154,8 @@ pub(super) async fn json_errors(req: Request, next: Next) -> Response {
     fixed
 }
 
-/// Metrics and the access log for every request. Tokens are never logged:
-/// only the name the configuration gives them.
+/// Metrics, the request's id and the access log for every request. Tokens
+/// are never logged: only the name the configuration gives them.
 pub(super) async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route =
@@ -183,7 +183,13 @@ pub(super) async fn observe(req: Request, next: Next) -> Response {
             )
         })
     });
-    let response = next.run(req).await;
+    // Every request gets an id: in the response's `X-Request-Id`, in error
+    // bodies, and in the log lines of its failures and of its access.
+    let request_id = error::new_request_id();
+    let mut response = error::REQUEST_ID.scope(request_id.clone(), next.run(req)).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
     drop(in_flight);
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed();
@@ -208,6 +214,7 @@ pub(super) async fn observe(req: Request, next: Next) -> Response {
         status = response.status().as_u16(),
         ms = elapsed.as_secs_f64() * 1000.0,
         token = caller,
+        request_id = &*request_id,
         "request"
     );
     response.map(|b| {
