@@ -100,6 +100,9 @@ impl Config {
         if let Some(v) = var("COFFER_MAX_IN_FLIGHT") {
             server.max_in_flight = Some(parse_num("COFFER_MAX_IN_FLIGHT", &v)?);
         }
+        if let Some(v) = var("COFFER_MAX_CONNECTIONS") {
+            server.max_connections = Some(parse_num("COFFER_MAX_CONNECTIONS", &v)?);
+        }
         if let Some(v) = var("COFFER_REQUEST_TIMEOUT") {
             server.request_timeout = Some(parse_num("COFFER_REQUEST_TIMEOUT", &v)?);
         }

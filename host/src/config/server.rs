@@ -88,6 +88,9 @@ pub struct ServerSettings {
     pub max_body: Option<u64>,
     /// Requests handled at once.
     pub max_in_flight: Option<usize>,
+    /// Connections open at once; more are answered 503 and closed at once
+    /// (default: half the process's open-file limit, 64 to 4096).
+    pub max_connections: Option<usize>,
     /// Requests handled at once for one organisation (default a quarter
     /// of `max_in_flight`), so one tenant cannot take every slot.
     pub max_in_flight_per_org: Option<usize>,
@@ -113,6 +116,7 @@ impl fmt::Debug for ServerSettings {
             .field("tokens", &self.tokens)
             .field("max_body", &self.max_body)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_connections", &self.max_connections)
             .field("max_in_flight_per_org", &self.max_in_flight_per_org)
             .field("min_rate", &self.min_rate)
             .field("request_timeout", &self.request_timeout)
@@ -161,6 +165,7 @@ impl ServerSettings {
         }
         for (name, value) in [
             ("COFFER_MAX_IN_FLIGHT", self.max_in_flight.map(|n| n as u64)),
+            ("COFFER_MAX_CONNECTIONS", self.max_connections.map(|n| n as u64)),
             ("COFFER_MAX_IN_FLIGHT_PER_ORG", self.max_in_flight_per_org.map(|n| n as u64)),
             ("COFFER_SHUTDOWN_GRACE", self.shutdown_grace),
             ("COFFER_REQUEST_TIMEOUT", self.request_timeout),

@@ -18,6 +18,8 @@ pub struct Limits {
     pub max_body: u64,
     pub max_in_flight: usize,
     pub max_in_flight_per_org: usize,
+    /// Connections open at once.
+    pub max_connections: usize,
     /// The minimum rate of bodies in and out.
     pub pace: body::Pace,
     pub request_timeout: Duration,
@@ -35,12 +37,29 @@ impl Limits {
             max_in_flight_per_org: s.max_in_flight_per_org.unwrap_or(max_in_flight.div_ceil(4)).max(1),
             pace: body::Pace { min_rate: s.min_rate.unwrap_or(1024), grace: idle_timeout },
             max_in_flight,
+            max_connections: s.max_connections.unwrap_or_else(default_max_connections),
             request_timeout: Duration::from_secs(s.request_timeout.unwrap_or(60)),
             idle_timeout,
             shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(30)),
             spool_dir: s.spool_dir.clone(),
         }
     }
+}
+
+/// Half the process's soft limit on open files, 64 to 4096: the other half
+/// is left for the database, spool files and S3 connections.
+fn default_max_connections() -> usize {
+    // Linux says it in /proc (no unsafe call needed); elsewhere, assume
+    // the common 1024.
+    let open_files = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            let soft = line.trim_start_matches("Max open files").split_whitespace().next()?;
+            Some(if soft == "unlimited" { usize::MAX } else { soft.parse().ok()? })
+        })
+        .unwrap_or(1024);
+    (open_files / 2).clamp(64, 4096)
 }
 
 /// What every handler shares.

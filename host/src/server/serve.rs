@@ -82,6 +82,7 @@ impl Server {
         let mut connections = tokio::task::JoinSet::new();
         tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), tokens = app.tokens.any(), "serving");
         let mut shutdown = std::pin::pin!(shutdown);
+        let open = Arc::new(Semaphore::new(app.limits.max_connections));
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -97,6 +98,12 @@ impl Server {
             };
             // Finished connections leave the set as new ones come.
             while connections.try_join_next().is_some() {}
+            // Past the connection limit: answered and closed at once, so
+            // the descriptor is free again before the next accept.
+            let Ok(slot) = open.clone().try_acquire_owned() else {
+                refuse_connection(&stream, app.limits.max_connections);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             // Clients that stop reading a response are dropped after the
             // idle timeout (a write that cannot proceed).
@@ -111,6 +118,7 @@ impl Server {
                 if let Err(e) = watch.watch(connection.into_owned()).await {
                     tracing::debug!(%peer, "connection: {e}");
                 }
+                drop(slot);
             });
         }
         app.draining.store(true, Ordering::Relaxed);
@@ -132,4 +140,25 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Answer a connection over the limit with a 503 (`Retry-After: 1`,
+/// `Connection: close`) if its socket takes it without waiting, and close
+/// it: nothing is read from it and nothing waits on it.
+fn refuse_connection(stream: &tokio::net::TcpStream, limit: usize) {
+    crate::metrics::global().inc(
+        "coffer_http_connections_refused_total",
+        "Connections refused because too many were open.",
+        &[],
+        1.0,
+    );
+    let body = format!(
+        "{{\"error\":\"overloaded\",\"message\":\"more than {limit} connections are open; try again shortly\"}}"
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
 }

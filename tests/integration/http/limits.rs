@@ -89,6 +89,42 @@ async fn past_the_in_flight_limit_requests_get_503_with_retry_after() {
     assert_eq!(client().get(s.objects("acme")).send().await.unwrap().status(), 200);
 }
 
+/// Past the connection limit a connection is answered 503 and closed at
+/// once (nothing waits on it); a connection that closes frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_limit_connections_are_refused_at_once() {
+    let s = sqlite_server(|c| c.server.max_connections = Some(2)).await;
+    // Two connections held open, idle (as a slow or hostile client would).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..20 {
+        let mut extra = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let text = answer(&mut extra, Duration::from_secs(2)).await;
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(text.contains("retry-after: 1") && text.contains("\"overloaded\""), "{text}");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(2), extra.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the refused connection is closed by the server");
+    }
+    // A held connection still works; once one closes, new ones are served.
+    let mut first = held.remove(0);
+    first.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await.unwrap();
+    assert!(answer(&mut first, Duration::from_secs(5)).await.starts_with("HTTP/1.1 200"));
+    drop(first);
+    let mut served = false;
+    for _ in 0..50 {
+        if client().get(format!("{}/healthz", s.url)).send().await.is_ok_and(|r| r.status() == 200) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "a freed place is taken by the next connection");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_organisation_cannot_take_every_slot() {
     let s = sqlite_server(|c| {
