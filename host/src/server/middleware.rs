@@ -190,6 +190,8 @@ pub(super) async fn observe(req: Request, next: Next) -> Response {
     if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
     }
+    // Every answer has the type it says (JSON, a tar, an object's own).
+    response.headers_mut().insert("x-content-type-options", axum::http::HeaderValue::from_static("nosniff"));
     drop(in_flight);
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed();

@@ -3,6 +3,7 @@
 //! body at all), the real policy, SQLite and the S3 test server.
 
 mod auth;
+mod browser;
 mod limits;
 mod objects;
 mod operations;

@@ -375,10 +375,41 @@ pub async fn get_object(
     Ok(r)
 }
 
+/// Content types a browser runs script in, or renders as a document that
+/// can: HTML, XML (SVG, XHTML, XSLT, any `+xml`), JavaScript, and PDF
+/// (whose viewers run script too).
+fn is_active(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence.ends_with("+xml")
+        || matches!(
+            essence.as_str(),
+            "text/html"
+                | "text/xml"
+                | "application/xml"
+                | "text/xsl"
+                | "text/javascript"
+                | "application/javascript"
+                | "application/x-javascript"
+                | "application/ecmascript"
+                | "text/ecmascript"
+                | "application/pdf"
+        )
+}
+
+/// An object's headers. Stored content is the uploader's, served on the
+/// API's own origin, so it must never run there: browsers may not guess
+/// another type (`nosniff`), a sandbox without scripts applies whatever
+/// the type (`Content-Security-Policy: sandbox`, which also gives the
+/// document an opaque origin, so it could not read the API even if it ran),
+/// and active types are downloads, not pages (`Content-Disposition:
+/// attachment`).
 fn object_headers(h: &mut HeaderMap, info: &ObjectInfo, tag: &HeaderValue) {
     h.insert(header::ETAG, tag.clone());
-    // The uploader chose the content type: browsers must not guess another.
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
+    if is_active(&info.content_type) {
+        h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+    }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert("repr-digest", repr_digest(&info.sha256));
     if let Ok(ct) = HeaderValue::from_str(&info.content_type) {
@@ -457,4 +488,31 @@ pub async fn link(
         .link(&org, &sha256, Some(Duration::from_secs(expires)), req.filename.as_deref(), disposition)
         .await?;
     Ok(Json(LinkAnswer { url, expires_at: crate::clock::now_secs() + expires }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_active;
+
+    #[test]
+    fn script_bearing_types_are_active_whatever_their_spelling() {
+        for t in [
+            "text/html",
+            "TEXT/HTML; charset=utf-8",
+            " text/html ",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "application/xml",
+            "text/xml",
+            "application/javascript",
+            "text/javascript;charset=x",
+            "application/pdf",
+            "application/rss+xml",
+        ] {
+            assert!(is_active(t), "{t}");
+        }
+        for t in ["text/plain", "image/png", "application/octet-stream", "application/json", "text/csv"] {
+            assert!(!is_active(t), "{t}");
+        }
+    }
 }

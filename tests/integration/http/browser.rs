@@ -1,0 +1,113 @@
+//! Stored content in a real browser (Debian's `chromium`, headless): an
+//! uploaded page or SVG that tries to read another organisation's object
+//! from the API's origin gets nothing, and does not even run. A control
+//! run of the same page from a server without Coffer's headers shows the
+//! browser runs it and the check would see the leak.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{client, put, sqlite_server};
+
+/// The DOM chromium ends with after loading `url` and letting its scripts
+/// run (up to a few seconds of virtual time).
+fn dom_after_scripts(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+            "--timeout=20000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("chromium runs (Debian's chromium package; .ci/run installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A page whose script marks that it ran, then reads `target` from its own
+/// origin and writes what it got into the page.
+fn hostile_page(target: &str) -> String {
+    format!(
+        "<html><body><div id=out>quiet</div><script>
+        document.getElementById('out').textContent = 'SCRIPT-RAN';
+        fetch('{target}').then(r => r.text()).then(t => {{
+            document.getElementById('out').textContent = 'SCRIPT-RAN READ:' + t;
+        }});
+        </script></body></html>"
+    )
+}
+
+fn hostile_svg(target: &str) -> String {
+    format!(
+        "<svg xmlns='http://www.w3.org/2000/svg'><text id='out'>quiet</text><script>
+        document.getElementById('out').textContent = 'SCRIPT-RAN';
+        fetch('{target}').then(r => r.text()).then(t => {{
+            document.getElementById('out').textContent = 'SCRIPT-RAN READ:' + t;
+        }});
+        </script></svg>"
+    )
+}
+
+/// A server without Coffer's headers: `/page` answers `page` as
+/// `content_type`, anything else answers `secret`.
+async fn plain_server(page: String, content_type: &'static str, secret: &'static str) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let page = page.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let (ct, body) =
+                    if head.starts_with("GET /page ") { (content_type, page) } else { ("text/plain", secret.into()) };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_page_cannot_read_another_object_in_a_browser() {
+    const SECRET: &str = "beta-secret-4711";
+    // No tokens: loopback only, where any local program may read any
+    // organisation, and so could a page the API serves.
+    let s = sqlite_server(|_| {}).await;
+    let secret = put(&s, "beta", SECRET.as_bytes()).await["sha256"].as_str().unwrap().to_string();
+    let target = format!("/v1/orgs/beta/objects/{secret}");
+    let cases = [("text/html", hostile_page(&target)), ("image/svg+xml", hostile_svg(&target))];
+    for (content_type, page) in cases {
+        // The control: served without Coffer's headers, the browser runs
+        // the page and it reads the secret, so the check below can fail.
+        let plain = plain_server(page.clone(), content_type, SECRET).await;
+        let control = tokio::task::spawn_blocking(move || dom_after_scripts(&format!("http://{plain}/page")));
+        let control = control.await.unwrap();
+        assert!(control.contains(&format!("READ:{SECRET}")), "{content_type}: the control run did not leak: {control}");
+
+        let r = client().put(s.objects("acme")).header("content-type", content_type).body(page).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let sha = super::json(r).await["sha256"].as_str().unwrap().to_string();
+        let url = format!("{}/{sha}", s.objects("acme"));
+        let r = client().get(&url).send().await.unwrap();
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(r.headers()["content-disposition"], "attachment", "{content_type}");
+        assert!(r.headers()["content-security-policy"].to_str().unwrap().starts_with("sandbox"));
+        let dom = tokio::task::spawn_blocking(move || dom_after_scripts(&url)).await.unwrap();
+        assert!(!dom.contains(SECRET), "{content_type}: the stored page read the other object: {dom}");
+        assert!(!dom.contains("SCRIPT-RAN"), "{content_type}: the stored page's script ran: {dom}");
+    }
+    // A type that is not active is shown, still sandboxed and unsniffed.
+    let r = client().get(format!("{}/{secret}", s.objects("beta"))).send().await.unwrap();
+    assert!(!r.headers().contains_key("content-disposition"), "text/plain is shown, not downloaded");
+}
