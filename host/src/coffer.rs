@@ -18,7 +18,7 @@ use crate::catalog::boundaries::Boundaries;
 use crate::catalog::lifecycle::{Lifecycle, Reservation};
 use crate::catalog::{Catalog, Committed, Record};
 use crate::config::{Config, DatabaseUrl};
-use crate::content::{ByteStream, Content, Digest};
+use crate::content::{ByteStream, Content, Digest, Spool};
 use crate::db::postgres::PgDb;
 use crate::db::sqlite::SqliteDb;
 use crate::error::{Error, Result};
@@ -90,6 +90,9 @@ pub struct Coffer {
     policies: Arc<PolicySet>,
     /// Namespaces the deployment's policy declared, by (policy, org).
     namespaces: Arc<Mutex<DeclaredNamespaces>>,
+    /// Where uploads that cannot be read twice are spooled, within one
+    /// budget for the whole host.
+    spool: Spool,
 }
 
 /// Namespaces by (deployment policy digest, organisation).
@@ -127,9 +130,17 @@ impl Coffer {
         config.validate()?;
         let lifecycle = Lifecycle::new(catalog.clone(), backends.clone(), config.delete_timeout());
         let boundaries = Boundaries::new(catalog.clone());
+        let spool = Spool::new(config.server.spool_dir.clone(), config.server.spool_limit);
         let services = Arc::new(HostServices { config, catalog, backends, lifecycle, boundaries });
         let policies = Arc::new(PolicySet::load(&services).await?);
-        Ok(Coffer { services, policies, namespaces: Default::default() })
+        Ok(Coffer { services, policies, namespaces: Default::default(), spool })
+    }
+
+    /// Where input that cannot be read twice is spooled (an HTTP body, a
+    /// plugin's value, standard input), within the host-wide budget
+    /// (`COFFER_SPOOL_LIMIT`): every upload of this Coffer shares it.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
     }
 
     /// Wait, at most `within`, for clean-up that cancelled operations left

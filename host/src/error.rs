@@ -60,6 +60,10 @@ pub enum Error {
     /// failures (a sandboxed guest failed), but named for what it is.
     #[error("plugin: {0}")]
     Plugin(String),
+    /// A host-wide budget is used up (the spool for uploads): nothing was
+    /// stored, and trying again once other work has finished may succeed.
+    #[error("insufficient storage: {0}")]
+    Exhausted(String),
     /// Local I/O failed (reading the input, spooling, writing output).
     #[error("{context}: {source}")]
     Io {
@@ -137,7 +141,9 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Integrity(_) => ErrorKind::Integrity,
-            Error::Backend { .. } | Error::Io { .. } | Error::Unsupported(_) => ErrorKind::Unavailable,
+            Error::Backend { .. } | Error::Io { .. } | Error::Unsupported(_) | Error::Exhausted(_) => {
+                ErrorKind::Unavailable
+            }
             Error::Policy(_) | Error::Plugin(_) => ErrorKind::Policy,
             Error::Internal(_) => ErrorKind::Internal,
         }
@@ -155,6 +161,7 @@ impl Error {
             | Error::Conflict(m)
             | Error::Integrity(m)
             | Error::Unsupported(m)
+            | Error::Exhausted(m)
             | Error::Policy(m)
             | Error::Plugin(m)
             | Error::Internal(m) => m.clone(),

@@ -375,7 +375,7 @@ impl Coffer {
         let at = &record.location;
         let stream = self.services.backends.get(at.backend)?.get(&at.container, &at.name).await?;
         let stream = verify_stream(stream, record.sha256, record.size, format!("{} ({at})", record.sha256));
-        Content::from_stream(stream, Some(&record.content_type), record.size, None).await
+        Content::from_stream(stream, Some(&record.content_type), record.size, self.spool()).await
     }
 
     /// Confirm that `at` holds `content`, by digest, after it was written

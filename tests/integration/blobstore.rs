@@ -500,3 +500,22 @@ fn a_64_mib_value_round_trips_through_a_plugin_in_bounded_memory() {
         assert!(read_peak < PEAK_LIMIT_KIB, "reading peaked at {read_peak} KiB");
     }
 }
+
+/// A plugin's values are spooled within the host's one budget: a value
+/// that would go past it fails with a clear error and stores nothing, and
+/// the budget is whole again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_past_the_hosts_spool_budget_fails_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::support::sqlite_config(dir.path(), &[]);
+    config.server.spool_dir = Some(dir.path().to_path_buf());
+    config.server.spool_limit = Some(8 << 20);
+    let c = &Coffer::open(config).await.unwrap();
+    ok(c, "acme", &["mkdir", "big"]).await;
+    let err = fails(c, "acme", &["write", "big", "v", "16"]).await;
+    assert!(err.contains("unavailable") && err.contains("spool for uploads is full"), "{err}");
+    assert_eq!(ok(c, "acme", &["ls", "big"]).await, "", "nothing stored");
+    assert_eq!(c.spool().used(), 0, "the budget is whole again");
+    ok(c, "acme", &["write", "big", "v", "6"]).await;
+    assert_eq!(ok(c, "acme", &["check", "big", "v", "6"]).await, format!("verified {} bytes\n", 6 << 20));
+}

@@ -3,7 +3,6 @@
 //! platform's accessor returns ([`Blobstore`]), the counts that bound what
 //! a plugin holds open, and its errors as the plugin sees them.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -33,13 +32,9 @@ pub struct BlobstoreLimits {
     /// Default 64.
     pub max_open_reads: usize,
     /// Value streams (`incoming-value-consume-async`) open at once: each
-    /// holds a read on its backend (on the databases, a connection and a
-    /// snapshot) until it is read to the end or dropped. Default 4.
+    /// holds a read on its backend until it is read to the end or
+    /// dropped. Default 4.
     pub max_open_streams: usize,
-    /// Where values over 4 MiB are spooled while they are written; the
-    /// configured `COFFER_SPOOL_DIR`, else the system's temporary
-    /// directory, when `None`.
-    pub spool_dir: Option<PathBuf>,
 }
 
 impl Default for BlobstoreLimits {
@@ -50,7 +45,6 @@ impl Default for BlobstoreLimits {
             max_open_writes: 4,
             max_open_reads: 64,
             max_open_streams: 4,
-            spool_dir: None,
         }
     }
 }

@@ -95,12 +95,13 @@ impl types::HostOutgoingValue for Blobstore<'_> {
         };
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
         let failure: Failure = Arc::new(Mutex::new(None));
-        let limits = &self.ctx.limits;
-        let spool = limits.spool_dir.clone().or_else(|| self.ctx.coffer.config().server.spool_dir.clone());
+        // Values over 4 MiB are spooled within the host's one budget
+        // (`Coffer::spool`), shared with every other upload.
+        let spool = self.ctx.coffer.spool().clone();
         let stream = received(rx, self.ctx.value_limit());
         let why = failure.clone();
         let spooled = tokio::spawn(async move {
-            let content = Content::from_stream(stream, None, 0, spool).await;
+            let content = Content::from_stream(stream, None, 0, &spool).await;
             if let Err(e) = &content {
                 *why.lock().unwrap_or_else(|e| e.into_inner()) = Some(error_string(e));
             }

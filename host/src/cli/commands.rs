@@ -81,7 +81,7 @@ pub(super) async fn execute(command: Command) -> Result<()> {
         Command::Serve { .. } | Command::Token(_) => unreachable!("handled above"),
         Command::Put { org, file, content_type } => {
             let content = if file.as_os_str() == "-" {
-                Content::from_reader(std::io::stdin(), content_type.as_deref(), None).await?
+                Content::from_reader(std::io::stdin(), content_type.as_deref(), coffer.spool()).await?
             } else {
                 Content::from_path(&file, content_type.as_deref()).await?
             };

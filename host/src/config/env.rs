@@ -118,6 +118,9 @@ impl Config {
         if let Some(v) = var("COFFER_SPOOL_DIR") {
             server.spool_dir = Some(PathBuf::from(v));
         }
+        if let Some(v) = var("COFFER_SPOOL_LIMIT") {
+            server.spool_limit = Some(parse_num("COFFER_SPOOL_LIMIT", &v)?);
+        }
         if let Some(v) = var("COFFER_IDLE_TIMEOUT") {
             server.idle_timeout = Some(parse_num("COFFER_IDLE_TIMEOUT", &v)?);
         }

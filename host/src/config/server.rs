@@ -106,6 +106,9 @@ pub struct ServerSettings {
     /// Where uploads over 4 MiB are spooled while they are hashed
     /// (default: the system's temporary directory).
     pub spool_dir: Option<PathBuf>,
+    /// Bytes spooled at once, host-wide (default: half the space free in
+    /// the spool directory when Coffer opens).
+    pub spool_limit: Option<u64>,
 }
 
 impl fmt::Debug for ServerSettings {
@@ -123,6 +126,7 @@ impl fmt::Debug for ServerSettings {
             .field("idle_timeout", &self.idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("spool_dir", &self.spool_dir)
+            .field("spool_limit", &self.spool_limit)
             .finish()
     }
 }
@@ -171,6 +175,7 @@ impl ServerSettings {
             ("COFFER_REQUEST_TIMEOUT", self.request_timeout),
             ("COFFER_IDLE_TIMEOUT", self.idle_timeout),
             ("COFFER_MAX_BODY", self.max_body),
+            ("COFFER_SPOOL_LIMIT", self.spool_limit),
         ] {
             if value == Some(0) {
                 return Err(Error::Config(format!("{name} must be at least 1")));

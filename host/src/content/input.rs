@@ -12,6 +12,7 @@ use sha2::Digest as _;
 
 use super::digest::{Digest, Sha256};
 use super::parts::{Hasher, PART_SIZE, PartDigest, check_crc, record_parts};
+use super::spool::{Charge, Spool};
 use super::stream::{ByteStream, CHUNK};
 use crate::error::{Error, Result};
 
@@ -29,8 +30,9 @@ enum Source {
     /// The caller's file, read again for the upload.
     File(PathBuf),
     /// A temporary copy of input that could not be read twice; removed
-    /// when the content is dropped.
-    Spooled(tempfile::TempPath),
+    /// when the content is dropped, and its bytes given back to the
+    /// spool's budget after that.
+    Spooled { path: tempfile::TempPath, _charge: Charge },
 }
 
 /// Content to store: its bytes, with the digest and size computed natively
@@ -106,39 +108,43 @@ impl Content {
     }
 
     /// Content from a reader that can be read only once (standard input, a
-    /// network body): copied to a temporary file in `spool_dir` (the system
-    /// temporary directory when `None`) while it is hashed, so memory stays
-    /// bounded whatever the size.
+    /// network body): copied to a file in `spool` while it is hashed, so
+    /// memory stays bounded whatever the size; past the spool's budget,
+    /// an [`Error::Exhausted`] and nothing kept.
     pub async fn from_reader<R: Read + Send + 'static>(
         reader: R,
         content_type: Option<&str>,
-        spool_dir: Option<PathBuf>,
+        spool: &Spool,
     ) -> Result<Content> {
         let content_type = normalize_content_type(content_type)?;
-        let (path, sha256, size, parts) = tokio::task::spawn_blocking(move || {
-            let dir = spool_dir.unwrap_or_else(std::env::temp_dir);
-            let spool = tempfile::NamedTempFile::new_in(&dir)
-                .map_err(|e| Error::io(format!("creating a spool file in {}", dir.display()), e))?;
-            let mut writer = std::io::BufWriter::with_capacity(CHUNK, spool);
-            let (sha256, size, parts) =
-                hash_reader(reader, &mut writer, record_parts(None)).map_err(|e| Error::io("spooling input", e))?;
-            let spool = writer.into_inner().map_err(|e| Error::io("spooling input", e.into_error()))?;
-            Ok::<_, Error>((spool.into_temp_path(), sha256, size, parts))
+        let spool = spool.clone();
+        let (path, charge, sha256, size, parts) = tokio::task::spawn_blocking(move || {
+            let file = new_spool_file(&spool)?;
+            let mut charge = spool.charge();
+            let mut writer =
+                std::io::BufWriter::with_capacity(CHUNK, Charged { file, charge: &mut charge, written: 0 });
+            let (sha256, size, parts) = hash_reader(reader, &mut writer, record_parts(None)).map_err(spool_error)?;
+            let spooled = writer.into_inner().map_err(|e| spool_error(e.into_error()))?;
+            let file = spooled.file;
+            Ok::<_, Error>((file.into_temp_path(), charge, sha256, size, parts))
         })
         .await??;
-        Ok(Content(Arc::new(ContentInner { source: Source::Spooled(path), sha256, size, content_type, parts })))
+        let source = Source::Spooled { path, _charge: charge };
+        Ok(Content(Arc::new(ContentInner { source, sha256, size, content_type, parts })))
     }
 
-    /// Content from a stream (another store's object, for `coffer migrate`
-    /// and `coffer import`): hashed as it arrives, and held in memory when
+    /// Content from a stream (an HTTP body, a plugin's value, another
+    /// store's object): hashed as it arrives, and held in memory when
     /// `size_hint` says it is at most 4 MiB (and it is), otherwise spooled
-    /// to a temporary file in `spool_dir` (the system temporary directory
-    /// when `None`), so memory stays bounded whatever the size.
+    /// to a file in `spool`, so memory stays bounded whatever the size.
+    /// The spool's budget is asked for `size_hint` before anything is read
+    /// (when it is known) and for more as more arrives; past it, an
+    /// [`Error::Exhausted`] and nothing kept.
     pub async fn from_stream(
         mut stream: ByteStream,
         content_type: Option<&str>,
         size_hint: u64,
-        spool_dir: Option<PathBuf>,
+        spool: &Spool,
     ) -> Result<Content> {
         /// In memory up to this (and never more than this much is collected).
         const IN_MEMORY_MAX: u64 = 4 << 20;
@@ -152,25 +158,30 @@ impl Content {
                     // Longer than announced: spool the rest after all.
                     let head: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from(buf))]));
                     let rest = Box::pin(head.chain(stream));
-                    return Box::pin(Content::from_stream(rest, Some(&content_type), u64::MAX, spool_dir)).await;
+                    return Box::pin(Content::from_stream(rest, Some(&content_type), u64::MAX, spool)).await;
                 }
             }
             return Content::from_bytes(buf, Some(&content_type));
         }
-        let dir = spool_dir.unwrap_or_else(std::env::temp_dir);
-        let spool = tempfile::NamedTempFile::new_in(&dir)
-            .map_err(|e| Error::io(format!("creating a spool file in {}", dir.display()), e))?;
-        let (file, path) = spool.into_parts();
+        let mut charge = spool.charge();
+        if size_hint != u64::MAX {
+            charge.cover(size_hint)?;
+        }
+        let (file, path) = new_spool_file(spool)?.into_parts();
         let mut file = tokio::io::BufWriter::with_capacity(CHUNK, tokio::fs::File::from_std(file));
         let mut hasher = Hasher::new(record_parts((size_hint != u64::MAX).then_some(size_hint)));
+        let mut written = 0u64;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
+            written += chunk.len() as u64;
+            charge.cover(written)?;
             hasher.update(&chunk);
-            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await.map_err(|e| Error::io("spooling input", e))?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await.map_err(spool_error)?;
         }
-        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| Error::io("spooling input", e))?;
+        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(spool_error)?;
         let (sha256, size, parts) = hasher.finish();
-        Ok(Content(Arc::new(ContentInner { source: Source::Spooled(path), sha256, size, content_type, parts })))
+        let source = Source::Spooled { path, _charge: charge };
+        Ok(Content(Arc::new(ContentInner { source, sha256, size, content_type, parts })))
     }
 
     /// Whether the bytes are held in memory (and so cannot change).
@@ -205,7 +216,7 @@ impl Content {
         match &self.0.source {
             Source::Memory(_) => None,
             Source::File(p) => Some(p),
-            Source::Spooled(p) => Some(p),
+            Source::Spooled { path, .. } => Some(path),
         }
     }
 
@@ -370,6 +381,41 @@ fn hash_reader(
     Ok(hasher.finish())
 }
 
+/// A new spool file in `spool`'s directory.
+fn new_spool_file(spool: &Spool) -> Result<tempfile::NamedTempFile> {
+    tempfile::NamedTempFile::new_in(spool.dir())
+        .map_err(|e| Error::io(format!("creating a spool file in {}", spool.dir().display()), e))
+}
+
+/// A failed spool write: the budget's own error when that is what stopped
+/// it, else an I/O error.
+fn spool_error(e: std::io::Error) -> Error {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::Exhausted(m)) => Error::Exhausted(m.clone()),
+        _ => Error::io("spooling input", e),
+    }
+}
+
+/// A spool file whose writes are charged to the spool's budget first.
+struct Charged<'a> {
+    file: tempfile::NamedTempFile,
+    charge: &'a mut Charge,
+    written: u64,
+}
+
+impl Write for Charged<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.charge.cover(self.written + buf.len() as u64).map_err(std::io::Error::other)?;
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,7 +434,10 @@ mod tests {
     async fn spooled_content_hashes_like_memory_content() {
         let data: Vec<u8> = (0..(CHUNK * 3 + 17)).map(|i| (i % 251) as u8).collect();
         let mem = Content::from_bytes(data.clone(), None).unwrap();
-        let spooled = Content::from_reader(std::io::Cursor::new(data.clone()), None, None).await.unwrap();
+        let spooled =
+            Content::from_reader(std::io::Cursor::new(data.clone()), None, &super::super::Spool::unbounded(None))
+                .await
+                .unwrap();
         assert_eq!(mem.sha256(), spooled.sha256());
         assert_eq!(spooled.size(), data.len() as u64);
         assert_eq!(spooled.peek(10).unwrap(), &data[..10]);

@@ -110,7 +110,7 @@ impl Coffer {
         let content = match &item.from {
             From::S3 { bucket, key } => {
                 let stream = self.services.backends.get(BackendKind::S3)?.get(bucket, key).await?;
-                Content::from_stream(stream, None, item.size, None).await?
+                Content::from_stream(stream, None, item.size, self.spool()).await?
             }
             From::File(path) => {
                 // Opened once, without following a symbolic link or
@@ -118,7 +118,7 @@ impl Coffer {
                 // be a regular file, and read from that one descriptor.
                 let p = path.clone();
                 let file = tokio::task::spawn_blocking(move || open_regular(&p)).await??;
-                Content::from_reader(file, None, None).await?
+                Content::from_reader(file, None, self.spool()).await?
             }
         };
         let info = self.put(&item.org, content).await?;

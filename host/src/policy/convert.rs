@@ -63,6 +63,9 @@ pub fn error_to_wit(e: &Error) -> types::Error {
             if *retryable { "; retrying later may help" } else { "" }
         )),
         Error::Io { .. } => types::Error::Unavailable("a local I/O operation of the host failed".into()),
+        Error::Exhausted(_) => {
+            types::Error::Unavailable("the host's spool for uploads is full; try again later".into())
+        }
         Error::Unsupported(_) => types::Error::Unavailable("the storage backend does not support this".into()),
         Error::Policy(m) | Error::Plugin(m) => types::Error::Internal(scrub(m)),
         Error::Internal(_) => types::Error::Internal("an internal error in the host".into()),

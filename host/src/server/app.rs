@@ -25,7 +25,6 @@ pub struct Limits {
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
-    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Limits {
@@ -41,7 +40,6 @@ impl Limits {
             request_timeout: Duration::from_secs(s.request_timeout.unwrap_or(60)),
             idle_timeout,
             shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(30)),
-            spool_dir: s.spool_dir.clone(),
         }
     }
 }

@@ -37,7 +37,8 @@ pub struct ErrorBody {
     /// What went wrong, as a stable word: `invalid-input`, `unauthorized`,
     /// `forbidden`, `denied`, `not-found`, `conflict`, `too-large`,
     /// `digest-mismatch`, `range-not-satisfiable`, `unavailable`,
-    /// `overloaded`, `timeout`, `integrity`, `policy`, `config`, `internal`.
+    /// `overloaded`, `timeout`, `insufficient-storage`, `integrity`,
+    /// `policy`, `config`, `internal`.
     pub error: String,
     /// For a person.
     pub message: String,
@@ -104,6 +105,18 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
+        if let Error::Exhausted(_) = &e {
+            // The host's spool is full: nothing was stored; later, it may be.
+            tracing::warn!(request_id = request_id().as_deref().unwrap_or("-"), error = %e, "request refused");
+            return ApiError {
+                retry_after: Some(10),
+                ..ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient-storage",
+                    "the server's spool for uploads is full; nothing was stored; try again shortly",
+                )
+            };
+        }
         let kind = e.kind();
         // The server's own failures: general words for the client, the
         // error itself for the log, under the request's id.

@@ -71,6 +71,52 @@ async fn a_client_that_disconnects_or_stalls_mid_body_leaves_no_record() {
     put(&s, "acme", b"after").await;
 }
 
+/// The spool has one budget for the whole host: an upload that would go
+/// past it is refused with 507 and Retry-After — at once when its length
+/// is announced, at the byte that crosses it when not — and leaves nothing
+/// (no record, no reservation, no spool file); the budget comes back when
+/// uploads end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_spool_budget_uploads_get_507_and_leave_nothing() {
+    let spool = tempfile::tempdir().unwrap();
+    let spool_dir = spool.path().to_path_buf();
+    let s = sqlite_server(|c| {
+        c.server.spool_dir = Some(spool_dir);
+        c.server.spool_limit = Some(10 << 20);
+    })
+    .await;
+    assert_eq!(s.coffer.spool().limit(), 10 << 20);
+    // 6 MiB announced and half sent: 6 MiB of the budget are held.
+    let first = data(6 << 20, 1);
+    let mut held = raw(s.addr, &upload_head("acme", first.len(), ""), &first[..3 << 20]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.coffer.spool().used(), 6 << 20);
+    // Another 6 MiB, announced: refused before its body is read (only
+    // its head is sent).
+    let second = data(6 << 20, 2);
+    let mut refused = raw(s.addr, &upload_head("beta", second.len(), ""), b"").await;
+    let text = answer(&mut refused, Duration::from_secs(10)).await;
+    assert!(text.starts_with("HTTP/1.1 507"), "{text}");
+    assert!(text.contains("retry-after: 10") && text.contains("\"insufficient-storage\""), "{text}");
+    // Not announced (chunked): refused at the byte that crosses the budget.
+    let pieces: Vec<Vec<u8>> = second.chunks(1 << 20).map(<[u8]>::to_vec).collect();
+    let chunks = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
+    let r = client().put(s.objects("beta")).body(reqwest::Body::wrap_stream(chunks)).send().await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 507);
+    }
+    assert!(s.coffer.list("beta", None, 10).await.unwrap().is_empty(), "nothing stored");
+    assert_eq!(s.coffer.spool().used(), 6 << 20, "the refused uploads hold nothing");
+    // The first goes on; its end gives the budget back, and the second fits.
+    held.write_all(&first[3 << 20..]).await.unwrap();
+    assert!(answer(&mut held, Duration::from_secs(10)).await.starts_with("HTTP/1.1 201"));
+    assert_eq!(s.coffer.spool().used(), 0);
+    let r = client().put(s.objects("beta")).body(second).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(catalog_rows(s.dir.path()).1, 0, "no reservation left");
+    assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0, "no spool file left");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_in_flight_limit_requests_get_503_with_retry_after() {
     let s = sqlite_server(|c| c.server.max_in_flight = Some(1)).await;

@@ -164,34 +164,30 @@ pub async fn put_object(
         None => None,
     };
     let (stream, fault) = body::upload(body, limit, app.limits.idle_timeout, app.limits.pace);
-    let content = match Content::from_stream(
-        stream,
-        content_type.as_deref(),
-        length.unwrap_or(u64::MAX),
-        app.limits.spool_dir.clone(),
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            let fault = *fault.lock().unwrap_or_else(|e| e.into_inner());
-            return Err(match fault {
-                Some(Fault::TooLarge(limit)) => ApiError::too_large(limit),
-                Some(Fault::Idle(t)) => ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "timeout",
-                    format!("the client sent nothing for {} s; nothing was stored", t.as_secs()),
-                ),
-                Some(Fault::TooSlow(rate)) => ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "timeout",
-                    format!("the client sent slower than {rate} bytes/s on average; nothing was stored"),
-                ),
-                Some(Fault::Broken) => ApiError::bad_request("the request body broke off; nothing was stored"),
-                None => e.into(),
-            });
-        }
-    };
+    let content =
+        match Content::from_stream(stream, content_type.as_deref(), length.unwrap_or(u64::MAX), app.coffer.spool())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let fault = *fault.lock().unwrap_or_else(|e| e.into_inner());
+                return Err(match fault {
+                    Some(Fault::TooLarge(limit)) => ApiError::too_large(limit),
+                    Some(Fault::Idle(t)) => ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "timeout",
+                        format!("the client sent nothing for {} s; nothing was stored", t.as_secs()),
+                    ),
+                    Some(Fault::TooSlow(rate)) => ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "timeout",
+                        format!("the client sent slower than {rate} bytes/s on average; nothing was stored"),
+                    ),
+                    Some(Fault::Broken) => ApiError::bad_request("the request body broke off; nothing was stored"),
+                    None => e.into(),
+                });
+            }
+        };
     if let Some(d) = claimed
         && d != content.sha256()
     {
