@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::org::validate_org;
 use crate::policy::host::HostServices;
 use crate::policy::set::{PolicySet, Slot};
+use crate::policy::share::TenantShares;
 use crate::policy::{Operation, Policy};
 
 /// Times a put starts again when the reservation or record it relied on
@@ -131,7 +132,8 @@ impl Coffer {
         let lifecycle = Lifecycle::new(catalog.clone(), backends.clone(), config.delete_timeout());
         let boundaries = Boundaries::new(catalog.clone());
         let spool = Spool::new(config.server.spool_dir.clone(), config.server.spool_limit);
-        let services = Arc::new(HostServices { config, catalog, backends, lifecycle, boundaries });
+        let shares = TenantShares::new(&config.limits);
+        let services = Arc::new(HostServices { config, catalog, backends, lifecycle, boundaries, shares });
         let policies = Arc::new(PolicySet::load(&services).await?);
         Ok(Coffer { services, policies, namespaces: Default::default(), spool })
     }

@@ -10,6 +10,7 @@ mod crashes;
 mod database;
 mod fault_proxy;
 mod faults;
+mod fuzz;
 mod gates;
 mod gc;
 mod http;

@@ -144,6 +144,15 @@ impl Config {
         if let Some(v) = var("COFFER_POLICY_QUEUE") {
             config.limits.queue = parse_num("COFFER_POLICY_QUEUE", &v)?;
         }
+        if let Some(v) = var("COFFER_POLICY_INSTANCES_PER_ORG") {
+            config.limits.instances_per_org = parse_num("COFFER_POLICY_INSTANCES_PER_ORG", &v)?;
+        }
+        if let Some(v) = var("COFFER_POLICY_CPU_SHARE") {
+            config.limits.cpu_share_percent = parse_num("COFFER_POLICY_CPU_SHARE", &v)?;
+        }
+        if let Some(v) = var("COFFER_POLICY_HOST_IO") {
+            config.limits.host_io_ms = parse_num("COFFER_POLICY_HOST_IO", &v)?;
+        }
         Ok(config)
     }
 }

@@ -30,6 +30,9 @@
 //! | `COFFER_POLICY_TIMEOUT` | milliseconds of its own time a policy call may run (host I/O not counted) | 250 |
 //! | `COFFER_POLICY_INSTANCES` | policy calls running at once; more wait for a slot | 128 |
 //! | `COFFER_POLICY_QUEUE` | calls that may wait for a slot; beyond that a call fails as busy | 1024 |
+//! | `COFFER_POLICY_INSTANCES_PER_ORG` | of those slots, how many one organisation may hold | a quarter of `COFFER_POLICY_INSTANCES` |
+//! | `COFFER_POLICY_CPU_SHARE` | policy CPU per organisation, percent of one core on average | 50 |
+//! | `COFFER_POLICY_HOST_IO` | ms one call's storage lookups may wait on I/O in all | 30000 |
 //! | `COFFER_CACHE_DIR` | compiled policy components (`none`: no cache) | `~/.cache/coffer` |
 //! | `COFFER_S3_TIMEOUT` | seconds an S3 request may stay silent before it is retried | 60 |
 //! | `COFFER_DELETE_TIMEOUT` | seconds one deletion of bytes may take; twice this, an unfinished one is taken over | 60 |
@@ -149,6 +152,14 @@ impl Config {
         }
         if self.limits.instances == 0 || self.limits.instances > 10_000 {
             return Err(Error::Config("COFFER_POLICY_INSTANCES must be 1 to 10000".into()));
+        }
+        if self.limits.cpu_share_percent == 0 || self.limits.cpu_share_percent > 10_000 {
+            return Err(Error::Config(
+                "COFFER_POLICY_CPU_SHARE must be 1 to 10000 (percent of one core per organisation)".into(),
+            ));
+        }
+        if self.limits.host_io_ms == 0 {
+            return Err(Error::Config("COFFER_POLICY_HOST_IO must be at least 1 millisecond".into()));
         }
         if self.delete_timeout == Some(0) {
             return Err(Error::Config("COFFER_DELETE_TIMEOUT must be at least 1 second".into()));

@@ -14,7 +14,9 @@ pub struct PolicyLimits {
     /// Linear memory a single call may grow to, all its memories
     /// together, in bytes.
     pub memory: usize,
-    /// Host imports (of every kind) a single call may make.
+    /// Storage and log imports a single call may make; every transition
+    /// to the host (WASI imports, the runtime's own calls) counts against
+    /// sixteen times as many.
     pub host_calls: u32,
     /// Milliseconds of the guest's own time (instantiation included, host
     /// I/O inside imports not) a single call may take.
@@ -24,6 +26,29 @@ pub struct PolicyLimits {
     /// Calls that may wait for an instance; beyond that a call fails as
     /// busy at once.
     pub queue: u32,
+    /// Of `instances`, how many one organisation's calls may hold at once
+    /// (0: a quarter of `instances`, at least 1); its further calls wait
+    /// in the queue.
+    pub instances_per_org: u32,
+    /// Policy CPU one organisation may use, in percent of one core, on
+    /// average (bursts of 100 ms pass); past it, its guests are paused at
+    /// their next epoch tick and its new calls wait, so one tenant's policy
+    /// cannot take the CPU other tenants' calls need.
+    pub cpu_share_percent: u32,
+    /// Milliseconds one call's storage imports other than `write` (head,
+    /// ensure-container, lookup, peek) may wait on I/O in all; past it
+    /// they answer `unavailable` at once.
+    pub host_io_ms: u64,
+}
+
+impl PolicyLimits {
+    /// [`PolicyLimits::instances_per_org`], with its default applied.
+    pub fn per_org_instances(&self) -> u32 {
+        match self.instances_per_org {
+            0 => self.instances.div_ceil(4).max(1),
+            n => n.min(self.instances),
+        }
+    }
 }
 
 impl Default for PolicyLimits {
@@ -35,6 +60,9 @@ impl Default for PolicyLimits {
             timeout_ms: 250,
             instances: 128,
             queue: 1024,
+            instances_per_org: 0,
+            cpu_share_percent: 50,
+            host_io_ms: 30_000,
         }
     }
 }

@@ -3,7 +3,9 @@
 //! organisation's boundary, and delegate to the catalog and backends.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};
@@ -13,6 +15,7 @@ use super::bindings::ContentHandle;
 use super::bindings::coffer::storage::{host, store, types};
 use super::convert;
 use super::limits::{CallLimiter, GuestClock};
+use super::share::{Share, TenantShares};
 use crate::backend::{Backends, Location};
 use crate::catalog::Catalog;
 use crate::catalog::Namespace;
@@ -32,6 +35,8 @@ pub struct HostServices {
     pub backends: Backends,
     pub lifecycle: Arc<Lifecycle>,
     pub boundaries: Boundaries,
+    /// Each organisation's share of the sandbox (instances and CPU).
+    pub shares: Arc<TenantShares>,
 }
 
 /// Host errors kept back from the guest, at most this many per call.
@@ -45,6 +50,14 @@ const MAX_NAME: usize = 1024;
 const MAX_WRITES: usize = 2;
 /// Longest setting name a policy may ask for.
 const MAX_SETTING_NAME: usize = 128;
+/// Entries in one call's resource table (content handles, and the WASI
+/// streams, pollables and the like a guest opens): a guest that opens
+/// more is stopped.
+const MAX_RESOURCES: usize = 1024;
+/// Transitions to the host one call may make, per storage or log import
+/// it may make: WASI imports (clocks, random, streams) and the runtime's
+/// own calls (growing memory, each epoch tick) count here.
+pub(super) const TRANSITIONS_PER_HOST_CALL: u32 = 16;
 
 /// The state of one policy call: for one organisation, with its own
 /// resource table, an empty WASI context (no files, network, environment
@@ -57,6 +70,13 @@ pub struct CallState {
     wasi: WasiCtx,
     limits: CallLimiter,
     host_calls_left: u32,
+    /// Transitions to the host left (see [`TRANSITIONS_PER_HOST_CALL`]).
+    transitions_left: u32,
+    /// Time the storage lookups of this call may still wait on I/O
+    /// (`COFFER_POLICY_HOST_IO`).
+    io_left: Duration,
+    /// The organisation's share this call runs in (CPU charged to it).
+    pub(super) share: Option<Share>,
     /// The guest's own time; host I/O in the imports below is left out.
     pub(super) clock: Arc<GuestClock>,
     /// The organisation's namespaces, as the deployment's policy declares
@@ -84,6 +104,17 @@ pub struct CallState {
     pub(super) s3_unavailable: bool,
 }
 
+impl Drop for CallState {
+    /// The call's own time not charged yet goes to its organisation's
+    /// share.
+    fn drop(&mut self) {
+        let used = self.clock.own_time();
+        if let Some(share) = self.share.as_mut() {
+            share.charge(used);
+        }
+    }
+}
+
 impl std::fmt::Debug for CallState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallState").field("org", &self.org).finish_non_exhaustive()
@@ -93,9 +124,14 @@ impl std::fmt::Debug for CallState {
 impl CallState {
     pub(super) fn new(services: Arc<HostServices>, org: Option<String>, namespaces: Vec<Namespace>) -> CallState {
         let limits = services.config.limits;
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         CallState {
             org,
-            table: ResourceTable::new(),
+            table,
+            transitions_left: limits.host_calls.saturating_mul(TRANSITIONS_PER_HOST_CALL),
+            io_left: Duration::from_millis(limits.host_io_ms),
+            share: None,
             // Random bytes are a host loop: a few KiB per call at most.
             wasi: WasiCtx::builder().max_random_size(4096).build(),
             limits: CallLimiter::new(limits.memory),
@@ -115,6 +151,8 @@ impl CallState {
     /// A new call's budget and clock, for the benchmarks' reused instance.
     pub(super) fn refill(&mut self) {
         self.host_calls_left = self.services.config.limits.host_calls;
+        self.transitions_left = self.host_calls_left.saturating_mul(TRANSITIONS_PER_HOST_CALL);
+        self.io_left = Duration::from_millis(self.services.config.limits.host_io_ms);
         self.clock = GuestClock::start();
     }
 
@@ -153,6 +191,50 @@ impl CallState {
         self.org
             .as_deref()
             .ok_or_else(|| Error::Policy("store operations act for an organisation; check-config has none".into()))
+    }
+
+    /// Count a transition to the host (any import, WASI's included, and
+    /// the runtime's own calls) against the call's budget: past it the call
+    /// is stopped, so no import loop keeps the host busy.
+    pub(super) fn spend_transition(&mut self) -> wasmtime::Result<()> {
+        if self.transitions_left == 0 {
+            return Err(Error::Policy(format!(
+                "made more than {} calls into the host (WASI imports and the runtime's own calls included) in one \
+                 operation",
+                self.services.config.limits.host_calls.saturating_mul(TRANSITIONS_PER_HOST_CALL)
+            ))
+            .into());
+        }
+        self.transitions_left -= 1;
+        Ok(())
+    }
+
+    /// How long the guest should pause now to keep its organisation within
+    /// its CPU share (its own time so far charged to the share).
+    pub(super) fn cpu_pause(&mut self) -> Duration {
+        let used = self.clock.own_time();
+        self.share.as_mut().map_or(Duration::ZERO, |s| s.charge(used))
+    }
+
+    /// Run a storage lookup within what is left of the call's budget for
+    /// host I/O; past it, the lookup answers `unavailable` at once.
+    async fn within_io_budget<T>(&mut self, io: impl Future<Output = Result<T>>) -> Result<T> {
+        let budget = self.services.config.limits.host_io_ms;
+        let exhausted = || Error::Backend {
+            message: format!(
+                "this policy call's storage lookups have waited {budget} ms on I/O in all, their budget \
+                 (COFFER_POLICY_HOST_IO)"
+            ),
+            retryable: true,
+            source: None,
+        };
+        if self.io_left.is_zero() {
+            return Err(exhausted());
+        }
+        let started = Instant::now();
+        let answer = tokio::time::timeout(self.io_left, io).await;
+        self.io_left = self.io_left.saturating_sub(started.elapsed());
+        answer.unwrap_or_else(|_| Err(exhausted()))
     }
 
     /// Count a host call against the per-call budget; past it the call is
@@ -213,7 +295,8 @@ impl CallState {
             return Ok(None);
         }
         let _host = self.clock.in_host();
-        let record = self.services.catalog.lookup(&org, &digest).await?;
+        let catalog = self.services.catalog.clone();
+        let record = self.within_io_budget(async { catalog.lookup(&org, &digest).await }).await?;
         if let Some(r) = &record {
             self.verified.insert(r.location.clone());
         }
@@ -242,7 +325,7 @@ impl CallState {
         // organisation's location): what is found cannot be deleted before
         // this put commits or lets go.
         let i = self.reservation_for(&at, &content).await?;
-        let found = store.head(&at.container, &at.name).await;
+        let found = self.within_io_budget(async { Ok(store.head(&at.container, &at.name).await) }).await?;
         match self.note(&at, found)? {
             None => Ok(None),
             Some(meta) => {
@@ -271,9 +354,14 @@ impl CallState {
             )));
         };
         let _host = self.clock.in_host();
-        self.services.boundaries.hold(&org, &ns).await?;
+        let services = self.services.clone();
+        let ensured = self
+            .within_io_budget(async {
+                services.boundaries.hold(&org, &ns).await?;
+                Ok(services.backends.get(kind)?.ensure_container(&container).await)
+            })
+            .await?;
         let at = Location { backend: kind, container: container.clone(), name: String::new() };
-        let ensured = self.services.backends.get(kind)?.ensure_container(&container).await;
         self.note(&at, ensured)
     }
 

@@ -121,6 +121,11 @@ impl GuestClock {
         (s.started.elapsed().saturating_sub(host), s.host_since.is_some())
     }
 
+    /// The guest's own time so far.
+    pub fn own_time(&self) -> Duration {
+        self.guest_time().0
+    }
+
     /// Completes once the guest has used `limit` of its own time. Raced
     /// against the call, it stops a guest that runs (the engine yields
     /// every few instructions) or blocks too long.

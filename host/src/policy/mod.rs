@@ -9,6 +9,7 @@
 //! - `convert.rs`: the contract's types to the host's, errors mapped in one
 //!   place;
 //! - `limits.rs`: what bounds one call (memory, tables, the guest's clock);
+//! - `share.rs`: each organisation's share of instances and CPU;
 //! - `engine.rs` (and `engine/cache.rs`): engines shared by the process,
 //!   instance slots, compiled components cached on disk;
 //! - `set.rs`: the policies in force, swapped while the host runs.
@@ -19,6 +20,7 @@ pub mod engine;
 pub(crate) mod host;
 pub(crate) mod limits;
 pub mod set;
+pub mod share;
 
 use std::future::Future;
 use std::path::Path;
@@ -177,14 +179,38 @@ impl Policy {
         namespaces: Vec<Namespace>,
     ) -> Result<Call> {
         let limits = services.config.limits;
+        // The organisation's turn first (its instances and CPU share), then
+        // one of the engine's slots.
+        let share = services.shares.enter(org.unwrap_or_default()).await?;
         let slot = self.engine.slot(limits.queue).await?;
-        let state = CallState::new(services.clone(), org.map(str::to_string), namespaces);
+        let mut state = CallState::new(services.clone(), org.map(str::to_string), namespaces);
+        state.share = Some(share);
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| s.limiter());
         let internal = |e: wasmtime::Error| Error::Internal(e.to_string());
         store.set_fuel(limits.fuel).map_err(internal)?;
+        // Every transition to the host counts: WASI imports included.
+        store.call_hook(|mut cx, hook| match hook {
+            wasmtime::CallHook::CallingHost => cx.data_mut().spend_transition(),
+            _ => Ok(()),
+        });
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
+        // At each tick the guest yields; past its organisation's CPU share
+        // it pauses too (host time: not counted against its time limit).
+        store.epoch_deadline_callback(|mut cx| {
+            let pause = cx.data_mut().cpu_pause();
+            if pause.is_zero() {
+                return Ok(wasmtime::UpdateDeadline::Yield(1));
+            }
+            let clock = cx.data().clock.clone();
+            Ok(wasmtime::UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    let _host = clock.in_host();
+                    tokio::time::sleep(pause).await;
+                }),
+            ))
+        });
         let clock = store.data().clock.clone();
         let instantiated = Self::guarded(&clock, &services.config, self.pre.instantiate_async(&mut store)).await;
         let instance = instantiated.map_err(|e| self.trap(e, &services.config))?;

@@ -4,6 +4,7 @@
 
 mod auth;
 mod browser;
+mod fairness;
 mod limits;
 mod objects;
 mod operations;

@@ -76,6 +76,11 @@ impl exports::coffer::storage::policy::Guest for Hostile {
                 let container = host::setting("pool").unwrap_or_else(|| "pool".to_string());
                 Ok(vec![Namespace { backend, container, prefix: String::new() }])
             }
+            // Its own part of the S3 bucket, where `place` puts it.
+            "slow-heads" => {
+                let bucket = host::setting("s3-bucket").unwrap_or_default();
+                Ok(vec![Namespace { backend: Backend::S3, container: bucket, prefix: format!("{org}/") }])
+            }
             _ => Ok(vec![Namespace { backend: Backend::Database, container: org, prefix: String::new() }]),
         }
     }
@@ -103,6 +108,13 @@ impl exports::coffer::storage::policy::Guest for Hostile {
                 // Ask for far more than the host's bound; report what came.
                 let got = body.peek(u32::MAX);
                 Err(Error::Denied(format!("peeked {} bytes", got.len())))
+            }
+            "slow-heads" => {
+                // Look at its own place again and again: on a slow server,
+                // each look waits on I/O.
+                loop {
+                    store::head(&place(&org, &info.sha256))?;
+                }
             }
             "spin-store" => {
                 // Keep the host busy with store calls.
