@@ -174,9 +174,9 @@ fn authorization() -> impl Strategy<Value = Vec<u8>> {
         Just(TOKEN.to_string()),
         Just(ADMIN.to_string()),
         Just(TOKEN[1..].to_string()),
-        Just(format!("{}x", TOKEN)),
+        Just(TOKEN.to_string() + "x"),
         Just(TOKEN.to_uppercase()),
-        Just(format!("{} {}", TOKEN, ADMIN)),
+        Just([TOKEN, ADMIN].join(" ")),
         "[ -~]{0,60}",
         text(30),
     ];
