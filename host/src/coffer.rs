@@ -410,7 +410,7 @@ impl Coffer {
     /// Write `org`'s object `sha256` to `path`, verified: a regular file
     /// (or a new path) is replaced atomically once every byte is verified,
     /// so it never holds wrong or partial content; a device or FIFO is
-    /// written through, never replaced; a symbolic link is followed. See
+    /// written through, never replaced; a symbolic link is refused. See
     /// [`crate::content::write_to_path`].
     pub async fn get_to_path(&self, org: &str, sha256: &str, path: impl AsRef<Path>) -> Result<ObjectInfo> {
         let (info, stream) = self.get(org, sha256).await?;

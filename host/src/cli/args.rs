@@ -47,7 +47,7 @@ pub enum Command {
         /// Write here instead of standard output: a regular file
         /// atomically (it appears only once the bytes are verified); a
         /// device or FIFO is written through, never replaced; a symbolic
-        /// link is followed; `-` is standard output.
+        /// link is refused (never followed); `-` is standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },

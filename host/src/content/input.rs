@@ -137,9 +137,9 @@ impl Content {
     /// store's object): hashed as it arrives, and held in memory when
     /// `size_hint` says it is at most 4 MiB (and it is), otherwise spooled
     /// to a file in `spool`, so memory stays bounded whatever the size.
-    /// The spool's budget is asked for `size_hint` before anything is read
-    /// (when it is known) and for more as more arrives; past it, an
-    /// [`Error::Exhausted`] and nothing kept.
+    /// An announced `size_hint` that does not fit the spool's budget now is
+    /// refused before anything is read; the budget is then charged as the
+    /// bytes arrive; past it, an [`Error::Exhausted`] and nothing kept.
     pub async fn from_stream(
         mut stream: ByteStream,
         content_type: Option<&str>,
@@ -165,7 +165,7 @@ impl Content {
         }
         let mut charge = spool.charge();
         if size_hint != u64::MAX {
-            charge.cover(size_hint)?;
+            charge.would_fit(size_hint)?;
         }
         let (file, path) = new_spool_file(spool)?.into_parts();
         let mut file = tokio::io::BufWriter::with_capacity(CHUNK, tokio::fs::File::from_std(file));

@@ -1,7 +1,7 @@
 //! Where a read's bytes go on disk ([`write_to_path`]): a regular file (or
 //! a new path) is replaced atomically, only once every byte is verified; a
 //! device, FIFO or socket is written through, never replaced; a symbolic
-//! link is followed to the file it names.
+//! link is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use super::stream::{ByteStream, CHUNK};
 use crate::error::{Error, Result};
 
-/// What `path` is, once symbolic links are followed.
+/// What `path` is (never a symbolic link).
 enum Target {
     /// A regular file or nothing yet: written beside it and renamed over it.
     File(PathBuf),
@@ -20,16 +20,17 @@ enum Target {
 }
 
 fn target(path: &Path) -> Result<Target> {
-    let followed = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).map_err(|e| {
-            Error::InvalidInput(format!(
-                "{} is a symbolic link to something that cannot be reached ({e}): links are followed, \
-                 so make it point at a file or a directory that exists, or name another path",
-                path.display()
-            ))
-        })?,
-        _ => path.to_path_buf(),
-    };
+    // A link is refused, never followed: in a shared directory (/tmp)
+    // anyone may plant one, and following it would let them choose which
+    // file a privileged `coffer get` replaces.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::InvalidInput(format!(
+            "{} is a symbolic link: links are not followed (anyone who can write to its folder could choose \
+             what gets replaced); name the file it points to",
+            path.display()
+        )));
+    }
+    let followed = path.to_path_buf();
     match std::fs::metadata(&followed) {
         Ok(m) if m.is_dir() => Err(Error::InvalidInput(format!(
             "{} is a directory: name a file to write the object to",
@@ -52,8 +53,8 @@ fn target(path: &Path) -> Result<Target> {
 ///   cannot be taken back, so a read that fails (a corrupt object) has
 ///   written part of the bytes, never all of them (the last piece is held
 ///   back until the digest is checked).
-/// - A symbolic link is followed: the file it names is written (as above),
-///   and the link stays. A link to nothing that exists is an error.
+/// - A symbolic link is an error, never followed (someone else may have
+///   planted it) and never replaced.
 /// - A directory is an error.
 pub async fn write_to_path(stream: ByteStream, path: &Path) -> Result<()> {
     match target(path)? {

@@ -76,6 +76,24 @@ pub(super) struct Charge {
 }
 
 impl Charge {
+    /// Whether `total` bytes would fit in the budget now, without holding
+    /// them: an upload that announces its length is refused at once if it
+    /// cannot fit, but holds only what has arrived (a slow client that
+    /// announces much cannot hold the budget with bytes it never sends).
+    pub(super) fn would_fit(&self, total: u64) -> Result<()> {
+        let inner = &self.spool.0;
+        let used = inner.used.load(Ordering::Acquire);
+        if used.saturating_sub(self.bytes).saturating_add(total) <= inner.limit {
+            return Ok(());
+        }
+        Err(Error::Exhausted(format!(
+            "the spool for uploads is full: this upload needs {total} bytes, and {} of the budget's {} are held by \
+             other uploads; try again when some have finished",
+            used - self.bytes,
+            inner.limit
+        )))
+    }
+
     /// Hold at least `total` bytes in all, or fail without holding more.
     pub(super) fn cover(&mut self, total: u64) -> Result<()> {
         let Some(more) = total.checked_sub(self.bytes).filter(|&n| n > 0) else { return Ok(()) };

@@ -6,8 +6,8 @@
 //!
 //! The rows of a published blob are never changed (its blob id is never
 //! reused), so rows fetched by separate statements are rows of the same
-//! bytes. A blob deleted while it is read ends the read with an error
-//! asking for a retry, never with wrong bytes.
+//! bytes. A blob deleted while it is read ends the read with a not-found
+//! error, never with wrong bytes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,8 +22,9 @@ use crate::error::{Error, Result};
 /// offset; PostgreSQL's `$n` are substituted): row lengths are summed in
 /// the database, which reads no chunk's bytes to do it.
 pub(crate) const LOCATE: &str = "SELECT seq, ?2 - first FROM (
-        SELECT seq, sum(length(data)) OVER (ORDER BY seq) - length(data) AS first, length(data) AS len
-        FROM blob_data WHERE blob_id = ?1
+        SELECT seq, sum(len) OVER (ORDER BY seq) - len AS first, len FROM (
+            SELECT seq, length(data) AS len FROM blob_data WHERE blob_id = ?1
+        ) AS lengths
     ) AS rows WHERE first + len > ?2 ORDER BY seq LIMIT 1";
 
 /// The next chunk row at or after `?2` of blob `?1`, if the blob is still
@@ -93,11 +94,9 @@ where
                 Ok(Fetched::End) => failed(Error::Integrity(format!(
                     "{what}: the stored chunks end {left} bytes short of the blob's recorded size"
                 ))),
-                Ok(Fetched::Gone) => failed(Error::Backend {
-                    message: format!("{what} was deleted while it was being read; read it again"),
-                    retryable: true,
-                    source: None,
-                }),
+                // Deleted meanwhile (the object was deleted, or moved by a
+                // migration): not found, as a read that began a moment later.
+                Ok(Fetched::Gone) => failed(Error::NotFound(format!("{what} was deleted while it was being read"))),
             }
         }
     }))

@@ -270,7 +270,9 @@ pub struct GetQuery {
 
 /// The object's bytes, verified as they stream: a corrupt object ends the
 /// response with an error (the connection is cut short), never with wrong
-/// bytes completed. `Range` (one range), `If-None-Match`, `If-Range`.
+/// bytes completed. `Range` (one range) reads only the range, checked in
+/// number only (a SHA-256 covers the whole object: verify a download made
+/// of ranges against the ETag); `If-None-Match`, `If-Range`.
 #[utoipa::path(method(get, head), path = "/v1/orgs/{org}/objects/{sha256}", tag = "objects",
     params(("org" = String, Path, description = "organisation"), ("sha256" = String, Path, description = "hex SHA-256"), GetQuery,
         ("Range" = Option<String>, Header, description = "bytes=START-END, bytes=START-, bytes=-N")),
