@@ -32,6 +32,10 @@ use crate::policy::{Operation, Policy};
 /// was taken away under it (reaped by `coffer gc`, deleted concurrently).
 pub(crate) const PUT_ATTEMPTS: u32 = 3;
 
+/// Times a read follows its object to where it is now when its bytes are
+/// not where its record said (moved, or deleted and stored again).
+const FOLLOWS: u32 = 3;
+
 /// A stored object, as callers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
@@ -360,41 +364,127 @@ impl Coffer {
     ) -> Result<(ObjectInfo, Option<(u64, u64)>, ByteStream)> {
         let mut record = self.record(org, sha256, Operation::Get).await?;
         let range = pick(&ObjectInfo::from_record(record.clone(), None))?;
-        // Twice at most: once more if the object was deleted and stored
-        // again between the lookup and the read.
-        for _ in 0..2 {
+        let (first, last) = range.unwrap_or((0, record.size.saturating_sub(1)));
+        if range.is_some() && (first > last || last >= record.size) {
+            return Err(Error::InvalidInput(format!(
+                "range {first}..={last} of {}, which is {} bytes long",
+                record.sha256, record.size
+            )));
+        }
+        let stream = self.open_following(org, &mut record, first, last).await?;
+        let (sha, size) = (record.sha256, record.size);
+        let what = format!("{} ({})", record.sha256, record.location);
+        let info = ObjectInfo::from_record(record.clone(), None);
+        let stream = self.following(org, record, first, last, stream);
+        Ok((info, range, crate::backend::checked(stream, sha, size, range, what)))
+    }
+
+    /// Bytes `from..=last` of `record`'s object (unchecked), from where the
+    /// object is now. When they are not where the record says (the object
+    /// was moved by `coffer migrate`, or deleted and stored again, since
+    /// the record was read), the record is read again and followed, at
+    /// most [`FOLLOWS`] times; an object that is gone is not-found, and
+    /// one still recorded there but missing twice is an integrity error.
+    async fn open_following(&self, org: &str, record: &mut Record, from: u64, last: u64) -> Result<ByteStream> {
+        let mut missing_once = false;
+        for _ in 0..FOLLOWS {
             let store = self.services.backends.get(record.location.backend)?;
+            let range = (from > 0 || last.saturating_add(1) < record.size).then_some((from, last));
             let what = format!("{} ({})", record.sha256, record.location);
-            match crate::backend::read(store.as_ref(), &record.location, record.sha256, record.size, range, what).await
+            let missing = match crate::backend::open(store.as_ref(), &record.location, record.size, range, &what).await
             {
-                Ok(stream) => return Ok((ObjectInfo::from_record(record, None), range, stream)),
-                Err(Error::NotFound(m)) => match self.services.catalog.lookup(org, &record.sha256).await? {
-                    // Deleted between the lookup and the read: simply gone.
-                    None => {
-                        return Err(Error::NotFound(format!(
-                            "organisation {org:?} has no object {} (it was just deleted)",
-                            record.sha256
-                        )));
-                    }
-                    // Still the same record: the backend lost the bytes.
-                    Some(now) if now == record => {
+                Ok(stream) => return Ok(stream),
+                Err(Error::NotFound(m)) => m,
+                Err(other) => return Err(other),
+            };
+            match self.services.catalog.lookup(org, &record.sha256).await? {
+                None => {
+                    return Err(Error::NotFound(format!(
+                        "organisation {org:?} has no object {} (it was just deleted)",
+                        record.sha256
+                    )));
+                }
+                Some(now) if now == *record => {
+                    if missing_once {
                         return Err(Error::Integrity(format!(
-                            "{} is recorded but missing from its backend: {m}",
+                            "{} is recorded but missing from its backend: {missing}",
                             record.location
                         )));
                     }
-                    Some(now) => {
-                        self.check_boundary(&now).await?;
-                        record = now;
-                    }
-                },
-                Err(other) => return Err(other),
+                    missing_once = true;
+                }
+                Some(now) => {
+                    self.check_boundary(&now).await?;
+                    *record = now;
+                    missing_once = false;
+                }
             }
         }
         Err(Error::NotFound(format!(
-            "organisation {org:?}'s object {} keeps being deleted and stored again",
+            "organisation {org:?}'s object {} keeps being moved, or deleted and stored again",
             record.sha256
         )))
+    }
+
+    /// `stream`, bytes `first..=last` of `record`'s object, continued where
+    /// it broke off when the object's bytes go away under it (a database
+    /// blob is read a row at a time, so a move by `coffer migrate` can
+    /// delete the old copy mid-read): the rest is read from where the
+    /// object is now ([`Coffer::open_following`]), at most [`FOLLOWS`]
+    /// times. The result is checked as a whole by the caller, so bytes
+    /// from two copies are verified as one object.
+    fn following(&self, org: &str, record: Record, first: u64, last: u64, stream: ByteStream) -> ByteStream {
+        struct Reading {
+            coffer: Coffer,
+            org: String,
+            record: Record,
+            stream: ByteStream,
+            at: u64,
+            last: u64,
+            follows: u32,
+            over: bool,
+        }
+        let reading = Reading {
+            coffer: self.clone(),
+            org: org.to_string(),
+            record,
+            stream,
+            at: first,
+            last,
+            follows: 0,
+            over: false,
+        };
+        futures_util::stream::unfold(reading, |mut r| async move {
+            if r.over {
+                return None;
+            }
+            loop {
+                match r.stream.next().await {
+                    Some(Ok(bytes)) => {
+                        r.at += bytes.len() as u64;
+                        return Some((Ok(bytes), r));
+                    }
+                    Some(Err(Error::NotFound(_))) if r.follows < FOLLOWS && r.at <= r.last => {
+                        r.follows += 1;
+                        tracing::info!(org = %r.org, sha256 = %r.record.sha256, at = r.at, "the object's bytes went away while it was read; reading on from where it is now");
+                        let (coffer, org) = (r.coffer.clone(), r.org.clone());
+                        match coffer.open_following(&org, &mut r.record, r.at, r.last).await {
+                            Ok(rest) => r.stream = rest,
+                            Err(e) => {
+                                r.over = true;
+                                return Some((Err(e), r));
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        r.over = true;
+                        return Some((Err(e), r));
+                    }
+                    None => return None,
+                }
+            }
+        })
+        .boxed()
     }
 
     /// `org`'s object `sha256`, in memory, verified before it is returned.

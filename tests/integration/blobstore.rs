@@ -519,3 +519,21 @@ async fn a_value_past_the_hosts_spool_budget_fails_and_stores_nothing() {
     ok(c, "acme", &["write", "big", "v", "6"]).await;
     assert_eq!(ok(c, "acme", &["check", "big", "v", "6"]).await, format!("verified {} bytes\n", 6 << 20));
 }
+
+/// A plugin's range is a `Range` GET on S3 (as the fault proxy in front of
+/// the server sees), and a whole read is one plain GET, verified.
+#[tokio::test]
+async fn a_plugins_range_reads_only_its_bytes_from_s3() {
+    use crate::fault_proxy::FaultProxy;
+    let proxy = FaultProxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = s3_config(dir.path(), Some(&unique_bucket("plugrange")), None);
+    config.s3.endpoint_url = Some(proxy.endpoint());
+    let c = Coffer::open(config).await.unwrap();
+    ok(&c, "acme", &["mkdir", "docs"]).await;
+    ok(&c, "acme", &["put", "docs", "a.txt", "0123456789abcdef"]).await;
+    assert_eq!(ok(&c, "acme", &["cat", "docs", "a.txt", "3", "6"]).await, "3456\n");
+    assert_eq!(proxy.ranges(), vec![Some("bytes=3-6".to_string())], "only the range was asked for");
+    assert_eq!(ok(&c, "acme", &["cat", "docs", "a.txt"]).await, "0123456789abcdef\n");
+    assert_eq!(proxy.ranges().last().unwrap(), &None, "a whole read is a plain GET");
+}

@@ -81,6 +81,13 @@ pub enum Fault {
     StripDigests,
     /// Wait this long, then forward: a slow server.
     Delay(Duration),
+    /// Forward, then answer as a server that ignores `Range` would: 200,
+    /// no `Content-Range`, and a body as long as the object (the range's
+    /// bytes padded with zeros to the total the server reported).
+    IgnoreRange,
+    /// Forward, then report this object size in `Content-Range` instead of
+    /// the server's: another object than the one recorded.
+    RangeOf(u64),
 }
 
 /// Where a held request waits.
@@ -134,6 +141,8 @@ struct State {
     random: Option<(fastrand::Rng, f64, Vec<Fault>)>,
     seen: HashMap<Op, usize>,
     injected: Vec<(Op, Fault)>,
+    /// The `Range` header of each GetObject, in order (`None`: no range).
+    ranges: Vec<Option<String>>,
 }
 
 impl State {
@@ -246,6 +255,11 @@ impl FaultProxy {
     }
 
     /// How many `op` requests arrived.
+    /// The `Range` header of each GetObject so far (`None`: a whole read).
+    pub fn ranges(&self) -> Vec<Option<String>> {
+        self.state.lock().unwrap().ranges.clone()
+    }
+
     pub fn seen(&self, op: Op) -> usize {
         self.state.lock().unwrap().seen.get(&op).copied().unwrap_or(0)
     }
@@ -291,7 +305,14 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, BoxError> {
     let op = classify(req.method(), req.uri().path(), req.uri().query().unwrap_or(""));
-    let action = state.lock().unwrap().decide(op);
+    let action = {
+        let mut state = state.lock().unwrap();
+        if op == Op::GetObject {
+            let range = req.headers().get("range").and_then(|v| v.to_str().ok()).map(str::to_string);
+            state.ranges.push(range);
+        }
+        state.decide(op)
+    };
     let Some(action) = action else {
         return Ok(forward(upstream, req).await?.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()));
     };
@@ -339,6 +360,27 @@ async fn handle(
                 .collect();
             for k in strip {
                 parts.headers.remove(k);
+            }
+            Ok(Response::from_parts(parts, Full::new(body).map_err(|e| match e {}).boxed()))
+        }
+        Action::Fault(Fault::IgnoreRange) => {
+            let (mut parts, body) = forward_fully(upstream, req).await?.into_parts();
+            let total = parts
+                .headers
+                .remove("content-range")
+                .and_then(|v| v.to_str().ok()?.rsplit_once('/')?.1.parse::<usize>().ok())
+                .unwrap_or(body.len());
+            let mut whole = body.to_vec();
+            whole.resize(total, 0);
+            parts.status = StatusCode::OK;
+            parts.headers.insert("content-length", whole.len().into());
+            Ok(Response::from_parts(parts, Full::new(Bytes::from(whole)).map_err(|e| match e {}).boxed()))
+        }
+        Action::Fault(Fault::RangeOf(total)) => {
+            let (mut parts, body) = forward_fully(upstream, req).await?.into_parts();
+            if let Some(range) = parts.headers.get("content-range").and_then(|v| v.to_str().ok()) {
+                let (span, _) = range.rsplit_once('/').unwrap_or((range, ""));
+                parts.headers.insert("content-range", format!("{span}/{total}").parse().unwrap());
             }
             Ok(Response::from_parts(parts, Full::new(body).map_err(|e| match e {}).boxed()))
         }

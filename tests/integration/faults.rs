@@ -354,3 +354,44 @@ async fn an_unconfirmable_object_of_the_right_size_is_never_taken_for_the_conten
     assert_eq!(std::fs::read(&path).unwrap(), vec![0u8; 5000], "left untouched");
     assert!(t.coffer.list("acme", None, 10).await.unwrap().is_empty());
 }
+
+/// A range is asked of S3 as a `Range` GET, and only an answer for exactly
+/// those bytes of exactly the recorded object is taken: a server that
+/// ignores `Range` (200 and the whole object) or reports another object
+/// size is refused, never cut to fit.
+#[tokio::test]
+async fn a_range_is_asked_as_a_range_and_only_its_exact_answer_is_taken() {
+    let (proxy, _bucket, _dir, coffer) = faulty("rangeget").await;
+    let bytes = data(2_000_000, 31);
+    let info = coffer.put("acme", Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap();
+    let sha = info.sha256.to_string();
+    let range = |start: u64, end: u64| move |_: &coffer::ObjectInfo| Ok(Some((start, end)));
+    let read = |stream: coffer::content::ByteStream| async move {
+        use futures_util::TryStreamExt;
+        stream
+            .try_fold(Vec::new(), |mut all, chunk| async move {
+                all.extend_from_slice(&chunk);
+                Ok(all)
+            })
+            .await
+    };
+
+    let (_, _, stream) = coffer.get_range("acme", &sha, range(1_500_000, 1_500_099)).await.unwrap();
+    assert!(read(stream).await.unwrap() == bytes[1_500_000..1_500_100]);
+    assert_eq!(proxy.ranges(), vec![Some("bytes=1500000-1500099".to_string())], "one Range GET, nothing else read");
+
+    proxy.once(Op::GetObject, 0, Fault::IgnoreRange);
+    let err = coffer.get_range("acme", &sha, range(10, 19)).await.err().expect("a whole object for a range");
+    assert!(err.to_string().contains("Content-Range"), "{err}");
+    assert_eq!(proxy.ranges().last().unwrap().as_deref(), Some("bytes=10-19"));
+
+    proxy.once(Op::GetObject, 0, Fault::RangeOf(2_000_001));
+    let err = coffer.get_range("acme", &sha, range(10, 19)).await.err().expect("another object's range");
+    assert!(matches!(err, Error::Integrity(_)), "{err}");
+    assert!(err.to_string().contains("2000001") && err.to_string().contains("2000000"), "{err}");
+
+    // A range of the whole object is read whole and verified.
+    let (_, _, stream) = coffer.get_range("acme", &sha, range(0, 1_999_999)).await.unwrap();
+    assert!(read(stream).await.unwrap() == bytes);
+    assert_eq!(proxy.ranges().last().unwrap(), &None);
+}

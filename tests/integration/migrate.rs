@@ -17,6 +17,7 @@ use coffer::gc::NoProgress;
 use coffer::migrate::MigrateOptions;
 use coffer::verify::{Finding, Problem, VerifyOptions};
 use coffer::{Coffer, Config, Content, Digest};
+use futures_util::StreamExt;
 
 use crate::fault_proxy::{Fault, FaultProxy, HoldAt, Op};
 use crate::gates::{Gates, PausingCatalog};
@@ -187,6 +188,44 @@ async fn objects_stay_readable_while_they_are_moved() {
         assert!(r.await.unwrap() > 0);
     }
     assert_eq!(blob_rows(dir.path()), 0);
+}
+
+/// A read of a database object several rows long, begun before a move and
+/// finished after it (the move deleted the rows it was reading): the rest
+/// is read from S3 and the whole is verified as one object. A read of an
+/// object deleted meanwhile ends not-found, never short.
+#[tokio::test]
+async fn a_read_begun_before_a_move_finishes_from_the_new_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_only = Coffer::open(sqlite_config(dir.path(), &[])).await.unwrap();
+    let bytes = data((3 << 20) + 5, 21);
+    let info = db_only.put("acme", Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap();
+    let other = db_only.put("acme", Content::from_bytes(data((3 << 20) + 9, 22), None).unwrap()).await.unwrap();
+    drop(db_only);
+    let coffer = Coffer::open(s3_config(dir.path(), Some(&unique_bucket("mig-mid")), None)).await.unwrap();
+    let (_, mut moving) = coffer.get("acme", &info.sha256.to_string()).await.unwrap();
+    let (_, mut deleted) = coffer.get("acme", &other.sha256.to_string()).await.unwrap();
+    let mut got = moving.next().await.unwrap().unwrap().to_vec();
+    assert!(got.len() < bytes.len(), "the first item is one row, not the whole object");
+    let first_of_deleted = deleted.next().await.unwrap().unwrap();
+    assert!(!first_of_deleted.is_empty());
+
+    coffer.delete("acme", &other.sha256.to_string()).await.unwrap();
+    let report = migrate(&coffer, MigrateOptions::default()).await;
+    assert_eq!(report.moved, 1, "{report:?}");
+    assert_eq!(blob_rows(dir.path()), 0, "the database copy is gone");
+
+    while let Some(item) = moving.next().await {
+        got.extend_from_slice(&item.expect("the rest comes from the new copy"));
+    }
+    assert!(got == bytes, "{} bytes read of {}", got.len(), bytes.len());
+    let mut end = None;
+    while let Some(item) = deleted.next().await {
+        if let Err(e) = item {
+            end = Some(e);
+        }
+    }
+    assert!(matches!(end, Some(coffer::Error::NotFound(_))), "{end:?}");
 }
 
 /// A delete that lands while a move is about to switch the record: the

@@ -191,12 +191,16 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     async fn get(&self, container: &str, name: &str) -> Result<ByteStream>;
 
     /// Stream bytes `start..=end` of the blob (`start <= end < size`: the
-    /// caller has resolved the range against the size it knows), reading
-    /// only what the range needs. The bytes are unchecked: [`read`] checks
+    /// caller has resolved the range against `size`, the blob's size as
+    /// the catalog records it), reading only what the range needs. A store
+    /// that finds the blob to be of another size answers
+    /// [`Error::Integrity`]: the range would be of other content than the
+    /// recorded one. The bytes themselves are unchecked: [`read`] checks
     /// their number. This default reads the whole blob and cuts the range
     /// from it; it is for stores of tests: every store of Coffer's reads
     /// the range itself.
-    async fn get_range(&self, container: &str, name: &str, start: u64, end: u64) -> Result<ByteStream> {
+    async fn get_range(&self, container: &str, name: &str, start: u64, end: u64, size: u64) -> Result<ByteStream> {
+        let _ = size;
         Ok(crate::content::range(self.get(container, name).await?, start, end))
     }
 
@@ -265,21 +269,44 @@ pub async fn read(
     range: Option<(u64, u64)>,
     what: String,
 ) -> Result<ByteStream> {
+    let stream = open(store, location, size, range, &what).await?;
+    Ok(checked(stream, sha256, size, range, what))
+}
+
+/// The bytes of a read as [`read`] takes it, unchecked: the whole object,
+/// or only bytes `start..=end` of it.
+pub async fn open(
+    store: &dyn BlobStore,
+    location: &Location,
+    size: u64,
+    range: Option<(u64, u64)>,
+    what: &str,
+) -> Result<ByteStream> {
     if let Some((start, end)) = range
         && (start > end || end >= size)
     {
         return Err(Error::InvalidInput(format!("range {start}..={end} of {what}, which is {size} bytes long")));
     }
     match range {
-        Some((start, end)) if start > 0 || end < size - 1 => {
-            let stream = store.get_range(&location.container, &location.name, start, end).await?;
-            Ok(exact_len(stream, end - start + 1, what))
+        Some((start, end)) if is_part(start, end, size) => {
+            store.get_range(&location.container, &location.name, start, end, size).await
         }
-        _ => {
-            let stream = store.get(&location.container, &location.name).await?;
-            Ok(verify_stream(stream, sha256, size, what))
-        }
+        _ => store.get(&location.container, &location.name).await,
     }
+}
+
+/// `stream`, the bytes of a read [`open`]ed for `range`, checked as
+/// [`read`] explains: a part in number only, the whole against `sha256`.
+pub fn checked(stream: ByteStream, sha256: Digest, size: u64, range: Option<(u64, u64)>, what: String) -> ByteStream {
+    match range {
+        Some((start, end)) if is_part(start, end, size) => exact_len(stream, end - start + 1, what),
+        _ => verify_stream(stream, sha256, size, what),
+    }
+}
+
+/// Whether bytes `start..=end` are less than the whole of `size` bytes.
+fn is_part(start: u64, end: u64, size: u64) -> bool {
+    start > 0 || end < size.saturating_sub(1)
 }
 
 /// The configured stores, by kind. The database is always there (it also

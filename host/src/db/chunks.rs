@@ -34,6 +34,20 @@ pub(crate) const NEXT_ROW: &str = "SELECT d.seq, d.data FROM blobs b
     LEFT JOIN blob_data d ON d.blob_id = b.blob_id AND d.seq >= ?2
     WHERE b.blob_id = ?1 ORDER BY d.seq LIMIT 1";
 
+/// The first byte and the length of a read of a blob of `size` bytes:
+/// all of it, or `range` (first, last, and the size the caller recorded).
+/// A blob of another size than recorded is other content than the
+/// recorded one, and a range of it is refused as such.
+pub(crate) fn span(range: Option<(u64, u64, u64)>, size: u64, what: &str) -> Result<(u64, u64)> {
+    match range {
+        None => Ok((0, size)),
+        Some((_, _, recorded)) if recorded != size => {
+            Err(Error::Integrity(format!("{what} holds {size} bytes, where {recorded} were recorded")))
+        }
+        Some((first, last, _)) => Ok((first, last.saturating_sub(first) + 1)),
+    }
+}
+
 /// What one fetch found.
 #[derive(Debug)]
 pub(crate) enum Fetched {

@@ -170,7 +170,7 @@ impl BlobStore for S3Store {
     /// A `Range` GET: the server sends only the range. An answer for other
     /// bytes than asked (a server that ignores `Range` and sends the whole
     /// object, or another range) is refused, never cut to fit.
-    async fn get_range(&self, bucket: &str, key: &str, start: u64, end: u64) -> Result<ByteStream> {
+    async fn get_range(&self, bucket: &str, key: &str, start: u64, end: u64, size: u64) -> Result<ByteStream> {
         check_names(bucket, Some(key))?;
         let op = Op { name: "GetObject", bucket, key: Some(key) };
         let url = self.url(bucket, Some(key), "");
@@ -178,7 +178,15 @@ impl BlobStore for S3Store {
         let resp = self.send(&op, Method::GET, &url, &[("range", range.as_str())], Payload::Empty, &[]).await?;
         let answered = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
         let asked = format!("bytes {start}-{end}/");
-        if resp.status() != StatusCode::PARTIAL_CONTENT || !answered.starts_with(&asked) {
+        let total = answered.strip_prefix(&asked);
+        if let Some(total) = total.filter(|t| *t != size.to_string())
+            && resp.status() == StatusCode::PARTIAL_CONTENT
+        {
+            return Err(Error::Integrity(format!(
+                "{op}: the object holds {total} bytes, where {size} were recorded: it is not the recorded content"
+            )));
+        }
+        if resp.status() != StatusCode::PARTIAL_CONTENT || total.is_none() {
             return Err(Error::Backend {
                 message: format!(
                     "{op}: asked for bytes {start}-{end}, the server answered {} with Content-Range {answered:?}",

@@ -240,16 +240,13 @@ impl PgDb {
     /// finds it (and the row its range starts in), then each chunk row is
     /// one statement of its own when the reader asks for it (see
     /// [`chunks`]), so no snapshot is held while the reader waits.
-    async fn read(&self, container: &str, name: &str, range: Option<(u64, u64)>) -> Result<ByteStream> {
+    async fn read(&self, container: &str, name: &str, range: Option<(u64, u64, u64)>) -> Result<ByteStream> {
         let find = "SELECT blob_id, size FROM blobs WHERE container = $1 AND name = $2";
         let Some(row) = self.query(find, &[&container, &name]).await?.into_iter().next() else {
             return Err(Error::NotFound(format!("no blob {name} in database container {container}")));
         };
         let (blob_id, size): (i64, i64) = (row.get(0), row.get(1));
-        let (first, len) = match range {
-            None => (0, size as u64),
-            Some((first, last)) => (first, last.saturating_sub(first) + 1),
-        };
+        let (first, len) = chunks::span(range, size as u64, &format!("database blob {container}/{name}"))?;
         let start = if first == 0 {
             Start { seq: 0, skip: 0, len }
         } else {
@@ -329,8 +326,8 @@ impl BlobStore for PgDb {
         self.read(container, name, None).await
     }
 
-    async fn get_range(&self, container: &str, name: &str, start: u64, end: u64) -> Result<ByteStream> {
-        self.read(container, name, Some((start, end))).await
+    async fn get_range(&self, container: &str, name: &str, start: u64, end: u64, size: u64) -> Result<ByteStream> {
+        self.read(container, name, Some((start, end, size))).await
     }
 
     async fn delete(&self, container: &str, name: &str) -> Result<()> {

@@ -172,7 +172,7 @@ impl SqliteDb {
     /// finds it (and the row its range starts in), then each chunk row is
     /// one statement of its own when the reader asks for it (see
     /// [`chunks`]), so no transaction stays open while the reader waits.
-    async fn read(&self, container: &str, name: &str, range: Option<(u64, u64)>) -> Result<ByteStream> {
+    async fn read(&self, container: &str, name: &str, range: Option<(u64, u64, u64)>) -> Result<ByteStream> {
         let (c, n) = (container.to_string(), name.to_string());
         let found = self
             .with_conn(move |conn| {
@@ -183,10 +183,7 @@ impl SqliteDb {
                 let Some((blob_id, size)) = blob else {
                     return Err(Error::NotFound(format!("no blob {n} in database container {c}")));
                 };
-                let (first, len) = match range {
-                    None => (0, size as u64),
-                    Some((first, last)) => (first, last.saturating_sub(first) + 1),
-                };
+                let (first, len) = chunks::span(range, size as u64, &format!("database blob {c}/{n}"))?;
                 let start = if first == 0 {
                     Start { seq: 0, skip: 0, len }
                 } else {
@@ -285,8 +282,8 @@ impl BlobStore for SqliteDb {
         self.read(container, name, None).await
     }
 
-    async fn get_range(&self, container: &str, name: &str, start: u64, end: u64) -> Result<ByteStream> {
-        self.read(container, name, Some((start, end))).await
+    async fn get_range(&self, container: &str, name: &str, start: u64, end: u64, size: u64) -> Result<ByteStream> {
+        self.read(container, name, Some((start, end, size))).await
     }
 
     async fn delete(&self, container: &str, name: &str) -> Result<()> {
