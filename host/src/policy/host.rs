@@ -58,6 +58,14 @@ const MAX_RESOURCES: usize = 1024;
 /// it may make: WASI imports (clocks, random, streams) and the runtime's
 /// own calls (growing memory, each epoch tick) count here.
 pub(super) const TRANSITIONS_PER_HOST_CALL: u32 = 16;
+/// Transitions one call may make however few storage calls are allowed
+/// (a guest's own start-up and memory growth need some).
+const MIN_TRANSITIONS: u32 = 1024;
+
+/// Transitions to the host one call may make, for a budget of `host_calls`.
+pub(super) fn transition_budget(host_calls: u32) -> u32 {
+    host_calls.saturating_mul(TRANSITIONS_PER_HOST_CALL).max(MIN_TRANSITIONS)
+}
 
 /// The state of one policy call: for one organisation, with its own
 /// resource table, an empty WASI context (no files, network, environment
@@ -108,7 +116,7 @@ impl Drop for CallState {
     /// The call's own time not charged yet goes to its organisation's
     /// share.
     fn drop(&mut self) {
-        let used = self.clock.own_time();
+        let used = self.clock.charged();
         if let Some(share) = self.share.as_mut() {
             share.charge(used);
         }
@@ -129,7 +137,7 @@ impl CallState {
         CallState {
             org,
             table,
-            transitions_left: limits.host_calls.saturating_mul(TRANSITIONS_PER_HOST_CALL),
+            transitions_left: transition_budget(limits.host_calls),
             io_left: Duration::from_millis(limits.host_io_ms),
             share: None,
             // Random bytes are a host loop: a few KiB per call at most.
@@ -151,7 +159,7 @@ impl CallState {
     /// A new call's budget and clock, for the benchmarks' reused instance.
     pub(super) fn refill(&mut self) {
         self.host_calls_left = self.services.config.limits.host_calls;
-        self.transitions_left = self.host_calls_left.saturating_mul(TRANSITIONS_PER_HOST_CALL);
+        self.transitions_left = transition_budget(self.host_calls_left);
         self.io_left = Duration::from_millis(self.services.config.limits.host_io_ms);
         self.clock = GuestClock::start();
     }
@@ -201,7 +209,7 @@ impl CallState {
             return Err(Error::Policy(format!(
                 "made more than {} calls into the host (WASI imports and the runtime's own calls included) in one \
                  operation",
-                self.services.config.limits.host_calls.saturating_mul(TRANSITIONS_PER_HOST_CALL)
+                transition_budget(self.services.config.limits.host_calls)
             ))
             .into());
         }
@@ -212,7 +220,7 @@ impl CallState {
     /// How long the guest should pause now to keep its organisation within
     /// its CPU share (its own time so far charged to the share).
     pub(super) fn cpu_pause(&mut self) -> Duration {
-        let used = self.clock.own_time();
+        let used = self.clock.charged();
         self.share.as_mut().map_or(Duration::ZERO, |s| s.charge(used))
     }
 
@@ -282,7 +290,8 @@ impl CallState {
         }
         let org = self.org()?.to_string();
         let _host = self.clock.in_host();
-        self.services.boundaries.check_call(&org, at, &self.namespaces).await
+        let (services, namespaces) = (self.services.clone(), self.namespaces.clone());
+        self.within_io_budget(async { services.boundaries.check_call(&org, at, &namespaces).await }).await
     }
 
     async fn lookup(&mut self, sha256: String) -> Result<Option<types::ObjectInfo>> {
@@ -310,7 +319,10 @@ impl CallState {
             return Ok(i);
         }
         let org = self.org()?.to_string();
-        let r = self.services.lifecycle.reserve(&org, content.sha256(), content.size(), at).await?;
+        let services = self.services.clone();
+        let r = self
+            .within_io_budget(async { services.lifecycle.reserve(&org, content.sha256(), content.size(), at).await })
+            .await?;
         self.reservations.push(r);
         Ok(self.reservations.len() - 1)
     }

@@ -78,6 +78,15 @@ struct ClockState {
     started: Instant,
     in_host: Duration,
     host_since: Option<Instant>,
+    /// CPU time of the threads that polled the call, while they polled it
+    /// ([`GuestClock::counting`]).
+    polled_cpu: Duration,
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// Marks the time until it is dropped as host time.
@@ -96,7 +105,12 @@ impl Drop for InHost {
 impl GuestClock {
     pub fn start() -> Arc<GuestClock> {
         Arc::new(GuestClock {
-            state: Mutex::new(ClockState { started: Instant::now(), in_host: Duration::ZERO, host_since: None }),
+            state: Mutex::new(ClockState {
+                started: Instant::now(),
+                in_host: Duration::ZERO,
+                host_since: None,
+                polled_cpu: Duration::ZERO,
+            }),
         })
     }
 
@@ -121,9 +135,31 @@ impl GuestClock {
         (s.started.elapsed().saturating_sub(host), s.host_since.is_some())
     }
 
-    /// The guest's own time so far.
-    pub fn own_time(&self) -> Duration {
-        self.guest_time().0
+    /// What the call has cost in CPU so far, as charged to its
+    /// organisation's share: its own time, but no more than the CPU its
+    /// threads spent polling it. Both bound the guest's CPU from above:
+    /// own time leaves out the host's I/O waits but not the time the call
+    /// waited for a worker thread (on a busy machine, most of it), polled
+    /// CPU leaves out every wait but includes the host's own work inside
+    /// a poll. A tenant is never charged for the machine being busy.
+    pub fn charged(&self) -> Duration {
+        let own = self.guest_time().0;
+        own.min(self.state.lock().unwrap_or_else(|e| e.into_inner()).polled_cpu)
+    }
+
+    /// `call`, with the CPU time of each of its polls counted (its thread's
+    /// CPU clock before and after: a call moves between threads only
+    /// between polls).
+    pub async fn counting<F: Future>(&self, call: F) -> F::Output {
+        let mut call = std::pin::pin!(call);
+        std::future::poll_fn(|cx| {
+            let before = thread_cpu();
+            let polled = call.as_mut().poll(cx);
+            let spent = thread_cpu().saturating_sub(before);
+            self.state.lock().unwrap_or_else(|e| e.into_inner()).polled_cpu += spent;
+            polled
+        })
+        .await
     }
 
     /// Completes once the guest has used `limit` of its own time. Raced
@@ -144,6 +180,26 @@ impl GuestClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call's share is charged the CPU it used, not the time it waited
+    /// (for a thread, or for anything else that is not host I/O).
+    #[tokio::test]
+    async fn a_share_is_charged_cpu_not_waiting() {
+        let clock = GuestClock::start();
+        clock.counting(tokio::time::sleep(Duration::from_millis(150))).await;
+        assert!(clock.guest_time().0 >= Duration::from_millis(150));
+        assert!(clock.charged() < Duration::from_millis(50), "waiting charged: {:?}", clock.charged());
+        let before = clock.charged();
+        clock
+            .counting(async {
+                let start = thread_cpu();
+                while thread_cpu().saturating_sub(start) < Duration::from_millis(60) {
+                    std::hint::black_box(start);
+                }
+            })
+            .await;
+        assert!(clock.charged() >= before + Duration::from_millis(60), "running: {:?}", clock.charged());
+    }
 
     #[test]
     fn memory_and_elements_count_across_memories_and_tables() {

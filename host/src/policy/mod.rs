@@ -230,7 +230,7 @@ impl Policy {
         let limit = Duration::from_millis(config.limits.timeout_ms);
         tokio::select! {
             biased;
-            done = call => done,
+            done = clock.counting(call) => done,
             () = clock.expired(limit) => Err(TimedOut(config.limits.timeout_ms).into()),
         }
     }
