@@ -234,11 +234,15 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned + Default>(body: Bo
 }
 
 /// A response stream whose failure (a corrupt object, a backend gone, a
-/// client too slow) is logged: the client only sees its response cut off.
+/// client too slow) is logged under the request's id (taken now: the body
+/// streams after the handler, outside its scope): the client only sees
+/// its response cut off, and has the id from `X-Request-Id`.
 pub(crate) fn logged(stream: ByteStream, what: String) -> ByteStream {
+    let id = super::error::request_id();
     Box::pin(stream.inspect(move |item| {
         if let Err(e) = item {
-            tracing::error!(object = %what, "a read broke off: {e}");
+            let id = id.as_deref().unwrap_or("-");
+            tracing::error!(request_id = id, object = %what, "a read broke off: {e}");
         }
     }))
 }
@@ -328,5 +332,33 @@ mod tests {
         assert_eq!(h.len(), 512);
         assert_eq!(tar_padding(1000).len(), 24);
         assert_eq!(tar_padding(1024).len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_breaks_off_is_logged_under_the_request_id() {
+        #[derive(Clone, Default)]
+        struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Log {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let items = vec![Ok(Bytes::from_static(b"a")), Err(Error::Integrity("the bytes differ".into()))];
+        let failing: ByteStream = Box::pin(futures_util::stream::iter(items));
+        // Made inside the request's scope, streamed outside it (as axum does).
+        let stream =
+            super::super::error::REQUEST_ID.scope("feedc0de".into(), async { logged(failing, "acme/x".into()) }).await;
+        let (_, err) = collect(stream).await;
+        assert!(err.is_some());
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("feedc0de") && text.contains("the bytes differ"), "{text}");
     }
 }

@@ -83,6 +83,7 @@ impl Server {
         tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), tokens = app.tokens.any(), "serving");
         let mut shutdown = std::pin::pin!(shutdown);
         let open = Arc::new(Semaphore::new(app.limits.max_connections));
+        let lingering = Arc::new(Semaphore::new(LINGERING));
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -98,10 +99,11 @@ impl Server {
             };
             // Finished connections leave the set as new ones come.
             while connections.try_join_next().is_some() {}
-            // Past the connection limit: answered and closed at once, so
-            // the descriptor is free again before the next accept.
+            // Past the connection limit: answered and closed at once (or
+            // after a short lingering close), so the descriptor is free
+            // again soon.
             let Ok(slot) = open.clone().try_acquire_owned() else {
-                refuse_connection(&stream, app.limits.max_connections);
+                refuse_connection(stream, app.limits.max_connections, &lingering);
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -142,10 +144,27 @@ impl Server {
     }
 }
 
+/// How many refused connections may be answered at once (each held at
+/// most about 3 × [`LINGER`]): past that, refused connections get the 503
+/// without waiting and are closed at once.
+const LINGERING: usize = 64;
+
+/// How long a refused connection waits for its request head, and then
+/// lingers (reading and discarding what the client still sends) after
+/// its answer, before it is closed.
+const LINGER: Duration = Duration::from_millis(500);
+
 /// Answer a connection over the limit with a 503 (`Retry-After: 1`,
-/// `Connection: close`) if its socket takes it without waiting, and close
-/// it: nothing is read from it and nothing waits on it.
-fn refuse_connection(stream: &tokio::net::TcpStream, limit: usize) {
+/// `Connection: close`) and close it; no request on it is ever served.
+/// HTTP clients treat an answer that comes before their request as a
+/// broken connection, and closing a socket with unread bytes answers with
+/// a reset that can destroy the 503 before the client reads it; so, like
+/// nginx, the answer waits for the request head (at most [`LINGER`], 16
+/// KiB), and is followed by a FIN and a lingering close (what the client
+/// still sends is discarded for at most [`LINGER`], 64 KiB). At most
+/// [`LINGERING`] connections are answered this way at once; the rest get
+/// the 503 without waiting and are closed at once.
+fn refuse_connection(stream: tokio::net::TcpStream, limit: usize, lingering: &Arc<Semaphore>) {
     crate::metrics::global().inc(
         "coffer_http_connections_refused_total",
         "Connections refused because too many were open.",
@@ -160,5 +179,36 @@ fn refuse_connection(stream: &tokio::net::TcpStream, limit: usize) {
          connection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    let _ = stream.try_write(answer.as_bytes());
+    let Ok(permit) = lingering.clone().try_acquire_owned() else {
+        let _ = stream.try_write(answer.as_bytes());
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _permit = permit;
+        let mut stream = stream;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(LINGER, async {
+            while head.len() < 16 << 10 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        let _ = tokio::time::timeout(LINGER, stream.write_all(answer.as_bytes())).await;
+        let _ = stream.shutdown().await;
+        let mut read = 0;
+        let _ = tokio::time::timeout(LINGER, async {
+            while read < 64 << 10 {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+        })
+        .await;
+    });
 }

@@ -147,14 +147,26 @@ async fn past_the_connection_limit_connections_are_refused_at_once() {
         held.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    for _ in 0..20 {
+    for i in 0..20 {
         let mut extra = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        if i % 2 == 1 {
+            // A request sent at once, as clients do: it is never served,
+            // and the 503 still reaches the client (no reset destroys it).
+            extra.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
+        }
         let text = answer(&mut extra, Duration::from_secs(2)).await;
         assert!(text.starts_with("HTTP/1.1 503"), "{text}");
         assert!(text.contains("retry-after: 1") && text.contains("\"overloaded\""), "{text}");
         let mut rest = Vec::new();
         let closed = tokio::time::timeout(Duration::from_secs(2), extra.read_to_end(&mut rest)).await;
         assert!(closed.is_ok(), "the refused connection is closed by the server");
+    }
+    // An HTTP client sees the 503 (and its Retry-After), not a reset.
+    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    for _ in 0..20 {
+        let r = fresh.get(format!("{}/healthz", s.url)).send().await.expect("a 503, not a broken connection");
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
     }
     // A held connection still works; once one closes, new ones are served.
     let mut first = held.remove(0);

@@ -416,3 +416,38 @@ async fn bad_names_policy_refusals_and_trapping_guests_answer_json() {
     assert!(s.coffer.list("trap", None, 10).await.unwrap().is_empty());
     assert_eq!(client().put(s.objects("acme")).body("x").send().await.unwrap().status(), 201, "the server goes on");
 }
+
+/// S3 refusing the operator's keys, or failing, is the server's problem:
+/// the client is told so in general words with a request id, never the
+/// S3 endpoint, the bucket, or which AWS variables to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_refusals_and_failures_reach_clients_without_host_internals() {
+    use crate::fault_proxy::{Fault, FaultProxy, Op};
+    let proxy = FaultProxy::start();
+    let s = super::s3_server(|c| {
+        c.s3.endpoint_url = Some(proxy.endpoint());
+        c.s3.timeout = Some(1);
+    })
+    .await;
+    let bucket = s.coffer.config().s3.bucket.clone().unwrap();
+    let port = proxy.endpoint().rsplit(':').next().unwrap().to_string();
+    for (fault, status, kind) in [
+        (Fault::Refuse(403, "AccessDenied"), 500, "config"),
+        (Fault::Refuse(403, "SignatureDoesNotMatch"), 500, "config"),
+        (Fault::Refuse(500, "InternalError"), 503, "unavailable"),
+    ] {
+        proxy.always(Op::PutObject, fault);
+        let r = client().put(s.objects("acme")).body(format!("{fault:?}")).send().await.unwrap();
+        assert_eq!(r.status(), status, "{fault:?}");
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        let body = json(r).await;
+        assert_eq!(body["error"], kind, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(&id), "{message}");
+        for internal in ["AWS_", "127.0.0.1", &port, &bucket, "http://", "PutObject"] {
+            assert!(!message.contains(internal), "{fault:?}: {internal:?} in {message}");
+        }
+        proxy.calm();
+    }
+    assert_eq!(client().put(s.objects("acme")).body("fine").send().await.unwrap().status(), 201);
+}

@@ -59,11 +59,14 @@ pub fn parse_error(op: &Op<'_>, status: StatusCode, body: &str) -> Error {
         (403, "RequestTimeTooSkewed") => {
             Error::Config(format!("{op}: this machine's clock is too far off for S3 ({detail})"))
         }
-        (401 | 403, "") => Error::Denied(format!(
+        // The operator's keys may not do this: a configuration error (the
+        // server's, not the caller's: an HTTP client is told in general
+        // words, the log has this).
+        (401 | 403, "") => Error::Config(format!(
             "{op}: access denied ({detail}); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the key's \
              permissions for this bucket"
         )),
-        (401 | 403, _) => Error::Denied(format!(
+        (401 | 403, _) => Error::Config(format!(
             "{op}: access denied ({detail}); check the key's permissions (AWS_ACCESS_KEY_ID) for this bucket"
         )),
         (409, "BucketAlreadyExists") => Error::Conflict(format!(
@@ -132,7 +135,7 @@ mod tests {
             (404, "", ErrorKind::NotFound, false),
             (403, "SignatureDoesNotMatch", ErrorKind::Config, false),
             (403, "InvalidAccessKeyId", ErrorKind::Config, false),
-            (403, "AccessDenied", ErrorKind::Denied, false),
+            (403, "AccessDenied", ErrorKind::Config, false),
             (409, "BucketAlreadyExists", ErrorKind::Conflict, false),
             (412, "PreconditionFailed", ErrorKind::Conflict, false),
             (400, "BadDigest", ErrorKind::Integrity, false),
