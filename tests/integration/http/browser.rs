@@ -1,22 +1,34 @@
 //! Stored content in a real browser (Debian's `chromium`, headless): an
 //! uploaded page or SVG that tries to read another organisation's object
-//! from the API's origin gets nothing, and does not even run. A control
-//! run of the same page from a server without Coffer's headers shows the
-//! browser runs it and the check would see the leak.
+//! from the API's origin gets nothing, and does not even run. The stored
+//! page is opened in a frame of a page elsewhere, to which its script
+//! reports (`postMessage`) that it ran and what it read; a control run of
+//! the same page from a server without Coffer's headers shows that the
+//! browser runs it and the check would see the leak. (Headless chromium
+//! cannot be asked for the DOM of a top-level download: the stored page's
+//! `Content-Disposition: attachment` makes it one, so the headers are
+//! checked for that case.)
+
+use std::io::Read;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{client, put, sqlite_server};
 
 /// The DOM chromium ends with after loading `url` and letting its scripts
-/// run (up to a few seconds of virtual time).
+/// run (up to a few seconds of virtual time). Chromium is stopped once it
+/// has printed the DOM (a download started by a frame keeps it running),
+/// or after a minute, when the test fails rather than hangs.
 fn dom_after_scripts(url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("chromium")
+    let dom = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new("chromium")
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-dev-shm-usage",
             "--no-first-run",
             "--virtual-time-budget=5000",
             "--timeout=20000",
@@ -24,37 +36,67 @@ fn dom_after_scripts(url: &str) -> String {
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
         .arg(url)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(dom.reopen().unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .expect("chromium runs (Debian's chromium package; .ci/run installs it)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut printed = String::new();
+    loop {
+        printed.clear();
+        dom.reopen().unwrap().read_to_string(&mut printed).unwrap();
+        let exited = child.try_wait().unwrap().is_some();
+        if exited || printed.contains("</html>") {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not print the DOM of {url} within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    printed
 }
 
-/// A page whose script marks that it ran, then reads `target` from its own
-/// origin and writes what it got into the page.
-fn hostile_page(target: &str) -> String {
+/// The script of a hostile stored page: it reports to the page framing it
+/// that it ran, then reads `target` from its own origin and reports what
+/// it got.
+fn hostile_script(target: &str) -> String {
     format!(
-        "<html><body><div id=out>quiet</div><script>
-        document.getElementById('out').textContent = 'SCRIPT-RAN';
-        fetch('{target}').then(r => r.text()).then(t => {{
-            document.getElementById('out').textContent = 'SCRIPT-RAN READ:' + t;
-        }});
-        </script></body></html>"
+        "parent.postMessage('SCRIPT-RAN', '*');
+        fetch('{target}').then(r => r.text()).then(t => parent.postMessage('SCRIPT-RAN READ:' + t, '*'));"
     )
+}
+
+fn hostile_page(target: &str) -> String {
+    format!("<html><body>a page<script>{}</script></body></html>", hostile_script(target))
 }
 
 fn hostile_svg(target: &str) -> String {
     format!(
-        "<svg xmlns='http://www.w3.org/2000/svg'><text id='out'>quiet</text><script>
-        document.getElementById('out').textContent = 'SCRIPT-RAN';
-        fetch('{target}').then(r => r.text()).then(t => {{
-            document.getElementById('out').textContent = 'SCRIPT-RAN READ:' + t;
-        }});
-        </script></svg>"
+        "<svg xmlns='http://www.w3.org/2000/svg'><text>an image</text><script>{}</script></svg>",
+        hostile_script(target)
     )
 }
 
+/// The page that frames the stored one (the `u` of its query) and shows
+/// what the frame reports.
+const FRAMING_PAGE: &str = "<html><body><div id=out>quiet</div><script>
+    window.addEventListener('message', e => {
+        document.getElementById('out').textContent += ' ' + e.data;
+    });
+    const frame = document.createElement('iframe');
+    frame.src = new URLSearchParams(location.search).get('u');
+    document.body.appendChild(frame);
+    </script></body></html>";
+
 /// A server without Coffer's headers: `/page` answers `page` as
-/// `content_type`, anything else answers `secret`.
+/// `content_type`, `/frame?u=URL` the [`FRAMING_PAGE`], anything else
+/// answers `secret`.
 async fn plain_server(page: String, content_type: &'static str, secret: &'static str) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -65,8 +107,13 @@ async fn plain_server(page: String, content_type: &'static str, secret: &'static
                 let mut buf = vec![0u8; 8192];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]);
-                let (ct, body) =
-                    if head.starts_with("GET /page ") { (content_type, page) } else { ("text/plain", secret.into()) };
+                let (ct, body) = if head.starts_with("GET /page ") {
+                    (content_type, page)
+                } else if head.starts_with("GET /frame?") {
+                    ("text/html", FRAMING_PAGE.into())
+                } else {
+                    ("text/plain", secret.into())
+                };
                 let answer = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -91,7 +138,7 @@ async fn an_uploaded_page_cannot_read_another_object_in_a_browser() {
         // The control: served without Coffer's headers, the browser runs
         // the page and it reads the secret, so the check below can fail.
         let plain = plain_server(page.clone(), content_type, SECRET).await;
-        let control = tokio::task::spawn_blocking(move || dom_after_scripts(&format!("http://{plain}/page")));
+        let control = tokio::task::spawn_blocking(move || dom_after_scripts(&format!("http://{plain}/frame?u=/page")));
         let control = control.await.unwrap();
         assert!(control.contains(&format!("READ:{SECRET}")), "{content_type}: the control run did not leak: {control}");
 
@@ -103,7 +150,9 @@ async fn an_uploaded_page_cannot_read_another_object_in_a_browser() {
         assert_eq!(r.headers()["x-content-type-options"], "nosniff");
         assert_eq!(r.headers()["content-disposition"], "attachment", "{content_type}");
         assert!(r.headers()["content-security-policy"].to_str().unwrap().starts_with("sandbox"));
-        let dom = tokio::task::spawn_blocking(move || dom_after_scripts(&url)).await.unwrap();
+        let framed = format!("http://{plain}/frame?u={url}");
+        let dom = tokio::task::spawn_blocking(move || dom_after_scripts(&framed)).await.unwrap();
+        assert!(dom.contains("quiet"), "{content_type}: the framing page was not loaded: {dom}");
         assert!(!dom.contains(SECRET), "{content_type}: the stored page read the other object: {dom}");
         assert!(!dom.contains("SCRIPT-RAN"), "{content_type}: the stored page's script ran: {dom}");
     }
