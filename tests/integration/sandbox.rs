@@ -176,6 +176,16 @@ async fn a_sleeping_or_spinning_guest_is_stopped_at_its_time_limit() {
     }
 }
 
+/// A guest that opens WASI resources (pollables) and never drops them is
+/// stopped when its call's resource table is full (1024 entries), with
+/// the transition budget (4096) still to spare.
+#[tokio::test]
+async fn a_guest_holding_resources_is_stopped_at_its_resource_table_limit() {
+    let t = hostile().await;
+    let err = contained(&t, "leak-resources").await;
+    assert!(matches!(&err, Error::Policy(m) if m.contains("more than 1024 resources")), "{err}");
+}
+
 /// Host I/O does not count against the time limit: a put whose uploads
 /// each take longer than the whole limit still succeeds.
 #[tokio::test]

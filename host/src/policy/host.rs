@@ -53,7 +53,7 @@ const MAX_SETTING_NAME: usize = 128;
 /// Entries in one call's resource table (content handles, and the WASI
 /// streams, pollables and the like a guest opens): a guest that opens
 /// more is stopped.
-const MAX_RESOURCES: usize = 1024;
+pub(super) const MAX_RESOURCES: usize = 1024;
 /// Transitions to the host one call may make, per storage or log import
 /// it may make: WASI imports (clocks, random, streams) and the runtime's
 /// own calls (growing memory, each epoch tick) count here.

@@ -244,6 +244,14 @@ impl Policy {
                 config.limits.fuel
             ));
         }
+        if let Some(wasmtime::component::ResourceTableError::Full) =
+            e.downcast_ref::<wasmtime::component::ResourceTableError>()
+        {
+            return Error::Policy(format!(
+                "{name} held more than {} resources at once (WASI streams, pollables, content handles) and was stopped",
+                host::MAX_RESOURCES
+            ));
+        }
         if let Some(TimedOut(ms)) = e.downcast_ref::<TimedOut>() {
             return Error::Policy(format!(
                 "{name} ran for more than its time limit ({ms} ms of its own time, COFFER_POLICY_TIMEOUT) and was stopped"

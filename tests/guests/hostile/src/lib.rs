@@ -178,6 +178,14 @@ impl exports::coffer::storage::policy::Guest for Hostile {
                 store::ensure_container(Backend::Database, &"c".repeat(1 << 20))?;
                 Err(Error::Internal("ensured a 1 MiB container name".into()))
             }
+            "leak-resources" => {
+                // Open WASI pollables and never drop them: each is an
+                // entry in the call's resource table.
+                for _ in 0..2000 {
+                    std::mem::forget(wasip2::clocks::monotonic_clock::subscribe_duration(0));
+                }
+                Err(Error::Internal("held 2000 pollables".into()))
+            }
             "log-flood" => loop {
                 host::log(host::Level::Info, "flood");
             },
