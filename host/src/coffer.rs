@@ -382,19 +382,25 @@ impl Coffer {
     /// Bytes `from..=last` of `record`'s object (unchecked), from where the
     /// object is now. When they are not where the record says (the object
     /// was moved by `coffer migrate`, or deleted and stored again, since
-    /// the record was read), the record is read again and followed, at
-    /// most [`FOLLOWS`] times; an object that is gone is not-found, and
-    /// one still recorded there but missing twice is an integrity error.
+    /// the record was read), the record is read again and followed (once
+    /// the policy allows the read there and the place is inside the
+    /// organisation's bounds), at most [`FOLLOWS`] times; an object that
+    /// is gone is not-found, and one still recorded there but missing
+    /// twice is an integrity error. S3 answering 403 (as it does for a
+    /// missing key when the keys may not list the bucket) is followed
+    /// the same way, and stays a configuration error for an object that
+    /// has not moved.
     async fn open_following(&self, org: &str, record: &mut Record, from: u64, last: u64) -> Result<ByteStream> {
         let mut missing_once = false;
         for _ in 0..FOLLOWS {
             let store = self.services.backends.get(record.location.backend)?;
             let range = (from > 0 || last.saturating_add(1) < record.size).then_some((from, last));
             let what = format!("{} ({})", record.sha256, record.location);
-            let missing = match crate::backend::open(store.as_ref(), &record.location, record.size, range, &what).await
-            {
+            let failed = match crate::backend::open(store.as_ref(), &record.location, record.size, range, &what).await {
                 Ok(stream) => return Ok(stream),
-                Err(Error::NotFound(m)) => m,
+                // S3 answers 403 for a key that is gone when the keys may
+                // not list the bucket: that may be a move too.
+                Err(e @ (Error::NotFound(_) | Error::Config(_))) => e,
                 Err(other) => return Err(other),
             };
             match self.services.catalog.lookup(org, &record.sha256).await? {
@@ -404,16 +410,20 @@ impl Coffer {
                         record.sha256
                     )));
                 }
-                Some(now) if now == *record => {
-                    if missing_once {
+                Some(now) if now == *record => match failed {
+                    Error::NotFound(missing) if missing_once => {
                         return Err(Error::Integrity(format!(
                             "{} is recorded but missing from its backend: {missing}",
                             record.location
                         )));
                     }
-                    missing_once = true;
-                }
+                    Error::NotFound(_) => missing_once = true,
+                    other => return Err(other),
+                },
                 Some(now) => {
+                    // Where it is now is asked about as the first place
+                    // was: the policy's consent, and the tenant boundary.
+                    self.policy(org).authorize(&self.services, org, Operation::Get, &now).await?;
                     self.check_boundary(&now).await?;
                     *record = now;
                     missing_once = false;

@@ -88,6 +88,9 @@ pub enum Fault {
     /// Forward, then report this object size in `Content-Range` instead of
     /// the server's: another object than the one recorded.
     RangeOf(u64),
+    /// Wait this long, then answer this status and S3 error code without
+    /// forwarding: a request refused once what it asked for changed.
+    Late(Duration, u16, &'static str),
 }
 
 /// Where a held request waits.
@@ -318,6 +321,10 @@ async fn handle(
     };
     match action {
         Action::Fault(Fault::Refuse(status, code)) => Ok(s3_error(status, code)),
+        Action::Fault(Fault::Late(d, status, code)) => {
+            tokio::time::sleep(d).await;
+            Ok(s3_error(status, code))
+        }
         Action::Fault(Fault::RefuseAfter(status, code)) => {
             forward_fully(upstream, req).await?;
             Ok(s3_error(status, code))

@@ -228,6 +228,45 @@ async fn a_read_begun_before_a_move_finishes_from_the_new_copy() {
     assert!(matches!(end, Some(coffer::Error::NotFound(_))), "{end:?}");
 }
 
+/// A read whose GET reaches S3 after a move deleted the key it asked for
+/// gets 403 from a server where the keys may not list the bucket (AWS
+/// answers so for a missing key); the read follows the object to its new
+/// bucket instead of failing as a configuration error.
+#[tokio::test]
+async fn a_read_refused_for_a_key_moved_away_follows_the_object() {
+    let proxy = FaultProxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut single = s3_config(dir.path(), Some(&unique_bucket("mig-403")), None);
+    single.s3.endpoint_url = Some(proxy.endpoint());
+    let single = Coffer::open(single).await.unwrap();
+    let bytes = data(5000, 31);
+    let info = single.put("acme", Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap();
+
+    proxy.once(Op::GetObject, 0, Fault::Late(Duration::from_millis(1500), 403, "AccessDenied"));
+    let reader = {
+        let single = single.clone();
+        tokio::spawn(async move { single.get_bytes("acme", &info.sha256).await })
+    };
+    for _ in 0..100 {
+        if proxy.seen(Op::GetObject) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxy.seen(Op::GetObject), 1, "the read's GET is at the server");
+    let mut per_org = s3_config(dir.path(), None, Some(&format!("{}-", unique_bucket("m403"))));
+    per_org.s3.endpoint_url = Some(proxy.endpoint());
+    let per_org = Coffer::open(per_org).await.unwrap();
+    assert_eq!(migrate(&per_org, MigrateOptions::default()).await.moved, 1);
+
+    let got = reader.await.unwrap().expect("the read follows the object to its new bucket");
+    assert!(got == bytes);
+    // An object that has not moved keeps its 403 as a configuration error.
+    proxy.once(Op::GetObject, 0, Fault::Refuse(403, "AccessDenied"));
+    let err = per_org.get_bytes("acme", &info.sha256).await.unwrap_err();
+    assert!(matches!(err, coffer::Error::Config(_)), "{err}");
+}
+
 /// A delete that lands while a move is about to switch the record: the
 /// move changes nothing, and its copy is deleted (nothing refers to it).
 #[tokio::test]

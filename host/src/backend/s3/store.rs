@@ -178,8 +178,10 @@ impl BlobStore for S3Store {
         let resp = self.send(&op, Method::GET, &url, &[("range", range.as_str())], Payload::Empty, &[]).await?;
         let answered = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
         let asked = format!("bytes {start}-{end}/");
-        let total = answered.strip_prefix(&asked);
-        if let Some(total) = total.filter(|t| *t != size.to_string())
+        // The total as a number: `*` (unknown) or anything else that is
+        // not one is an answer that cannot be checked, not other content.
+        let total = answered.strip_prefix(&asked).and_then(|t| t.parse::<u64>().ok());
+        if let Some(total) = total.filter(|t| *t != size)
             && resp.status() == StatusCode::PARTIAL_CONTENT
         {
             return Err(Error::Integrity(format!(
