@@ -83,7 +83,7 @@ impl Server {
         tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), tokens = app.tokens.any(), "serving");
         let mut shutdown = std::pin::pin!(shutdown);
         let open = Arc::new(Semaphore::new(app.limits.max_connections));
-        let lingering = Arc::new(Semaphore::new(LINGERING));
+        let lingering = Arc::new(Semaphore::new(lingering_cap(app.limits.max_connections)));
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -149,6 +149,14 @@ impl Server {
 /// without waiting and are closed at once.
 const LINGERING: usize = 64;
 
+/// Refused connections answered at once beside `max_connections` open
+/// ones: [`LINGERING`], but no more than an eighth of the connection
+/// limit (and at least 8), so they do not take the descriptors the limit
+/// leaves for the database, the spool and S3.
+fn lingering_cap(max_connections: usize) -> usize {
+    LINGERING.min(max_connections / 8).max(8)
+}
+
 /// How long a refused connection waits for its request head, and then
 /// lingers (reading and discarding what the client still sends) after
 /// its answer, before it is closed.
@@ -162,7 +170,7 @@ const LINGER: Duration = Duration::from_millis(500);
 /// nginx, the answer waits for the request head (at most [`LINGER`], 16
 /// KiB), and is followed by a FIN and a lingering close (what the client
 /// still sends is discarded for at most [`LINGER`], 64 KiB). At most
-/// [`LINGERING`] connections are answered this way at once; the rest get
+/// [`lingering_cap`] connections are answered this way at once; the rest get
 /// the 503 without waiting and are closed at once.
 fn refuse_connection(stream: tokio::net::TcpStream, limit: usize, lingering: &Arc<Semaphore>) {
     crate::metrics::global().inc(
@@ -190,10 +198,19 @@ fn refuse_connection(stream: tokio::net::TcpStream, limit: usize, lingering: &Ar
         let mut head = Vec::new();
         let mut buf = [0u8; 4096];
         let _ = tokio::time::timeout(LINGER, async {
-            while head.len() < 16 << 10 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            while head.len() < 16 << 10 {
                 match stream.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                    Ok(n) => {
+                        // Only what arrived now (and the 3 bytes before
+                        // it) is searched: a head dripped in byte by byte
+                        // costs no more than one sent at once.
+                        let from = head.len().saturating_sub(3);
+                        head.extend_from_slice(&buf[..n]);
+                        if head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
                 }
             }
         })
