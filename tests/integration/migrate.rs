@@ -192,7 +192,8 @@ async fn objects_stay_readable_while_they_are_moved() {
 
 /// A read of a database object several rows long, begun before a move and
 /// finished after it (the move deleted the rows it was reading): the rest
-/// is read from S3 and the whole is verified as one object. A read of an
+/// is read from S3 and the whole is verified as one object; a range read
+/// likewise goes on with a range from S3. A read of an
 /// object deleted meanwhile ends not-found, never short.
 #[tokio::test]
 async fn a_read_begun_before_a_move_finishes_from_the_new_copy() {
@@ -205,8 +206,13 @@ async fn a_read_begun_before_a_move_finishes_from_the_new_copy() {
     let coffer = Coffer::open(s3_config(dir.path(), Some(&unique_bucket("mig-mid")), None)).await.unwrap();
     let (_, mut moving) = coffer.get("acme", &info.sha256.to_string()).await.unwrap();
     let (_, mut deleted) = coffer.get("acme", &other.sha256.to_string()).await.unwrap();
+    let (first, last) = (100_000u64, (2u64 << 20) + 7);
+    let (_, _, mut ranged) =
+        coffer.get_range("acme", &info.sha256.to_string(), |_| Ok(Some((first, last)))).await.unwrap();
     let mut got = moving.next().await.unwrap().unwrap().to_vec();
     assert!(got.len() < bytes.len(), "the first item is one row, not the whole object");
+    let mut got_range = ranged.next().await.unwrap().unwrap().to_vec();
+    assert!(got_range.len() < (last - first + 1) as usize, "the range's first item is part of it");
     let first_of_deleted = deleted.next().await.unwrap().unwrap();
     assert!(!first_of_deleted.is_empty());
 
@@ -219,6 +225,10 @@ async fn a_read_begun_before_a_move_finishes_from_the_new_copy() {
         got.extend_from_slice(&item.expect("the rest comes from the new copy"));
     }
     assert!(got == bytes, "{} bytes read of {}", got.len(), bytes.len());
+    while let Some(item) = ranged.next().await {
+        got_range.extend_from_slice(&item.expect("the rest of the range comes from the new copy"));
+    }
+    assert!(got_range == bytes[first as usize..=last as usize], "{} bytes of the range", got_range.len());
     let mut end = None;
     while let Some(item) = deleted.next().await {
         if let Err(e) = item {
