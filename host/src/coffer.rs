@@ -364,13 +364,8 @@ impl Coffer {
     ) -> Result<(ObjectInfo, Option<(u64, u64)>, ByteStream)> {
         let mut record = self.record(org, sha256, Operation::Get).await?;
         let range = pick(&ObjectInfo::from_record(record.clone(), None))?;
+        crate::backend::check_range(range, record.size, &record.sha256.to_string())?;
         let (first, last) = range.unwrap_or((0, record.size.saturating_sub(1)));
-        if range.is_some() && (first > last || last >= record.size) {
-            return Err(Error::InvalidInput(format!(
-                "range {first}..={last} of {}, which is {} bytes long",
-                record.sha256, record.size
-            )));
-        }
         let stream = self.open_following(org, &mut record, first, last).await?;
         let (sha, size) = (record.sha256, record.size);
         let what = format!("{} ({})", record.sha256, record.location);
@@ -394,7 +389,7 @@ impl Coffer {
         let mut missing_once = false;
         for _ in 0..FOLLOWS {
             let store = self.services.backends.get(record.location.backend)?;
-            let range = (from > 0 || last.saturating_add(1) < record.size).then_some((from, last));
+            let range = crate::backend::is_part(from, last, record.size).then_some((from, last));
             let what = format!("{} ({})", record.sha256, record.location);
             let failed = match crate::backend::open(store.as_ref(), &record.location, record.size, range, &what).await {
                 Ok(stream) => return Ok(stream),

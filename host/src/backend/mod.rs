@@ -282,11 +282,7 @@ pub async fn open(
     range: Option<(u64, u64)>,
     what: &str,
 ) -> Result<ByteStream> {
-    if let Some((start, end)) = range
-        && (start > end || end >= size)
-    {
-        return Err(Error::InvalidInput(format!("range {start}..={end} of {what}, which is {size} bytes long")));
-    }
+    check_range(range, size, what)?;
     match range {
         Some((start, end)) if is_part(start, end, size) => {
             store.get_range(&location.container, &location.name, start, end, size).await
@@ -304,8 +300,19 @@ pub fn checked(stream: ByteStream, sha256: Digest, size: u64, range: Option<(u64
     }
 }
 
+/// That `range`, if any, lies inside an object of `size` bytes
+/// (`start <= end < size`).
+pub fn check_range(range: Option<(u64, u64)>, size: u64, what: &str) -> Result<()> {
+    match range {
+        Some((start, end)) if start > end || end >= size => {
+            Err(Error::InvalidInput(format!("range {start}..={end} of {what}, which is {size} bytes long")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Whether bytes `start..=end` are less than the whole of `size` bytes.
-fn is_part(start: u64, end: u64, size: u64) -> bool {
+pub fn is_part(start: u64, end: u64, size: u64) -> bool {
     start > 0 || end < size.saturating_sub(1)
 }
 
