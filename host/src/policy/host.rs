@@ -3,9 +3,8 @@
 //! organisation's boundary, and delegate to the catalog and backends.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};
@@ -14,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::ContentHandle;
 use super::bindings::coffer::storage::{host, store, types};
 use super::convert;
-use super::limits::{CallLimiter, GuestClock};
+use super::limits::{CallLimiter, GuestClock, IoBudget};
 use super::share::{Share, TenantShares};
 use crate::backend::{Backends, Location};
 use crate::catalog::Catalog;
@@ -80,9 +79,8 @@ pub struct CallState {
     host_calls_left: u32,
     /// Transitions to the host left (see [`TRANSITIONS_PER_HOST_CALL`]).
     transitions_left: u32,
-    /// Time the storage lookups of this call may still wait on I/O
-    /// (`COFFER_POLICY_HOST_IO`).
-    io_left: Duration,
+    /// Time the storage lookups of this call may still wait on I/O.
+    io: IoBudget,
     /// The organisation's share this call runs in (CPU charged to it).
     pub(super) share: Option<Share>,
     /// The guest's own time; host I/O in the imports below is left out.
@@ -138,7 +136,7 @@ impl CallState {
             org,
             table,
             transitions_left: transition_budget(limits.host_calls),
-            io_left: Duration::from_millis(limits.host_io_ms),
+            io: IoBudget::new(Duration::from_millis(limits.host_io_ms)),
             share: None,
             // Random bytes are a host loop: a few KiB per call at most.
             wasi: WasiCtx::builder().max_random_size(4096).build(),
@@ -160,7 +158,7 @@ impl CallState {
     pub(super) fn refill(&mut self) {
         self.host_calls_left = self.services.config.limits.host_calls;
         self.transitions_left = transition_budget(self.host_calls_left);
-        self.io_left = Duration::from_millis(self.services.config.limits.host_io_ms);
+        self.io = IoBudget::new(Duration::from_millis(self.services.config.limits.host_io_ms));
         self.clock = GuestClock::start();
     }
 
@@ -224,27 +222,6 @@ impl CallState {
         self.share.as_mut().map_or(Duration::ZERO, |s| s.charge(used))
     }
 
-    /// Run a storage lookup within what is left of the call's budget for
-    /// host I/O; past it, the lookup answers `unavailable` at once.
-    async fn within_io_budget<T>(&mut self, io: impl Future<Output = Result<T>>) -> Result<T> {
-        let budget = self.services.config.limits.host_io_ms;
-        let exhausted = || Error::Backend {
-            message: format!(
-                "this policy call's storage lookups have waited {budget} ms on I/O in all, their budget \
-                 (COFFER_POLICY_HOST_IO)"
-            ),
-            retryable: true,
-            source: None,
-        };
-        if self.io_left.is_zero() {
-            return Err(exhausted());
-        }
-        let started = Instant::now();
-        let answer = tokio::time::timeout(self.io_left, io).await;
-        self.io_left = self.io_left.saturating_sub(started.elapsed());
-        answer.unwrap_or_else(|_| Err(exhausted()))
-    }
-
     /// Count a host call against the per-call budget; past it the call is
     /// stopped (a trap, not an error the guest could ignore and loop on),
     /// so a guest cannot keep the host busy with calls of any kind.
@@ -290,8 +267,7 @@ impl CallState {
         }
         let org = self.org()?.to_string();
         let _host = self.clock.in_host();
-        let (services, namespaces) = (self.services.clone(), self.namespaces.clone());
-        self.within_io_budget(async { services.boundaries.check_call(&org, at, &namespaces).await }).await
+        self.io.within(self.services.boundaries.check_call(&org, at, &self.namespaces)).await
     }
 
     async fn lookup(&mut self, sha256: String) -> Result<Option<types::ObjectInfo>> {
@@ -304,8 +280,7 @@ impl CallState {
             return Ok(None);
         }
         let _host = self.clock.in_host();
-        let catalog = self.services.catalog.clone();
-        let record = self.within_io_budget(async { catalog.lookup(&org, &digest).await }).await?;
+        let record = self.io.within(self.services.catalog.lookup(&org, &digest)).await?;
         if let Some(r) = &record {
             self.verified.insert(r.location.clone());
         }
@@ -319,10 +294,7 @@ impl CallState {
             return Ok(i);
         }
         let org = self.org()?.to_string();
-        let services = self.services.clone();
-        let r = self
-            .within_io_budget(async { services.lifecycle.reserve(&org, content.sha256(), content.size(), at).await })
-            .await?;
+        let r = self.io.within(self.services.lifecycle.reserve(&org, content.sha256(), content.size(), at)).await?;
         self.reservations.push(r);
         Ok(self.reservations.len() - 1)
     }
@@ -337,7 +309,7 @@ impl CallState {
         // organisation's location): what is found cannot be deleted before
         // this put commits or lets go.
         let i = self.reservation_for(&at, &content).await?;
-        let found = self.within_io_budget(async { Ok(store.head(&at.container, &at.name).await) }).await?;
+        let found = self.io.within(async { Ok(store.head(&at.container, &at.name).await) }).await?;
         match self.note(&at, found)? {
             None => Ok(None),
             Some(meta) => {
@@ -366,9 +338,10 @@ impl CallState {
             )));
         };
         let _host = self.clock.in_host();
-        let services = self.services.clone();
+        let services = &self.services;
         let ensured = self
-            .within_io_budget(async {
+            .io
+            .within(async {
                 services.boundaries.hold(&org, &ns).await?;
                 Ok(services.backends.get(kind)?.ensure_container(&container).await)
             })

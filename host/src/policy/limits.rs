@@ -1,7 +1,8 @@
 //! What bounds one policy call: memory and table elements counted over
 //! all the guest's memories and tables together (not per memory), counts
 //! of instances, tables and memories (enforced with either allocator), and
-//! a clock of the guest's own time that leaves out host I/O.
+//! a clock of the guest's own time that leaves out host I/O, and the
+//! budget of I/O time the call's storage lookups share.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use wasmtime::ResourceLimiter;
 
 use super::engine::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 /// The store's limiter for one call.
 #[derive(Debug)]
@@ -87,6 +88,41 @@ struct ClockState {
 fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// The time one call's storage lookups may still wait on I/O
+/// (`COFFER_POLICY_HOST_IO`), shared by all of them.
+#[derive(Debug)]
+pub struct IoBudget {
+    left: Duration,
+    total: Duration,
+}
+
+impl IoBudget {
+    pub fn new(total: Duration) -> IoBudget {
+        IoBudget { left: total, total }
+    }
+
+    /// Run a storage lookup within what is left; past it, the lookup
+    /// answers `unavailable` at once.
+    pub async fn within<T>(&mut self, io: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let exhausted = || Error::Backend {
+            message: format!(
+                "this policy call's storage lookups have waited {} ms on I/O in all, their budget \
+                 (COFFER_POLICY_HOST_IO)",
+                self.total.as_millis()
+            ),
+            retryable: true,
+            source: None,
+        };
+        if self.left.is_zero() {
+            return Err(exhausted());
+        }
+        let started = Instant::now();
+        let answer = tokio::time::timeout(self.left, io).await;
+        self.left = self.left.saturating_sub(started.elapsed());
+        answer.unwrap_or_else(|_| Err(exhausted()))
+    }
 }
 
 /// Marks the time until it is dropped as host time.
