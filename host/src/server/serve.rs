@@ -192,40 +192,40 @@ fn refuse_connection(stream: tokio::net::TcpStream, limit: usize, lingering: &Ar
         return;
     };
     tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let _permit = permit;
         let mut stream = stream;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        let _ = tokio::time::timeout(LINGER, async {
-            while head.len() < 16 << 10 {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        // Only what arrived now (and the 3 bytes before
-                        // it) is searched: a head dripped in byte by byte
-                        // costs no more than one sent at once.
-                        let from = head.len().saturating_sub(3);
-                        head.extend_from_slice(&buf[..n]);
-                        if head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                }
-            }
-        })
-        .await;
+        discard(&mut stream, 16 << 10, true).await;
         let _ = tokio::time::timeout(LINGER, stream.write_all(answer.as_bytes())).await;
         let _ = stream.shutdown().await;
-        let mut read = 0;
-        let _ = tokio::time::timeout(LINGER, async {
-            while read < 64 << 10 {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => read += n,
+        discard(&mut stream, 64 << 10, false).await;
+    });
+}
+
+/// Read and discard what the client sends, for at most [`LINGER`] and
+/// about `limit` bytes, until it closes, or (with `head`) until a blank
+/// line ends a request head. Only the 3 bytes before each read are kept
+/// to find that line: a head dripped in byte by byte costs no more than
+/// one sent at once.
+async fn discard(stream: &mut tokio::net::TcpStream, limit: usize, head: bool) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 3 + 4096];
+    let (mut read, mut kept) = (0, 0);
+    let _ = tokio::time::timeout(LINGER, async {
+        while read < limit {
+            match stream.read(&mut buf[kept..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    read += n;
+                    let seen = kept + n;
+                    if head && buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                    kept = seen.min(3);
+                    buf.copy_within(seen - kept..seen, 0);
                 }
             }
-        })
-        .await;
-    });
+        }
+    })
+    .await;
 }
