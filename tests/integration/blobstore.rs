@@ -527,9 +527,7 @@ async fn a_plugins_range_reads_only_its_bytes_from_s3() {
     use crate::fault_proxy::FaultProxy;
     let proxy = FaultProxy::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = s3_config(dir.path(), Some(&unique_bucket("plugrange")), None);
-    config.s3.endpoint_url = Some(proxy.endpoint());
-    let c = Coffer::open(config).await.unwrap();
+    let c = Coffer::open(proxy.s3_config(dir.path(), Some(&unique_bucket("plugrange")), None)).await.unwrap();
     ok(&c, "acme", &["mkdir", "docs"]).await;
     ok(&c, "acme", &["put", "docs", "a.txt", "0123456789abcdef"]).await;
     assert_eq!(ok(&c, "acme", &["cat", "docs", "a.txt", "3", "6"]).await, "3456\n");

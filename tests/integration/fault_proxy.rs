@@ -257,12 +257,20 @@ impl FaultProxy {
         self.state.lock().unwrap().injected.clone()
     }
 
-    /// How many `op` requests arrived.
+    /// The test server's S3 configuration ([`crate::support::s3_config`]),
+    /// reached through this proxy.
+    pub fn s3_config(&self, dir: &std::path::Path, bucket: Option<&str>, prefix: Option<&str>) -> coffer::Config {
+        let mut config = crate::support::s3_config(dir, bucket, prefix);
+        config.s3.endpoint_url = Some(self.endpoint());
+        config
+    }
+
     /// The `Range` header of each GetObject so far (`None`: a whole read).
     pub fn ranges(&self) -> Vec<Option<String>> {
         self.state.lock().unwrap().ranges.clone()
     }
 
+    /// How many `op` requests arrived.
     pub fn seen(&self, op: Op) -> usize {
         self.state.lock().unwrap().seen.get(&op).copied().unwrap_or(0)
     }

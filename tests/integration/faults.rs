@@ -15,13 +15,12 @@ use coffer::gc::{GcOptions, NoProgress};
 use coffer::{Coffer, Config, Content, Digest, Error, ErrorKind};
 
 use crate::fault_proxy::{Fault, FaultProxy, Op};
-use crate::support::{data, objects_on_server, s3_config, unique_bucket};
+use crate::support::{data, drain, objects_on_server, s3_config, unique_bucket};
 
 /// Coffer on `bucket` through `proxy`: requests time out after 1 s of
 /// silence, deletions after 1 s; multipart above 6 MiB in 5 MiB parts.
 fn config_via(proxy: &FaultProxy, dir: &std::path::Path, bucket: &str) -> Config {
-    let mut config = s3_config(dir, Some(bucket), None);
-    config.s3.endpoint_url = Some(proxy.endpoint());
+    let mut config = proxy.s3_config(dir, Some(bucket), None);
     config.s3.timeout = Some(1);
     config.s3.multipart_threshold = Some(6 << 20);
     config.s3.part_size = Some(5 << 20);
@@ -366,18 +365,9 @@ async fn a_range_is_asked_as_a_range_and_only_its_exact_answer_is_taken() {
     let info = coffer.put("acme", Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap();
     let sha = info.sha256.to_string();
     let range = |start: u64, end: u64| move |_: &coffer::ObjectInfo| Ok(Some((start, end)));
-    let read = |stream: coffer::content::ByteStream| async move {
-        use futures_util::TryStreamExt;
-        stream
-            .try_fold(Vec::new(), |mut all, chunk| async move {
-                all.extend_from_slice(&chunk);
-                Ok(all)
-            })
-            .await
-    };
 
     let (_, _, stream) = coffer.get_range("acme", &sha, range(1_500_000, 1_500_099)).await.unwrap();
-    assert!(read(stream).await.unwrap() == bytes[1_500_000..1_500_100]);
+    assert!(drain(stream).await.unwrap() == bytes[1_500_000..1_500_100]);
     assert_eq!(proxy.ranges(), vec![Some("bytes=1500000-1500099".to_string())], "one Range GET, nothing else read");
 
     proxy.once(Op::GetObject, 0, Fault::IgnoreRange);
@@ -392,6 +382,6 @@ async fn a_range_is_asked_as_a_range_and_only_its_exact_answer_is_taken() {
 
     // A range of the whole object is read whole and verified.
     let (_, _, stream) = coffer.get_range("acme", &sha, range(0, 1_999_999)).await.unwrap();
-    assert!(read(stream).await.unwrap() == bytes);
+    assert!(drain(stream).await.unwrap() == bytes);
     assert_eq!(proxy.ranges().last().unwrap(), &None);
 }

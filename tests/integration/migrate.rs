@@ -246,9 +246,7 @@ async fn a_read_begun_before_a_move_finishes_from_the_new_copy() {
 async fn a_read_refused_for_a_key_moved_away_follows_the_object() {
     let proxy = FaultProxy::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut single = s3_config(dir.path(), Some(&unique_bucket("mig-403")), None);
-    single.s3.endpoint_url = Some(proxy.endpoint());
-    let single = Coffer::open(single).await.unwrap();
+    let single = Coffer::open(proxy.s3_config(dir.path(), Some(&unique_bucket("mig-403")), None)).await.unwrap();
     let bytes = data(5000, 31);
     let info = single.put("acme", Content::from_bytes(bytes.clone(), None).unwrap()).await.unwrap();
 
@@ -264,9 +262,8 @@ async fn a_read_refused_for_a_key_moved_away_follows_the_object() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(proxy.seen(Op::GetObject), 1, "the read's GET is at the server");
-    let mut per_org = s3_config(dir.path(), None, Some(&format!("{}-", unique_bucket("m403"))));
-    per_org.s3.endpoint_url = Some(proxy.endpoint());
-    let per_org = Coffer::open(per_org).await.unwrap();
+    let prefix = format!("{}-", unique_bucket("m403"));
+    let per_org = Coffer::open(proxy.s3_config(dir.path(), None, Some(&prefix))).await.unwrap();
     assert_eq!(migrate(&per_org, MigrateOptions::default()).await.moved, 1);
 
     let got = reader.await.unwrap().expect("the read follows the object to its new bucket");

@@ -5,7 +5,7 @@ use std::time::Duration;
 use coffer::backend::{BlobStore, Disposition};
 use coffer::{Coffer, Content, Digest, Error};
 
-use crate::support::{data, objects_on_server, s3_coffer, s3_config, unique_bucket};
+use crate::support::{data, drain, objects_on_server, s3_coffer, s3_config, unique_bucket};
 
 #[tokio::test]
 async fn single_bucket_round_trip_with_keys_under_the_organisation() {
@@ -238,15 +238,6 @@ async fn a_tampered_object_is_detected_on_read() {
     std::fs::write(&file, stored).unwrap();
     let err = t.coffer.get_bytes("acme", &info.sha256).await.unwrap_err();
     assert!(matches!(err, Error::Integrity(_)), "{err}");
-}
-
-/// All of a read's bytes, or its error.
-async fn drain(mut stream: coffer::content::ByteStream) -> coffer::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
 }
 
 #[tokio::test]

@@ -58,6 +58,15 @@ pub fn unique_bucket(stem: &str) -> String {
     format!("{stem}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
+/// All of a read's bytes, or its error.
+pub async fn drain(mut stream: coffer::content::ByteStream) -> coffer::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
 /// The configuration for S3 on the test server, with the catalog in `dir`.
 pub fn s3_config(dir: &std::path::Path, bucket: Option<&str>, prefix: Option<&str>) -> Config {
     let server = crate::s3_server::server();

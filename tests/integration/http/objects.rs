@@ -417,7 +417,7 @@ async fn bad_names_policy_refusals_and_trapping_guests_answer_json() {
     assert_eq!(client().put(s.objects("acme")).body("x").send().await.unwrap().status(), 201, "the server goes on");
 }
 
-/// S3 refusing the operator's keys, or failing, is the server's problem:
+/// S3 refusing the operator's keys, failing, or down is the server's problem:
 /// the client is told so in general words with a request id, never the
 /// S3 endpoint, the bucket, or which AWS variables to check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,6 +435,8 @@ async fn s3_refusals_and_failures_reach_clients_without_host_internals() {
         (Fault::Refuse(403, "AccessDenied"), 500, "config"),
         (Fault::Refuse(403, "SignatureDoesNotMatch"), 500, "config"),
         (Fault::Refuse(500, "InternalError"), 503, "unavailable"),
+        // A server that is down: every connection closed unanswered.
+        (Fault::Stall(std::time::Duration::ZERO), 503, "unavailable"),
     ] {
         proxy.always(Op::PutObject, fault);
         let r = client().put(s.objects("acme")).body(format!("{fault:?}")).send().await.unwrap();
