@@ -9,6 +9,7 @@
 //! cargo bench --bench coffer -- --large-only # the large file alone, for profiling
 //! cargo bench --bench coffer -- --catalogs-only # SQLite against PostgreSQL alone
 //! cargo bench --bench coffer -- --http-only # `coffer serve` under wrk alone
+//! cargo bench --bench coffer -- --small-reads-only # 4 KiB GET latency (COFFER_BENCH_GARAGE=path adds Garage)
 //! ```
 //!
 //! Compared, on the same in-process S3 server (s3s-fs on 127.0.0.1, with
@@ -28,10 +29,12 @@
 
 mod catalogs;
 mod compare;
+mod garage;
 mod guest;
 mod http;
 mod instructions;
 mod large;
+mod small_reads;
 mod support;
 
 /// The tests' PostgreSQL harness: a throwaway server on a free port.
@@ -80,10 +83,37 @@ fn plan(quick: bool) -> Plan {
     }
 }
 
+/// The S3 servers small reads are measured against: the benchmark's s3s-fs
+/// (`TCP_NODELAY`, as MinIO), a second s3s-fs process with Nagle's
+/// algorithm on (as the s3s-fs binary ships), and Garage when
+/// `COFFER_BENCH_GARAGE` names its binary. The extra servers stop when the
+/// benchmark ends.
+fn small_read_targets(dir: &Path, endpoint: &str) -> (Vec<small_reads::Target>, Vec<crate::support::S3Server>) {
+    use crate::support::{KEY, SECRET};
+    let target = |name: &str, endpoint: String, key: &str, secret: &str| small_reads::Target {
+        name: name.into(),
+        endpoint,
+        key: key.into(),
+        secret: secret.into(),
+    };
+    let mut targets = vec![target("s3s-fs, TCP_NODELAY", endpoint.to_string(), KEY, SECRET)];
+    let root = dir.join("s3-nagle");
+    std::fs::create_dir_all(&root).unwrap();
+    let (addr, child, _) = crate::support::spawn_s3(root, true);
+    let mut servers = vec![crate::support::S3Server(child)];
+    targets.push(target("s3s-fs, Nagle on", format!("http://{addr}"), KEY, SECRET));
+    if let Some(bin) = std::env::var_os("COFFER_BENCH_GARAGE") {
+        let (endpoint, key, secret, server) = garage::start(Path::new(&bin), &dir.join("garage"));
+        servers.push(server);
+        targets.push(target("Garage", endpoint, &key, &secret));
+    }
+    (targets, servers)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--serve-s3") {
-        serve_s3(PathBuf::from(&args[at + 1]));
+        serve_s3(PathBuf::from(&args[at + 1]), args.iter().any(|a| a == "--nagle"));
         return;
     }
     if let Some(at) = args.iter().position(|a| a == "--count") {
@@ -117,6 +147,11 @@ fn main() {
         }
         return;
     }
+    if std::env::args().any(|a| a == "--small-reads-only") {
+        let (targets, _servers) = small_read_targets(dir.path(), &endpoint);
+        rt.block_on(small_reads::small_reads(&plan, dir.path(), &targets));
+        return;
+    }
     if std::env::args().any(|a| a == "--http-only") {
         http_load(&plan, dir.path(), &endpoint);
         return;
@@ -127,6 +162,9 @@ fn main() {
     }
     rt.block_on(throughput(&plan, dir.path(), &endpoint));
     rt.block_on(small_path(&plan, dir.path(), &endpoint));
+    let (targets, servers) = small_read_targets(dir.path(), &endpoint);
+    rt.block_on(small_reads::small_reads(&plan, dir.path(), &targets));
+    drop(servers);
     if !quick {
         instruction_counts(dir.path(), &endpoint);
     }

@@ -60,7 +60,11 @@ pub(crate) static S3_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 /// The S3 server (s3s-fs over `root`, verifying SigV4), serving in this
 /// process until it is killed; counts the requests it receives and tells
 /// the count at `/__bench/requests`. Prints its address first.
-pub(crate) fn serve_s3(root: PathBuf) {
+///
+/// With `nagle`, its sockets keep Nagle's algorithm on, as the s3s-fs
+/// binary and Garage ship (they never set `TCP_NODELAY`); otherwise they
+/// set `TCP_NODELAY`, as MinIO does.
+pub(crate) fn serve_s3(root: PathBuf, nagle: bool) {
     static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
@@ -72,7 +76,9 @@ pub(crate) fn serve_s3(root: PathBuf) {
         let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         loop {
             let Ok((socket, _)) = listener.accept().await else { continue };
-            let _ = socket.set_nodelay(true);
+            if !nagle {
+                let _ = socket.set_nodelay(true);
+            }
             let inner = service.clone();
             let counted = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let inner = inner.clone();
@@ -94,7 +100,7 @@ pub(crate) fn serve_s3(root: PathBuf) {
 }
 
 /// Kills the S3 server process when the benchmark ends.
-pub(crate) struct S3Server(std::process::Child);
+pub(crate) struct S3Server(pub(crate) std::process::Child);
 
 impl Drop for S3Server {
     fn drop(&mut self) {
@@ -110,20 +116,8 @@ impl Drop for S3Server {
 /// competes with the client's. Without `taskset` (or with one core), both
 /// share the machine, and the run says so.
 pub(crate) fn start_s3(root: PathBuf) -> (String, S3Server) {
+    let (addr, child, pinned) = spawn_s3(root, false);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pinned = cores >= 2 && Command::new("taskset").arg("--version").output().is_ok();
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", &(cores - 1).to_string()]).arg(exe);
-        c
-    } else {
-        Command::new(exe)
-    };
-    let mut child = cmd.arg("--serve-s3").arg(&root).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    let addr = line.trim().to_string();
     S3_ADDR.set(addr.clone()).unwrap();
     S3_PID.set(child.id()).unwrap();
     if pinned {
@@ -144,6 +138,29 @@ pub(crate) fn start_s3(root: PathBuf) -> (String, S3Server) {
         PLACEMENT.set("the S3 server and the clients share the machine's cores (no taskset)".into()).unwrap();
     }
     (format!("http://{addr}"), S3Server(child))
+}
+
+/// Start an S3 server process (see [`serve_s3`]) on the last core; its
+/// address, the process, and whether it is pinned.
+pub(crate) fn spawn_s3(root: PathBuf, nagle: bool) -> (String, std::process::Child, bool) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = cores >= 2 && Command::new("taskset").arg("--version").output().is_ok();
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &(cores - 1).to_string()]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    cmd.arg("--serve-s3").arg(&root);
+    if nagle {
+        cmd.arg("--nagle");
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    (line.trim().to_string(), child, pinned)
 }
 
 /// Where the server and the clients run, for the report.

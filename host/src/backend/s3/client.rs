@@ -1,5 +1,5 @@
-//! The S3 client: one pooled `reqwest` client, every request signed and
-//! retried here ([`S3Store::send`]), single uploads and "is this content
+//! The S3 client: one pooled transport (`transport.rs`), every request
+//! signed and retried here ([`S3Store::send`]), single uploads and "is this content
 //! already there?", decided by digest, and links built from the
 //! configured endpoint.
 
@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::error::{Op, parse_error, transport_error};
 use super::sign::{EMPTY_SHA256, Signer, encode, encode_key};
+use super::transport::Transport;
 use crate::backend::{BlobStore, Disposition};
 use crate::config::S3Settings;
 use crate::content::{Content, PartDigest, verify_stream};
@@ -38,7 +39,7 @@ pub enum Addressing {
 /// S3 as a [`BlobStore`]. Cheap to clone; clones share the connection pool.
 #[derive(Debug, Clone)]
 pub struct S3Store {
-    pub(super) client: reqwest::Client,
+    pub(super) transport: Transport,
     pub(super) scheme: String,
     /// Host and port of the endpoint.
     pub(super) authority: String,
@@ -153,20 +154,14 @@ impl S3Store {
         let (Some(key_id), Some(secret)) = (&s.access_key_id, &s.secret_access_key) else {
             return Err(Error::Config("S3 needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into()));
         };
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            // A request that stays silent this long fails and is retried
-            // (a stalled server, a half-open connection).
-            .read_timeout(Duration::from_secs(s.timeout.unwrap_or(60)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            // Never follow a redirect: it would carry a signed request, and
-            // any session token in it, to a host the operator did not
-            // configure. A 3xx answer is an error (see `error::parse_error`).
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
+        // A request that stays silent this long fails and is retried (a
+        // stalled server, a half-open connection). Redirects are never
+        // followed: one would carry a signed request, and any session
+        // token in it, to a host the operator did not configure; a 3xx
+        // answer is an error (see `error::parse_error`).
+        let transport = Transport::new(url.scheme() == "https", Duration::from_secs(s.timeout.unwrap_or(60)))?;
         Ok(S3Store {
-            client,
+            transport,
             scheme: url.scheme().to_string(),
             authority,
             base_path: url.path().trim_end_matches('/').to_string(),
@@ -230,17 +225,23 @@ impl S3Store {
                 let signed =
                     self.signer.sign_headers(method.as_str(), url, headers, &payload_sha, SystemTime::now())?;
                 let (body, len) = payload.body().await?;
-                let mut req = self.client.request(method.clone(), url).body(body);
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| Error::InvalidName(format!("{op}: {url:?} is not a URL: {e}")))?;
+                let mut req = reqwest::Request::new(method.clone(), parsed);
+                *req.body_mut() = Some(body);
+                let fields = req.headers_mut();
                 if method == Method::PUT || method == Method::POST {
-                    req = req.header(reqwest::header::CONTENT_LENGTH, len);
+                    fields.insert(reqwest::header::CONTENT_LENGTH, len.into());
                 }
-                for (k, v) in headers.iter().copied() {
-                    req = req.header(k, v);
+                for (k, v) in headers.iter().copied().chain(signed.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes());
+                    let value = reqwest::header::HeaderValue::from_str(v);
+                    let (Ok(name), Ok(value)) = (name, value) else {
+                        return Err(Error::InvalidInput(format!("{op}: header {k:?} cannot be sent as {v:?}")));
+                    };
+                    fields.append(name, value);
                 }
-                for (k, v) in &signed {
-                    req = req.header(k.as_str(), v.as_str());
-                }
-                let resp = req.send().await.map_err(|e| transport_error(op, e))?;
+                let resp = self.transport.execute(req).await.map_err(|e| transport_error(op, e))?;
                 let status = resp.status();
                 if status.is_success() || accept.contains(&status) {
                     return Ok(resp);

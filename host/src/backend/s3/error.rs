@@ -5,6 +5,7 @@
 use reqwest::StatusCode;
 use serde::Deserialize;
 
+use super::transport::TimedOut;
 use crate::error::Error;
 
 /// S3's `<Error>` document.
@@ -96,22 +97,37 @@ pub fn parse_error(op: &Op<'_>, status: StatusCode, body: &str) -> Error {
 /// Map a transport failure (connect, timeout, reset) to an error; these
 /// are retryable. A request body that broke off because its bytes failed
 /// their digest check is an integrity error, not retried.
-pub fn transport_error(op: &Op<'_>, e: reqwest::Error) -> Error {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+pub fn transport_error(op: &Op<'_>, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    let e = e.into();
+    let (mut connect, mut timeout, mut chain) = (false, false, Vec::new());
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
     while let Some(s) = source {
         if let Some(Error::Integrity(m)) = s.downcast_ref::<Error>() {
             return Error::Integrity(format!("{op}: {m}"));
         }
+        if let Some(h) = s.downcast_ref::<hyper_util::client::legacy::Error>() {
+            connect |= h.is_connect();
+        }
+        if let Some(r) = s.downcast_ref::<reqwest::Error>() {
+            connect |= r.is_connect();
+            timeout |= r.is_timeout();
+        }
+        timeout |= s.is::<TimedOut>()
+            || s.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+        let text = s.to_string();
+        if chain.last() != Some(&text) {
+            chain.push(text);
+        }
         source = s.source();
     }
-    let what = if e.is_connect() {
+    let what = if connect {
         "cannot connect to S3 (check AWS_ENDPOINT_URL)"
-    } else if e.is_timeout() {
+    } else if timeout {
         "S3 did not answer in time"
     } else {
         "the connection to S3 failed"
     };
-    Error::Backend { message: format!("{op}: {what}: {e}"), retryable: true, source: Some(Box::new(e)) }
+    Error::Backend { message: format!("{op}: {what}: {}", chain.join(": ")), retryable: true, source: Some(e) }
 }
 
 #[cfg(test)]
