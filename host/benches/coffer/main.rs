@@ -9,6 +9,7 @@
 //! cargo bench --bench coffer -- --large-only # the large file alone, for profiling
 //! cargo bench --bench coffer -- --catalogs-only # SQLite against PostgreSQL alone
 //! cargo bench --bench coffer -- --http-only # `coffer serve` under wrk alone
+//! cargo bench --bench coffer -- --service-only # `coffer serve` on SQLite under Coffer's own load generator
 //! cargo bench --bench coffer -- --small-reads-only # 4 KiB GET latency (COFFER_BENCH_GARAGE=path adds Garage)
 //! ```
 //!
@@ -34,6 +35,7 @@ mod guest;
 mod http;
 mod instructions;
 mod large;
+mod service;
 mod small_reads;
 mod support;
 
@@ -116,6 +118,13 @@ fn main() {
         serve_s3(PathBuf::from(&args[at + 1]), args.iter().any(|a| a == "--nagle"));
         return;
     }
+    if let Some(at) = args.iter().position(|a| a == "--load") {
+        let [url, op, size, clients, seconds] = &args[at + 1..at + 6] else {
+            panic!("--load URL OP SIZE CLIENTS SECONDS")
+        };
+        service::load(url, op, size.parse().unwrap(), clients.parse().unwrap(), seconds.parse().unwrap());
+        return;
+    }
     if let Some(at) = args.iter().position(|a| a == "--count") {
         let [way, puts, gets, endpoint, work] = &args[at + 1..at + 6] else {
             panic!("--count WAY PUTS GETS ENDPOINT DIR")
@@ -147,6 +156,10 @@ fn main() {
         }
         return;
     }
+    if std::env::args().any(|a| a == "--service-only") {
+        service::service(&plan, dir.path());
+        return;
+    }
     if std::env::args().any(|a| a == "--small-reads-only") {
         let (targets, _servers) = small_read_targets(dir.path(), &endpoint);
         rt.block_on(small_reads::small_reads(&plan, dir.path(), &targets));
@@ -171,6 +184,7 @@ fn main() {
     large_file(&plan, dir.path(), &endpoint);
     rt.block_on(sqlite(&plan, dir.path()));
     rt.block_on(catalogs(&plan, dir.path(), &endpoint));
+    service::service(&plan, dir.path());
     if !quick {
         http_load(&plan, dir.path(), &endpoint);
     }

@@ -14,12 +14,14 @@
 //!   in this process or any other): `records.rs`,
 //!   `locations.rs`, `claims.rs`, `named.rs`; the statements they share
 //!   in `rules.rs` (the catalog's rules) and `rows.rs` (rows as types);
-//! - `turns.rs`: writers take the write lock in the order they came.
+//! - `turns.rs`: writers take the write lock in the order they came;
+//! - `group.rs`: acknowledging commits share syncs of the WAL.
 //!
 //! rusqlite is blocking, so every operation runs on tokio's blocking pool.
 //! WAL mode lets reads go on while another process writes. The commits
-//! that acknowledge an operation (a put's record, a delete) run with
-//! `synchronous = FULL`, so they survive a power loss; the others
+//! that acknowledge an operation (a put's record, a delete) are synced to
+//! disk before they return, so they survive a power loss; concurrent ones
+//! share their syncs (group commit, `group.rs`). The others
 //! (reservations, staged blob rows, tombstone bookkeeping) run with
 //! `NORMAL`. That is safe because the WAL is one file written in order:
 //! syncing it for an acknowledging commit makes every earlier commit
@@ -29,6 +31,7 @@
 
 mod blobs;
 mod claims;
+mod group;
 mod locations;
 mod named;
 mod records;
@@ -102,6 +105,8 @@ pub struct SqliteDb {
     path: PathBuf,
     options: SqliteOptions,
     pool: Arc<Mutex<Vec<Connection>>>,
+    /// Acknowledging commits wait here for a shared sync.
+    group: Arc<group::GroupSync>,
 }
 
 impl SqliteDb {
@@ -120,7 +125,7 @@ impl SqliteDb {
                     .into(),
             ));
         }
-        let db = SqliteDb { path, options, pool: Arc::new(Mutex::new(Vec::new())) };
+        let db = SqliteDb { path, options, pool: Arc::new(Mutex::new(Vec::new())), group: Arc::default() };
         db.with_conn(migrate).await?;
         Ok(db)
     }
@@ -232,25 +237,39 @@ impl SqliteDb {
     }
 
     /// [`SqliteDb::with_conn`] for a transaction that acknowledges an
-    /// operation: synced to disk before it returns (with `Full`).
-    async fn with_durable_conn<T, F>(&self, mut f: F) -> Result<T>
+    /// operation: durable before it returns (with `Full`). It commits
+    /// without a sync, releasing the write lock at once, then waits for a
+    /// sync of the WAL begun after its commit, shared with every other
+    /// commit waiting (group commit: `group.rs`).
+    async fn with_durable_conn<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let full = self.options.synchronous == Synchronous::Full;
-        self.with_conn(move |conn| {
-            if full {
-                conn.pragma_update(None, "synchronous", "FULL")?;
-            }
-            let out = f(conn);
-            if full {
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
-            }
-            out
-        })
-        .await
+        let out = self.with_conn(f).await?;
+        if self.options.synchronous == Synchronous::Full {
+            let path = self.path.clone();
+            self.group.durable(|| async move { tokio::task::spawn_blocking(move || sync_wal(&path)).await? }).await?;
+        }
+        Ok(out)
     }
+}
+
+/// Sync the WAL of the database at `path` (every commit in it so far) to
+/// disk. Without a WAL file (never while connections are open), the
+/// database file itself, where a checkpoint moved the commits.
+fn sync_wal(path: &Path) -> Result<()> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let file = match std::fs::File::open(&wal) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::File::open(path),
+        other => other,
+    };
+    file.and_then(|f| f.sync_data()).map_err(|e| Error::Backend {
+        message: format!("cannot sync the SQLite database {} to disk: {e}", path.display()),
+        retryable: false,
+        source: Some(Box::new(e)),
+    })
 }
 
 /// Whether `e` is SQLite saying another connection holds the lock.
@@ -307,13 +326,40 @@ fn now() -> i64 {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn acknowledging_commits_are_synced_fully() {
+    /// A durable commit waits for a sync of the WAL (one per commit when
+    /// alone; shared when many commit at once), other commits for none,
+    /// and with `Normal` nothing is synced. Every commit is there after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn acknowledging_commits_are_synced_and_share_their_syncs() {
         let dir = tempfile::tempdir().unwrap();
         let db = SqliteDb::open(dir.path().join("t.db")).await.unwrap();
-        let sync = |c: &mut Connection| -> Result<i64> { Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?) };
-        assert_eq!(db.with_durable_conn(sync).await.unwrap(), 2, "FULL");
-        assert_eq!(db.with_conn(sync).await.unwrap(), 1, "NORMAL, and back to it after a durable commit");
+        db.with_conn(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER)")?)).await.unwrap();
+        let insert = |n: i64| {
+            move |c: &mut Connection| -> Result<()> {
+                c.execute("INSERT INTO t (n) VALUES (?1)", params![n])?;
+                Ok(())
+            }
+        };
+        let before = db.group.syncs();
+        db.with_conn(insert(0)).await.unwrap();
+        assert_eq!(db.group.syncs(), before, "a commit that acknowledges nothing is not synced");
+        db.with_durable_conn(insert(1)).await.unwrap();
+        assert_eq!(db.group.syncs(), before + 1, "an acknowledging commit alone gets a sync of its own");
+        let at_once: Vec<_> = (2..66)
+            .map(|n| {
+                tokio::spawn({
+                    let db = db.clone();
+                    async move { db.with_durable_conn(insert(n)).await }
+                })
+            })
+            .collect();
+        for t in at_once {
+            t.await.unwrap().unwrap();
+        }
+        let shared = db.group.syncs() - before - 1;
+        assert!((1..64).contains(&shared), "64 commits at once took {shared} syncs");
+        let rows: i64 = db.with_conn(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(rows, 66);
         let mode: String =
             db.with_conn(|c| Ok(c.pragma_query_value(None, "journal_mode", |r| r.get(0))?)).await.unwrap();
         assert_eq!(mode, "wal");
@@ -323,7 +369,9 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(normal.with_durable_conn(sync).await.unwrap(), 1);
+        normal.with_conn(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER)")?)).await.unwrap();
+        normal.with_durable_conn(insert(1)).await.unwrap();
+        assert_eq!(normal.group.syncs(), 0);
     }
 
     #[tokio::test]
