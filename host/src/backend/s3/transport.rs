@@ -71,6 +71,8 @@ impl Transport {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // As reqwest did: a dead peer on an idle connection is found.
+        http.set_keepalive(Some(Duration::from_secs(15)));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_config(https)?)
             .https_or_http()

@@ -246,27 +246,34 @@ impl SqliteDb {
         T: Send + 'static,
         F: FnMut(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let out = self.with_conn(f).await?;
+        let mut f = f;
+        // The WAL's name as SQLite resolved it (symbolic links followed,
+        // URIs decoded): the file that holds the commit.
+        let (out, wal) = self
+            .with_conn(move |conn| {
+                let out = f(conn)?;
+                Ok((out, conn.path().map(|p| PathBuf::from(format!("{p}-wal")))))
+            })
+            .await?;
         if self.options.synchronous == Synchronous::Full {
-            let path = self.path.clone();
-            self.group.durable(|| async move { tokio::task::spawn_blocking(move || sync_wal(&path)).await? }).await?;
+            let Some(wal) = wal else {
+                return Err(Error::Internal("SQLite names no file for this database: cannot sync it".into()));
+            };
+            self.group.durable(|| async move { tokio::task::spawn_blocking(move || sync_wal(&wal)).await? }).await?;
         }
         Ok(out)
     }
 }
 
-/// Sync the WAL of the database at `path` (every commit in it so far) to
-/// disk. Without a WAL file (never while connections are open), the
-/// database file itself, where a checkpoint moved the commits.
-fn sync_wal(path: &Path) -> Result<()> {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let file = match std::fs::File::open(&wal) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::File::open(path),
-        other => other,
-    };
-    file.and_then(|f| f.sync_data()).map_err(|e| Error::Backend {
-        message: format!("cannot sync the SQLite database {} to disk: {e}", path.display()),
+/// Sync the WAL file `wal` (every commit in it so far) to disk. It exists
+/// while any connection is open, and this process holds one, so a
+/// missing file is an error, never a reason to acknowledge.
+fn sync_wal(wal: &Path) -> Result<()> {
+    std::fs::File::open(wal).and_then(|f| f.sync_data()).map_err(|e| Error::Backend {
+        message: format!(
+            "the change is committed but not confirmed on disk: cannot sync the SQLite WAL {}: {e}",
+            wal.display()
+        ),
         retryable: false,
         source: Some(Box::new(e)),
     })
@@ -372,6 +379,21 @@ mod tests {
         normal.with_conn(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER)")?)).await.unwrap();
         normal.with_durable_conn(insert(1)).await.unwrap();
         assert_eq!(normal.group.syncs(), 0);
+    }
+
+    /// Opened through a symbolic link, the database's WAL lies beside the
+    /// link's target: that is the file synced (a missing WAL is an error,
+    /// never an acknowledgement).
+    #[tokio::test]
+    async fn a_database_opened_through_a_link_syncs_the_real_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real/t.db"), dir.path().join("link.db")).unwrap();
+        let db = SqliteDb::open(dir.path().join("link.db")).await.unwrap();
+        db.with_durable_conn(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER)")?)).await.unwrap();
+        assert!(dir.path().join("real/t.db-wal").exists());
+        assert!(!dir.path().join("link.db-wal").exists());
+        assert!(sync_wal(&dir.path().join("link.db-wal")).is_err());
     }
 
     #[tokio::test]
