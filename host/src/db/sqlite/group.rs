@@ -100,7 +100,7 @@ mod tests {
                 let mine = committed.fetch_add(1, Ordering::SeqCst) + 1;
                 let result = group
                     .durable(|| async {
-                        let n = syncs.fetch_add(1, Ordering::SeqCst);
+                        syncs.fetch_add(1, Ordering::SeqCst);
                         let covers = committed.load(Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(2)).await;
                         durable.fetch_max(covers, Ordering::SeqCst);
