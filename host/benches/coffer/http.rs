@@ -1,10 +1,10 @@
 //! `coffer serve` under wrk: 4 KiB puts and gets on SQLite and S3.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::Plan;
-use crate::support::{KEY, SECRET, terminate};
+use crate::support::{KEY, SECRET, start_serve, terminate};
 
 /// wrk's answer: requests/s, p50 and p99 (ms), non-2xx answers and
 /// socket errors.
@@ -88,27 +88,15 @@ end
         cmd.current_dir(&work)
             .env_clear()
             .env("COFFER_CACHE_DIR", work.join("cache"))
-            .env("COFFER_MAX_IN_FLIGHT", "1024")
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("COFFER_MAX_IN_FLIGHT", "1024");
         if backend == "s3" {
             cmd.env("AWS_ACCESS_KEY_ID", KEY)
                 .env("AWS_SECRET_ACCESS_KEY", SECRET)
                 .env("AWS_ENDPOINT_URL", endpoint)
                 .env("S3_BUCKET", "bench-http");
         }
-        let mut child = cmd.spawn().unwrap();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let url = loop {
-            let mut line = String::new();
-            assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "coffer serve exited");
-            if let Some(at) = line.find("listening on ") {
-                break line[at + "listening on ".len()..].trim().to_string();
-            }
-        };
         // The access log goes on being written (and read away) meanwhile.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let (mut child, url) = start_serve(cmd);
         let puts =
             wrk(&format!("{url}/v1/orgs/bench/objects"), &put_lua, seconds, 16, &format!("{}", std::process::id()));
         // Gets of objects that exist: some of those just stored.

@@ -5,13 +5,13 @@
 //! connection sending requests one after another for a fixed time.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Plan;
-use crate::support::{cpu_seconds, percentile, terminate};
+use crate::support::{cpu_seconds, percentile, start_serve, terminate};
 
 /// What one load run measured.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -123,26 +123,13 @@ pub(crate) fn service(plan: &Plan, dir: &Path) {
             // The server on the last core: a fresh one per row, so its peak
             // RSS is that row's.
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let mut child = pinned(cores - 1, Path::new(env!("CARGO_BIN_EXE_coffer")))
-                .current_dir(&work)
+            let mut cmd = pinned(cores - 1, Path::new(env!("CARGO_BIN_EXE_coffer")));
+            cmd.current_dir(&work)
                 .env_clear()
                 .env("COFFER_CACHE_DIR", work.join("cache"))
                 .env("COFFER_MAX_IN_FLIGHT", "1024")
-                .env("RUST_LOG", "warn")
-                .args(["serve", "--listen", "127.0.0.1:0"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-            let url = loop {
-                let mut line = String::new();
-                assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "coffer serve exited");
-                if let Some(at) = line.find("listening on ") {
-                    break line[at + "listening on ".len()..].trim().to_string();
-                }
-            };
-            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+                .env("RUST_LOG", "warn");
+            let (mut child, url) = start_serve(cmd);
             for op in ["put", "get"] {
                 let cpu = cpu_seconds(&proc_field(child.id(), "stat")).unwrap_or(0.0);
                 let out = pinned(0, &exe)

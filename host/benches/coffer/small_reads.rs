@@ -4,7 +4,7 @@
 //! algorithm on (as the s3s-fs binary and Garage ship) and off (as MinIO).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use coffer::backend::BlobStore;
@@ -12,7 +12,7 @@ use coffer::backend::s3::S3Store;
 use coffer::{Coffer, Config, Content};
 
 use crate::Plan;
-use crate::support::{drain, payload, percentile, terminate};
+use crate::support::{drain, payload, percentile, start_serve, terminate};
 
 /// An S3 server to read from.
 pub(crate) struct Target {
@@ -133,8 +133,8 @@ pub(crate) async fn small_reads(plan: &Plan, dir: &Path, targets: &[Target]) {
 /// `coffer serve` on the target (catalog in SQLite), read by one reqwest
 /// client over one kept-alive connection.
 async fn serve_gets(work: &Path, target: &Target, bucket: &str, key: &str, count: usize) -> Vec<f64> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .current_dir(work)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    cmd.current_dir(work)
         .env_clear()
         .env("COFFER_CACHE_DIR", work.join("cache"))
         .env("COFFER_DATABASE_URL", format!("sqlite:{}", work.join("catalog.db").display()))
@@ -142,21 +142,8 @@ async fn serve_gets(work: &Path, target: &Target, bucket: &str, key: &str, count
         .env("AWS_SECRET_ACCESS_KEY", &target.secret)
         .env("AWS_ENDPOINT_URL", &target.endpoint)
         .env("AWS_REGION", target.region())
-        .env("S3_BUCKET", bucket)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let url = loop {
-        let mut line = String::new();
-        assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "coffer serve exited");
-        if let Some(at) = line.find("listening on ") {
-            break line[at + "listening on ".len()..].trim().to_string();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        .env("S3_BUCKET", bucket);
+    let (mut child, url) = start_serve(cmd);
     let ms = {
         let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
         let url = format!("{url}/v1/orgs/acme/objects/{key}");

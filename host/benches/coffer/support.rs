@@ -284,3 +284,21 @@ pub(crate) fn terminate(child: &mut std::process::Child) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
 }
+
+/// Start `coffer serve` from `cmd` (the binary, its working directory and
+/// environment, set by the caller), listening on a free port of
+/// 127.0.0.1: the process and its URL. Its log is read away meanwhile.
+pub(crate) fn start_serve(mut cmd: Command) -> (std::process::Child, String) {
+    let mut child =
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "coffer serve exited");
+        if let Some(at) = line.find("listening on ") {
+            break line[at + "listening on ".len()..].trim().to_string();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, url)
+}
